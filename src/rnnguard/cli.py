@@ -1,0 +1,67 @@
+"""The ``rnnguard`` command line: thin parsing on top of library functions.
+
+Each area of the library contributes its sub-commands through a ``commands`` module exposing
+``register(subparsers)``; every sub-command sets ``func(args) -> int``. Command modules keep heavy
+imports inside their handlers so ``rnnguard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from rnnguard import __version__
+from rnnguard.errors import RnnguardError
+
+COMMAND_MODULES = (
+    "rnnguard.train.commands",
+    "rnnguard.diagnose.commands",
+    "rnnguard.bench.commands",
+    "rnnguard.tune.commands",
+    "rnnguard.bench.speed",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnguard",
+        description="Stable recurrent networks: train, diagnose, benchmark and tune.",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # area not present in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rnnguard`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("rnnguard: interrupted", file=sys.stderr)
+        return 130
+    except (RnnguardError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as exc:
+        if os.environ.get("RNNGUARD_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"rnnguard {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""rnnguard.diagnose."""
