@@ -1,1 +1,25 @@
-"""rnnguard.nn."""
+"""rnnguard.nn: recurrent layers, cells, initialisers and the layer registry."""
+
+from rnnguard.nn import init
+from rnnguard.nn.cells import GRUCell, IndRNNCell, LSTMCell, RNNCell
+from rnnguard.nn.functional import HiddenState, LSTMState, layer_step_function
+from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
+from rnnguard.nn.registry import create_layer, list_layers, register_layer
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "GRUCell",
+    "HiddenState",
+    "IndRNN",
+    "IndRNNCell",
+    "LSTMCell",
+    "LSTMState",
+    "RNNCell",
+    "create_layer",
+    "init",
+    "layer_step_function",
+    "list_layers",
+    "register_layer",
+]

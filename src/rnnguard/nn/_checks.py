@@ -1,0 +1,50 @@
+"""Argument checks shared by layers, cells and initialisers (messages name argument, value, expectation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rnnguard.errors import ConfigError
+
+
+def positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is a positive int; TypeError for a non-int, ConfigError for <= 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool, else TypeError."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def probability(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ConfigError(f"{name} must be a probability in [0, 1), got {value}")
+    return float(value)
+
+
+def choice(name: str, value: Any, options: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``options``."""
+    opts = tuple(options)
+    if value not in opts:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, opts))}, got {value!r}")
+    return str(value)
+
+
+def positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")
+    if not (float(value) > 0.0 and float(value) != float("inf")):
+        raise ConfigError(f"{name} must be a positive finite number, got {value}")
+    return float(value)

@@ -1,0 +1,462 @@
+"""Pure recurrent maths: one step per layer kind, the per-direction time loop, masks, step functions.
+
+Everything here follows ``docs/equations.md``. Cells, layers and :func:`layer_step_function` all
+call the same ``*_step`` functions, so there is exactly one implementation of each recurrence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnguard.errors import ConfigError
+
+__all__ = [
+    "GATES",
+    "KINDS",
+    "NONLINEARITIES",
+    "DirectionMasks",
+    "HiddenState",
+    "LSTMState",
+    "LayerMasks",
+    "LayerParams",
+    "StepFunction",
+    "StepOptions",
+    "cell_forward",
+    "drop_connect",
+    "gru_step",
+    "indrnn_step",
+    "layer_step_function",
+    "lstm_step",
+    "project_input",
+    "rnn_step",
+    "run_direction",
+    "sample_masks",
+    "zoneout",
+]
+
+#: Number of gate blocks stacked in ``weight_ih`` / ``weight_hh`` per layer kind (torch.nn order).
+GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3, "indrnn": 1}
+KINDS = tuple(GATES)
+NONLINEARITIES = ("tanh", "relu", "leaky_relu")
+LN_EPS = 1e-5
+LEAKY_SLOPE = 0.01
+
+
+class HiddenState(NamedTuple):
+    """State of an RNN, GRU or IndRNN: ``h`` (B, H)."""
+
+    h: Tensor
+
+
+class LSTMState(NamedTuple):
+    """State of an LSTM: ``h`` and ``c``, each (B, H), in torch.nn's order."""
+
+    h: Tensor
+    c: Tensor
+
+
+State = HiddenState | LSTMState
+
+
+class LayerParams(NamedTuple):
+    """The tensors of one layer and direction (already weight-normed / clamped where configured)."""
+
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias_ih: Tensor | None = None
+    bias_hh: Tensor | None = None
+    ln_ih: Tensor | None = None  # LayerNorm gain on W_ih x (G*H,)
+    ln_hh: Tensor | None = None  # LayerNorm gain on W_hh h (G*H,)
+    ln_c_weight: Tensor | None = None  # LSTM cell-state LayerNorm gain (H,)
+    ln_c_bias: Tensor | None = None  # and shift (H,)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Per-layer switches that change the step maths (not the parameters)."""
+
+    nonlinearity: str = "tanh"  # rnn / indrnn activation
+    residual: bool = False  # rnn: h_t = h_{t-1} + act(...)
+    zoneout: float = 0.0
+    zoneout_cell: float = 0.0  # lstm only
+    dropconnect: float = 0.0
+    training: bool = False
+
+
+class DirectionMasks(NamedTuple):
+    """Random masks of one layer and direction for one forward call (None where the rate is 0)."""
+
+    dropconnect: Tensor | None = None  # shape of weight_hh, already scaled by 1 / (1 - p)
+    zoneout_h: Tensor | None = None  # (T, B, H) for layers, (B, H) for cells; 1 keeps h_{t-1}
+    zoneout_c: Tensor | None = None  # likewise for the LSTM cell state
+
+
+class LayerMasks(NamedTuple):
+    """Masks of one layer: one :class:`DirectionMasks` per direction and the output dropout mask."""
+
+    directions: tuple[DirectionMasks, ...]
+    dropout: Tensor | None = None  # (T, B, D*H), scaled by 1 / (1 - p); None for the last layer
+
+
+# --------------------------------------------------------------------------- activations, norms
+
+
+def _act(v: Tensor, name: str) -> Tensor:
+    if name == "tanh":
+        return torch.tanh(v)
+    if name == "relu":
+        return torch.relu(v)
+    if name == "leaky_relu":
+        return F.leaky_relu(v, LEAKY_SLOPE)
+    raise ConfigError(f"nonlinearity must be one of {NONLINEARITIES}, got {name!r}")
+
+
+def _ln(v: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return F.layer_norm(v, (v.shape[-1],), weight, bias, LN_EPS)
+
+
+# --------------------------------------------------------------------------- regularisers
+
+
+def zoneout(prev: Tensor, new: Tensor, p: float, mask: Tensor | None, training: bool) -> Tensor:
+    """Zoneout: keep ``prev`` where ``mask`` is 1 (train) or mix by the expectation ``p`` (eval)."""
+    if p == 0.0:
+        return new
+    if training:
+        if mask is None:
+            mask = torch.empty_like(new).bernoulli_(p)
+        return mask * prev + (1.0 - mask) * new
+    return p * prev + (1.0 - p) * new
+
+
+def drop_connect(weight: Tensor, p: float, mask: Tensor | None, training: bool) -> Tensor:
+    """DropConnect on a weight tensor, applied functionally (the parameter is never replaced)."""
+    if p == 0.0 or not training:
+        return weight
+    if mask is None:
+        mask = _bernoulli(weight.shape, 1.0 - p, weight) / (1.0 - p)
+    return weight * mask
+
+
+def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
+    # One sampling primitive for every mask, so reference and fused paths draw identical numbers.
+    return torch.empty(tuple(shape), device=like.device, dtype=like.dtype).bernoulli_(keep)
+
+
+def sample_masks(
+    kind: str,
+    *,
+    num_layers: int,
+    num_directions: int,
+    hidden_size: int,
+    steps: int,
+    batch: int,
+    like: Tensor,
+    dropconnect: float = 0.0,
+    zoneout: float = 0.0,
+    zoneout_cell: float = 0.0,
+    dropout: float = 0.0,
+    training: bool = True,
+) -> list[LayerMasks]:
+    """Draw every random mask of one forward call in the documented order (docs/equations.md).
+
+    For each layer, for each direction: DropConnect mask, zoneout h masks, zoneout c masks; then
+    that layer's output dropout mask (all layers but the last). Masks take ``like``'s device and
+    dtype and come from that device's default generator. In eval mode all masks are None.
+    """
+    gates = GATES[kind]
+    hh_shape: tuple[int, ...] = (
+        (hidden_size,) if kind == "indrnn" else (gates * hidden_size, hidden_size)
+    )
+    out: list[LayerMasks] = []
+    for layer in range(num_layers):
+        dirs = []
+        for _ in range(num_directions):
+            dc = zh = zc = None
+            if training and dropconnect > 0.0:
+                dc = _bernoulli(hh_shape, 1.0 - dropconnect, like) / (1.0 - dropconnect)
+            if training and zoneout > 0.0:
+                zh = _bernoulli((steps, batch, hidden_size), zoneout, like)
+            if training and kind == "lstm" and zoneout_cell > 0.0:
+                zc = _bernoulli((steps, batch, hidden_size), zoneout_cell, like)
+            dirs.append(DirectionMasks(dc, zh, zc))
+        drop = None
+        if training and dropout > 0.0 and layer < num_layers - 1:
+            width = num_directions * hidden_size
+            drop = _bernoulli((steps, batch, width), 1.0 - dropout, like) / (1.0 - dropout)
+        out.append(LayerMasks(tuple(dirs), drop))
+    return out
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def project_input(x: Tensor, p: LayerParams) -> Tensor:
+    """``LN(W_ih x) + b_ih`` for any leading shape of ``x``; hoisted out of the time loop."""
+    v = F.linear(x, p.weight_ih)
+    if p.ln_ih is not None:
+        v = _ln(v, p.ln_ih)
+    if p.bias_ih is not None:
+        v = v + p.bias_ih
+    return v
+
+
+def _recurrent(h: Tensor, w_hh: Tensor, p: LayerParams) -> Tensor:
+    u = F.linear(h, w_hh)
+    if p.ln_hh is not None:
+        u = _ln(u, p.ln_hh)
+    if p.bias_hh is not None:
+        u = u + p.bias_hh
+    return u
+
+
+def lstm_step(
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+) -> LSTMState:
+    """One LSTM step from the projected input ``xp`` (B, 4H); returns the candidate (h~, c~)."""
+    h, c = state  # type: ignore[misc]
+    z = xp + _recurrent(h, w_hh, p)
+    i, f, g, o = z.chunk(4, dim=-1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    c_out = _ln(c_new, p.ln_c_weight, p.ln_c_bias) if p.ln_c_weight is not None else c_new
+    h_new = torch.sigmoid(o) * torch.tanh(c_out)
+    return LSTMState(h_new, c_new)
+
+
+def gru_step(
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+) -> HiddenState:
+    """One GRU step from the projected input ``xp`` (B, 3H); returns the candidate h~."""
+    h = state[0]
+    u = _recurrent(h, w_hh, p)
+    a_r, a_z, a_n = xp.chunk(3, dim=-1)
+    u_r, u_z, u_n = u.chunk(3, dim=-1)
+    r = torch.sigmoid(a_r + u_r)
+    z = torch.sigmoid(a_z + u_z)
+    n = torch.tanh(a_n + r * u_n)
+    return HiddenState((1.0 - z) * n + z * h)
+
+
+def rnn_step(
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+) -> HiddenState:
+    """One Elman RNN step (optionally residual: h_{t-1} + act(...)); returns the candidate h~."""
+    h = state[0]
+    a = _act(xp + _recurrent(h, w_hh, p), opts.nonlinearity)
+    return HiddenState(h + a if opts.residual else a)
+
+
+def indrnn_step(
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+) -> HiddenState:
+    """One IndRNN step: act(xp + u * h_{t-1}) with the per-unit recurrent vector ``u``."""
+    h = state[0]
+    return HiddenState(_act(xp + w_hh * h, opts.nonlinearity))
+
+
+STEPS: dict[str, Callable[[Tensor, State, Tensor, LayerParams, StepOptions], State]] = {
+    "lstm": lstm_step,
+    "gru": gru_step,
+    "rnn": rnn_step,
+    "indrnn": indrnn_step,
+}
+
+
+def _zoneout_state(
+    prev: State, new: State, opts: StepOptions, mask_h: Tensor | None, mask_c: Tensor | None
+) -> State:
+    if opts.zoneout == 0.0 and opts.zoneout_cell == 0.0:
+        return new
+    h = zoneout(prev[0], new[0], opts.zoneout, mask_h, opts.training)
+    if isinstance(new, LSTMState) and isinstance(prev, LSTMState):
+        c = zoneout(prev.c, new.c, opts.zoneout_cell, mask_c, opts.training)
+        return LSTMState(h, c)
+    return HiddenState(h)
+
+
+def cell_forward(
+    kind: str,
+    x_t: Tensor,
+    state: State,
+    params: LayerParams,
+    opts: StepOptions,
+    masks: DirectionMasks | None = None,
+) -> State:
+    """One full step (projection, recurrence, zoneout) on ``x_t`` (B, I); masks are per step (B, H)."""
+    masks = masks or DirectionMasks()
+    w_hh = drop_connect(params.weight_hh, opts.dropconnect, masks.dropconnect, opts.training)
+    new = STEPS[kind](project_input(x_t, params), state, w_hh, params, opts)
+    return _zoneout_state(state, new, opts, masks.zoneout_h, masks.zoneout_c)
+
+
+def run_direction(
+    kind: str,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    masks: DirectionMasks | None,
+    opts: StepOptions,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, State]:
+    """Run one layer in one direction over ``x`` (T, B, I) -> (outputs (T, B, H), final state).
+
+    ``lengths`` (B,) marks valid steps: a sequence updates its state only at t < length, padded
+    outputs are zero, and the reverse direction starts at its own last valid step. In training
+    mode with a zoneout/DropConnect rate > 0, ``masks`` must come from :func:`sample_masks`.
+    """
+    masks = masks or DirectionMasks()
+    if opts.training:
+        if opts.dropconnect > 0.0 and masks.dropconnect is None:
+            raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
+        if opts.zoneout > 0.0 and masks.zoneout_h is None:
+            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
+    step = STEPS[kind]
+    steps = x.shape[0]
+    xp = project_input(x, params)  # (T, B, G*H): the input projection leaves the loop
+    w_hh = drop_connect(params.weight_hh, opts.dropconnect, masks.dropconnect, opts.training)
+    valid = None
+    if lengths is not None:
+        t_idx = torch.arange(steps, device=x.device).unsqueeze(1)
+        valid = (t_idx < lengths.to(x.device).unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+    outputs: list[Tensor] = [x.new_empty(0)] * steps
+    state = state0
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    for t in order:
+        new = step(xp[t], state, w_hh, params, opts)
+        mh = masks.zoneout_h[t] if masks.zoneout_h is not None else None
+        mc = masks.zoneout_c[t] if masks.zoneout_c is not None else None
+        new = _zoneout_state(state, new, opts, mh, mc)
+        if valid is not None:
+            v = valid[t]
+            new = type(new)(*(torch.where(v, n, s) for n, s in zip(new, state)))
+            outputs[t] = torch.where(v, new[0], torch.zeros_like(new[0]))
+        else:
+            outputs[t] = new[0]
+        state = new
+    return torch.stack(outputs, 0), state
+
+
+# --------------------------------------------------------------------------- step functions
+
+
+class StepFunction:
+    """The deterministic (eval-mode) one-step map of one layer and direction of a recurrent module.
+
+    ``step(x_t, state) -> state``, ``output(state) -> h_t``, ``initial_state(batch)``. Parameters
+    are read live from the module on every call, so gradients flow to them.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        params: Callable[[], LayerParams],
+        opts: StepOptions,
+        input_size: int,
+        hidden_size: int,
+    ) -> None:
+        self.kind = kind
+        self._params = params
+        self.opts = opts
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+
+    @property
+    def params(self) -> LayerParams:
+        """The current tensors of this layer and direction."""
+        return self._params()
+
+    def step(self, x_t: Tensor, state: State | Tensor) -> State:
+        """Advance one step on ``x_t`` (B, input_size)."""
+        if isinstance(state, Tensor):
+            state = HiddenState(state)
+        return cell_forward(self.kind, x_t, state, self._params(), self.opts)
+
+    def output(self, state: State) -> Tensor:
+        """The layer output for ``state`` (its h)."""
+        return state[0]
+
+    def initial_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """Zeros of the right shape (an :class:`LSTMState` for LSTMs, else :class:`HiddenState`)."""
+        w = self._params().weight_ih
+        z = torch.zeros(batch, self.hidden_size, device=device or w.device, dtype=dtype or w.dtype)
+        return LSTMState(z, z.clone()) if self.kind == "lstm" else HiddenState(z)
+
+    def __repr__(self) -> str:
+        return (
+            f"StepFunction(kind={self.kind!r}, input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size})"
+        )
+
+
+_TORCH_MODES = {
+    "LSTM": ("lstm", "tanh"),
+    "GRU": ("gru", "tanh"),
+    "RNN_TANH": ("rnn", "tanh"),
+    "RNN_RELU": ("rnn", "relu"),
+}
+
+
+def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -> StepFunction:
+    """One-step map (eval semantics) of ``layer``/``direction`` of a torch.nn or rnnguard RNN/LSTM/GRU/IndRNN.
+
+    Eval semantics: zoneout contributes its expectation, DropConnect and dropout are off.
+    """
+    if hasattr(module, "layer_params") and hasattr(module, "step_options"):
+        mod: Any = module
+        layers, dirs = int(mod.num_layers), 2 if mod.bidirectional else 1
+        _check_index(layer, layers, direction, dirs)
+        return StepFunction(
+            str(mod.kind),
+            lambda: mod.layer_params(layer, direction),
+            mod.step_options(training=False),
+            int(mod.layer_input_size(layer)),
+            int(mod.hidden_size),
+        )
+    if isinstance(module, nn.RNNBase):
+        if module.mode not in _TORCH_MODES:
+            raise ConfigError(
+                f"module.mode must be one of {tuple(_TORCH_MODES)}, got {module.mode!r}"
+            )
+        if getattr(module, "proj_size", 0):
+            raise NotImplementedError(
+                "layer_step_function does not support LSTM with proj_size > 0"
+            )
+        dirs = 2 if module.bidirectional else 1
+        _check_index(layer, module.num_layers, direction, dirs)
+        kind, act = _TORCH_MODES[module.mode]
+        sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        tm: Any = module
+
+        def params() -> LayerParams:
+            b = tm.bias
+            return LayerParams(
+                getattr(tm, "weight_ih" + sfx),
+                getattr(tm, "weight_hh" + sfx),
+                getattr(tm, "bias_ih" + sfx) if b else None,
+                getattr(tm, "bias_hh" + sfx) if b else None,
+            )
+
+        in_size = module.input_size if layer == 0 else dirs * module.hidden_size
+        return StepFunction(
+            kind, params, StepOptions(nonlinearity=act), in_size, module.hidden_size
+        )
+    raise TypeError(
+        "module must be a torch.nn.RNN/LSTM/GRU or an rnnguard RNN/LSTM/GRU/IndRNN, "
+        f"got {type(module).__name__}"
+    )
+
+
+def _check_index(layer: int, layers: int, direction: int, dirs: int) -> None:
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < layers:
+        raise ConfigError(f"layer must be an int in [0, {layers}), got {layer!r}")
+    if isinstance(direction, bool) or not isinstance(direction, int) or not 0 <= direction < dirs:
+        raise ConfigError(f"direction must be an int in [0, {dirs}), got {direction!r}")
