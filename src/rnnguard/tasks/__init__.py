@@ -1,1 +1,18 @@
-"""rnnguard.tasks."""
+"""Tasks: the Task protocol, a registry, and the built-in synthetic problems."""
+
+from rnnguard.tasks.adding import AddingTask
+from rnnguard.tasks.base import BaseTask, Task, TaskSpec
+from rnnguard.tasks.copy import CopyTask
+from rnnguard.tasks.registry import TaskInfo, create_task, list_tasks, register_task
+
+__all__ = [
+    "AddingTask",
+    "BaseTask",
+    "CopyTask",
+    "Task",
+    "TaskInfo",
+    "TaskSpec",
+    "create_task",
+    "list_tasks",
+    "register_task",
+]
