@@ -1,0 +1,150 @@
+"""With no extras, rnnguard layers and cells give torch.nn's numbers: outputs, states, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_sequence
+
+import rnnguard.nn as rn
+
+KINDS = {"rnn": (rn.RNN, nn.RNN), "lstm": (rn.LSTM, nn.LSTM), "gru": (rn.GRU, nn.GRU)}
+I, H, T, B = 3, 4, 5, 3
+
+
+def _pair(kind: str, impl: str = "reference", **kw):
+    ours_cls, torch_cls = KINDS[kind]
+    ref = torch_cls(I, H, **kw)
+    ours = ours_cls(I, H, impl=impl, **kw)
+    ours.load_state_dict(ref.state_dict())  # strict: same parameter names and shapes
+    return ours, ref
+
+
+def _states(out):
+    return out[1] if isinstance(out[1], tuple) else (out[1],)
+
+
+def _hx(kind: str, n: int, batch: int | None):
+    shape = (n, batch, H) if batch is not None else (n, H)
+    h = torch.randn(*shape)
+    return (h, torch.randn(*shape)) if kind == "lstm" else h
+
+
+def _compare(ours, ref, run, atol=1e-5):
+    a, b = run(ours), run(ref)
+    oa = a[0].data if hasattr(a[0], "batch_sizes") else a[0]
+    ob = b[0].data if hasattr(b[0], "batch_sizes") else b[0]
+    torch.testing.assert_close(oa, ob, atol=atol, rtol=1e-5)
+    for sa, sb in zip(_states(a), _states(b)):
+        torch.testing.assert_close(sa, sb, atol=atol, rtol=1e-5)
+    loss_a = (oa * torch.linspace(-1, 1, oa.numel()).view_as(oa)).sum() + sum(
+        s.sum() for s in _states(a)
+    )
+    loss_b = (ob * torch.linspace(-1, 1, ob.numel()).view_as(ob)).sum() + sum(
+        s.sum() for s in _states(b)
+    )
+    loss_a.backward()
+    loss_b.backward()
+    pa, pb = dict(ours.named_parameters()), dict(ref.named_parameters())
+    assert pa.keys() == pb.keys()
+    for name in pa:
+        torch.testing.assert_close(pa[name].grad, pb[name].grad, atol=atol, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_parity_batched(kind, num_layers, bidirectional, batch_first):
+    ours, ref = _pair(
+        kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first
+    )
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), requires_grad=True)
+    hx = _hx(kind, num_layers * (1 + bidirectional), B)
+    _compare(ours, ref, lambda m: m(x))
+    _compare(ours, ref, lambda m: m(x, hx))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_parity_packed_mixed_lengths(kind, impl, with_state):
+    ours, ref = _pair(kind, impl, num_layers=2, bidirectional=True)
+    seqs = [torch.randn(n, I) for n in (3, 6, 1, 6, 4)]
+    packed = pack_sequence(seqs, enforce_sorted=False)
+    hx = _hx(kind, 4, len(seqs)) if with_state else None
+    _compare(ours, ref, lambda m: m(packed, hx))
+    out, _ = ours(packed, hx)
+    assert torch.equal(out.batch_sizes, packed.batch_sizes)
+    assert torch.equal(out.unsorted_indices, packed.unsorted_indices)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_parity_packed_sorted_without_indices(kind):
+    ours, ref = _pair(kind)
+    packed = pack_sequence([torch.randn(n, I) for n in (6, 4, 2)], enforce_sorted=True)
+    _compare(ours, ref, lambda m: m(packed))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_parity_unbatched(kind, batch_first):
+    ours, ref = _pair(kind, num_layers=2, bidirectional=True, batch_first=batch_first)
+    x = torch.randn(T, I)
+    _compare(ours, ref, lambda m: m(x))
+    hx = _hx(kind, 4, None)
+    _compare(ours, ref, lambda m: m(x, hx))
+    assert ours(x)[0].shape == (T, 2 * H)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_auto_impl_matches_torch_in_training_with_dropout(kind):
+    ours, ref = _pair(kind, "auto", num_layers=2, dropout=0.5)
+    x = torch.randn(T, B, I)
+    torch.manual_seed(3)
+    a = ours(x)[0]
+    torch.manual_seed(3)
+    b = ref(x)[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_relu_rnn_and_no_bias_parity():
+    ours, ref = _pair("rnn", nonlinearity="relu", bias=False, num_layers=2)
+    x = torch.randn(T, B, I)
+    _compare(ours, ref, lambda m: m(x))
+    ours = rn.RNN(I, H, 1, "relu")  # torch.nn.RNN's positional nonlinearity
+    assert ours.nonlinearity == "relu" and ours.mode == "RNN_RELU"
+
+
+@pytest.mark.parametrize(
+    ("ours_cls", "torch_cls", "kind"),
+    [
+        (rn.LSTMCell, nn.LSTMCell, "lstm"),
+        (rn.GRUCell, nn.GRUCell, "gru"),
+        (rn.RNNCell, nn.RNNCell, "rnn"),
+    ],
+)
+def test_cells_match_torch_cells(ours_cls, torch_cls, kind):
+    ref = torch_cls(I, H)
+    cell = ours_cls(I, H)
+    cell.load_state_dict(ref.state_dict())
+    x = torch.randn(B, I)
+    state = cell.initial_state(B)
+    state = type(state)(*(torch.randn_like(s) for s in state))
+    out, new = cell(x, state)
+    expect = ref(x, tuple(state) if kind == "lstm" else state.h)
+    expect = expect if isinstance(expect, tuple) else (expect,)
+    for got, want in zip(new, expect):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(out, expect[0])
+    out1, new1 = cell(x[0], type(state)(*(s[0] for s in state)))  # unbatched
+    torch.testing.assert_close(out1, out[0])
+
+
+def test_state_dict_round_trip_into_torch():
+    ours = rn.LSTM(I, H, 2, bidirectional=True)
+    ref = nn.LSTM(I, H, 2, bidirectional=True)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(T, B, I)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0])
