@@ -10,13 +10,13 @@ from torch.nn.utils.rnn import pack_sequence
 import rnnguard.nn as rn
 
 KINDS = {"rnn": (rn.RNN, nn.RNN), "lstm": (rn.LSTM, nn.LSTM), "gru": (rn.GRU, nn.GRU)}
-I, H, T, B = 3, 4, 5, 3
+F_IN, H, T, B = 3, 4, 5, 3
 
 
 def _pair(kind: str, impl: str = "reference", **kw):
     ours_cls, torch_cls = KINDS[kind]
-    ref = torch_cls(I, H, **kw)
-    ours = ours_cls(I, H, impl=impl, **kw)
+    ref = torch_cls(F_IN, H, **kw)
+    ours = ours_cls(F_IN, H, impl=impl, **kw)
     ours.load_state_dict(ref.state_dict())  # strict: same parameter names and shapes
     return ours, ref
 
@@ -60,7 +60,7 @@ def test_parity_batched(kind, num_layers, bidirectional, batch_first):
     ours, ref = _pair(
         kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first
     )
-    x = torch.randn((B, T, I) if batch_first else (T, B, I), requires_grad=True)
+    x = torch.randn((B, T, F_IN) if batch_first else (T, B, F_IN), requires_grad=True)
     hx = _hx(kind, num_layers * (1 + bidirectional), B)
     _compare(ours, ref, lambda m: m(x))
     _compare(ours, ref, lambda m: m(x, hx))
@@ -71,7 +71,7 @@ def test_parity_batched(kind, num_layers, bidirectional, batch_first):
 @pytest.mark.parametrize("with_state", [False, True])
 def test_parity_packed_mixed_lengths(kind, impl, with_state):
     ours, ref = _pair(kind, impl, num_layers=2, bidirectional=True)
-    seqs = [torch.randn(n, I) for n in (3, 6, 1, 6, 4)]
+    seqs = [torch.randn(n, F_IN) for n in (3, 6, 1, 6, 4)]
     packed = pack_sequence(seqs, enforce_sorted=False)
     hx = _hx(kind, 4, len(seqs)) if with_state else None
     _compare(ours, ref, lambda m: m(packed, hx))
@@ -83,7 +83,7 @@ def test_parity_packed_mixed_lengths(kind, impl, with_state):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_parity_packed_sorted_without_indices(kind):
     ours, ref = _pair(kind)
-    packed = pack_sequence([torch.randn(n, I) for n in (6, 4, 2)], enforce_sorted=True)
+    packed = pack_sequence([torch.randn(n, F_IN) for n in (6, 4, 2)], enforce_sorted=True)
     _compare(ours, ref, lambda m: m(packed))
 
 
@@ -91,7 +91,7 @@ def test_parity_packed_sorted_without_indices(kind):
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_parity_unbatched(kind, batch_first):
     ours, ref = _pair(kind, num_layers=2, bidirectional=True, batch_first=batch_first)
-    x = torch.randn(T, I)
+    x = torch.randn(T, F_IN)
     _compare(ours, ref, lambda m: m(x))
     hx = _hx(kind, 4, None)
     _compare(ours, ref, lambda m: m(x, hx))
@@ -101,7 +101,7 @@ def test_parity_unbatched(kind, batch_first):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_auto_impl_matches_torch_in_training_with_dropout(kind):
     ours, ref = _pair(kind, "auto", num_layers=2, dropout=0.5)
-    x = torch.randn(T, B, I)
+    x = torch.randn(T, B, F_IN)
     torch.manual_seed(3)
     a = ours(x)[0]
     torch.manual_seed(3)
@@ -111,9 +111,9 @@ def test_auto_impl_matches_torch_in_training_with_dropout(kind):
 
 def test_relu_rnn_and_no_bias_parity():
     ours, ref = _pair("rnn", nonlinearity="relu", bias=False, num_layers=2)
-    x = torch.randn(T, B, I)
+    x = torch.randn(T, B, F_IN)
     _compare(ours, ref, lambda m: m(x))
-    ours = rn.RNN(I, H, 1, "relu")  # torch.nn.RNN's positional nonlinearity
+    ours = rn.RNN(F_IN, H, 1, "relu")  # torch.nn.RNN's positional nonlinearity
     assert ours.nonlinearity == "relu" and ours.mode == "RNN_RELU"
 
 
@@ -126,10 +126,10 @@ def test_relu_rnn_and_no_bias_parity():
     ],
 )
 def test_cells_match_torch_cells(ours_cls, torch_cls, kind):
-    ref = torch_cls(I, H)
-    cell = ours_cls(I, H)
+    ref = torch_cls(F_IN, H)
+    cell = ours_cls(F_IN, H)
     cell.load_state_dict(ref.state_dict())
-    x = torch.randn(B, I)
+    x = torch.randn(B, F_IN)
     state = cell.initial_state(B)
     state = type(state)(*(torch.randn_like(s) for s in state))
     out, new = cell(x, state)
@@ -138,13 +138,13 @@ def test_cells_match_torch_cells(ours_cls, torch_cls, kind):
     for got, want in zip(new, expect):
         torch.testing.assert_close(got, want)
     torch.testing.assert_close(out, expect[0])
-    out1, new1 = cell(x[0], type(state)(*(s[0] for s in state)))  # unbatched
+    out1, _ = cell(x[0], type(state)(*(s[0] for s in state)))  # unbatched
     torch.testing.assert_close(out1, out[0])
 
 
 def test_state_dict_round_trip_into_torch():
-    ours = rn.LSTM(I, H, 2, bidirectional=True)
-    ref = nn.LSTM(I, H, 2, bidirectional=True)
+    ours = rn.LSTM(F_IN, H, 2, bidirectional=True)
+    ref = nn.LSTM(F_IN, H, 2, bidirectional=True)
     ref.load_state_dict(ours.state_dict())
-    x = torch.randn(T, B, I)
+    x = torch.randn(T, B, F_IN)
     torch.testing.assert_close(ours(x)[0], ref(x)[0])
