@@ -1,0 +1,126 @@
+"""Helpers shared by the diagnostics: argument checks, eval-mode context, calling user models."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnnguard.errors import ConfigError
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``, else raise ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_probability(name: str, value: Any, *, low: float = 0.0, high: float = 1.0) -> float:
+    """Return ``value`` as float if it lies strictly inside (low, high)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        raise ConfigError(f"{name} must be a number in ({low}, {high}), got {value!r}")
+    return float(value)
+
+
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as float if it is a finite number > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_module(model: Any) -> nn.Module:
+    """Raise TypeError unless ``model`` is a torch.nn.Module."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_sequence_batch(x: Any, name: str = "x") -> Tensor:
+    """Check ``x`` is a (batch, time, features) float tensor, or (batch, time) integer tokens."""
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (batch, time, features), got {type(x).__name__}"
+        )
+    if x.is_floating_point():
+        if x.dim() != 3:
+            raise ConfigError(
+                f"{name} must have shape (batch, time, features), got shape {tuple(x.shape)}"
+            )
+    elif x.dim() != 2:
+        raise ConfigError(
+            f"{name} of integer tokens must have shape (batch, time), got {tuple(x.shape)}"
+        )
+    if x.shape[0] < 1:
+        raise ConfigError(f"{name} must hold at least one sequence, got batch size {x.shape[0]}")
+    if x.shape[1] < 2:
+        raise ConfigError(f"{name} must have at least 2 time steps, got {x.shape[1]}")
+    return x
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (deterministic), restoring each submodule's flag afterwards.
+
+    cuDNN is switched off because its RNN backward refuses to run in eval mode.
+    """
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def first_tensor(out: Any) -> Tensor:
+    """The prediction in a model's return value: the tensor itself or the first item of a tuple."""
+    while isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if not isinstance(out, Tensor):
+        raise ConfigError(
+            f"model must return a tensor (or a tuple whose first item is one), got {type(out).__name__}"
+        )
+    return out
+
+
+def call_model(model: nn.Module, x: Tensor) -> Tensor:
+    """Call ``model(x)`` and return its prediction, turning a rejection of ``x`` into ConfigError."""
+    try:
+        out = model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"model must accept a (batch, time, features) input; with shape {tuple(x.shape)} "
+            f"it raised {type(exc).__name__}: {msg}"
+        ) from exc
+    y = first_tensor(out)
+    if y.dim() not in (2, 3) or y.shape[0] != x.shape[0]:
+        raise ConfigError(
+            "model output must have shape (batch, time, outputs) or (batch, outputs) with "
+            f"batch {x.shape[0]}, got {tuple(y.shape)}"
+        )
+    if y.dim() == 3 and y.shape[1] != x.shape[1]:
+        raise ConfigError(
+            f"model output must keep the {x.shape[1]} time steps of its input, got shape {tuple(y.shape)}"
+        )
+    return y
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first floating parameter (cpu/float32 if none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32

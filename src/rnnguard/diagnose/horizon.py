@@ -1,0 +1,242 @@
+"""Gradient horizon: how strongly a loss at one step depends on the inputs k steps earlier.
+
+For a loss ``L`` at step ``s`` the horizon curve is ``g(k) = mean_b ||dL_b / dx_{b, s-k}||`` for
+k = 0..s, the batch average of per-sample gradient norms. It works on any module mapping
+(batch, time, features) to outputs, recurrent or not. Summaries: the fitted per-step log-rate of
+``g`` and the horizon, the first distance at which ``g(k) / g(0)`` falls below a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rnnguard.diagnose._common import (
+    call_model,
+    check_module,
+    check_positive_int,
+    check_probability,
+    check_sequence_batch,
+    eval_mode,
+)
+from rnnguard.errors import ConfigError
+
+__all__ = ["Horizon", "fit_log_rate", "input_horizon", "summarize_curve"]
+
+#: Norms below this fraction of the reference are treated as numerically zero when fitting rates.
+_FIT_FLOOR = 1e-30
+
+
+@dataclass
+class Horizon:
+    """A gradient-horizon curve and its summaries.
+
+    ``norms[k]`` is the batch-averaged gradient norm at distance k from the loss step;
+    ``normalized`` divides by the reference norm (the one at k = 0, or the first non-zero one).
+    ``rate`` is the least-squares slope of ``log norms`` per step (< 0 decay, > 0 growth);
+    ``horizon`` the first k with ``normalized[k] < threshold`` (None: never within the sequence).
+    """
+
+    norms: np.ndarray
+    normalized: np.ndarray
+    rate: float
+    horizon: int | None
+    threshold: float
+    label: str = "input"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def distances(self) -> np.ndarray:
+        """The distances k = 0..len-1 matching ``norms``."""
+        return np.arange(len(self.norms))
+
+    @property
+    def max_distance(self) -> int:
+        """The largest distance measured (the loss step's index)."""
+        return len(self.norms) - 1
+
+    @property
+    def far_ratio(self) -> float:
+        """Normalised norm at the largest distance: how much of the gradient reaches the start."""
+        return float(self.normalized[-1])
+
+    @property
+    def peak_ratio(self) -> float:
+        """Largest normalised norm over all distances (> 1 means the far past dominates)."""
+        finite = self.normalized[np.isfinite(self.normalized)]
+        return float(finite.max()) if finite.size else math.inf
+
+    @property
+    def finite(self) -> bool:
+        """Whether every gradient norm is finite."""
+        return bool(np.all(np.isfinite(self.norms)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the curve included)."""
+        return {
+            "label": self.label,
+            "rate_per_step": _json_float(self.rate),
+            "factor_per_step": _json_float(math.exp(self.rate))
+            if math.isfinite(self.rate)
+            else None,
+            "horizon": self.horizon,
+            "threshold": self.threshold,
+            "max_distance": self.max_distance,
+            "far_ratio": _json_float(self.far_ratio),
+            "peak_ratio": _json_float(self.peak_ratio),
+            "finite": self.finite,
+            "norms": [_json_float(v) for v in self.norms],
+            **self.extra,
+        }
+
+
+def _json_float(v: float) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def fit_log_rate(norms: np.ndarray) -> float:
+    """Least-squares slope of ``log(norms[k])`` against k, over finite and non-negligible values."""
+    norms = np.asarray(norms, dtype=np.float64)
+    k = np.arange(len(norms), dtype=np.float64)
+    ok = np.isfinite(norms) & (norms > 0)
+    if ok.any():
+        ok &= norms > _FIT_FLOOR * norms[ok].max()
+    if ok.sum() < 2:
+        # non-finite gradients mean growth beyond float range; a single non-zero value total decay
+        if not np.all(np.isfinite(norms)):
+            return math.inf
+        return -math.inf if ok.any() else math.nan
+    slope = np.polyfit(k[ok], np.log(norms[ok]), 1)[0]
+    return float(slope)
+
+
+def summarize_curve(norms: np.ndarray, threshold: float = 1e-3, label: str = "input") -> Horizon:
+    """Build a :class:`Horizon` from raw norms indexed by distance."""
+    threshold = check_probability("threshold", threshold)
+    norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim != 1 or len(norms) < 2:
+        raise ConfigError(
+            f"norms must be a 1-d array with at least 2 values, got shape {norms.shape}"
+        )
+    positive = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+    ref = norms[positive[0]] if positive.size else 0.0
+    normalized = norms / ref if ref > 0 else np.where(np.isfinite(norms), 0.0, np.inf)
+    below = np.flatnonzero(normalized[1:] < threshold)
+    horizon = int(below[0]) + 1 if below.size else None
+    return Horizon(norms, normalized, fit_log_rate(norms), horizon, threshold, label)
+
+
+class _EmbeddingTap:
+    """Makes the first nn.Embedding's output a leaf, so token models get a horizon in embedding space."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+        self.leaf: Tensor | None = None
+
+    def hook(self, module: nn.Module, args: Any, out: Tensor) -> Tensor:
+        self.leaf = out.detach().requires_grad_(True)
+        return self.leaf
+
+
+def _forward_with_leaf(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Run the model and return (prediction, the tensor whose gradient per time step we measure)."""
+    if x.is_floating_point():
+        leaf = x.detach().clone().requires_grad_(True)
+        return call_model(model, leaf), leaf
+    tap = _EmbeddingTap(model)
+    if tap.embedding is None:
+        raise ConfigError(
+            "x holds integer tokens but the model has no nn.Embedding to measure gradients at; "
+            "pass float features of shape (batch, time, features)"
+        )
+    handle = tap.embedding.register_forward_hook(tap.hook)
+    try:
+        y = call_model(model, x)
+    finally:
+        handle.remove()
+    if tap.leaf is None or tap.leaf.dim() != 3:
+        raise ConfigError("the model's nn.Embedding must produce (batch, time, features) outputs")
+    return y, tap.leaf
+
+
+def _loss_step(y: Tensor, step: int, length: int) -> tuple[Tensor, int]:
+    """The prediction at the loss step (B, O) and that step's index in [0, length)."""
+    if isinstance(step, bool) or not isinstance(step, int) or not -length <= step < length:
+        raise ConfigError(f"step must be an int in [-{length}, {length}), got {step!r}")
+    s = step % length
+    if y.dim() == 2:
+        if s != length - 1:
+            raise ConfigError(
+                f"the model returns one output per sequence, so step must be the last one, got {step}"
+            )
+        return y, s
+    return y[:, s], s
+
+
+def input_horizon(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    loss: Callable[[Tensor], Tensor] | None = None,
+    step: int = -1,
+    threshold: float = 1e-3,
+    max_outputs: int = 16,
+    generator: torch.Generator | None = None,
+) -> Horizon:
+    """Measure ``mean_b ||dL_b/dx_{b,s-k}||`` for k = 0..s on the batch ``x`` (eval mode).
+
+    ``loss(prediction) -> scalar`` must be a sum (or mean) of per-sample terms depending only on
+    steps <= ``step``. Without it the norm is the Frobenius norm of the Jacobian of the prediction
+    at ``step`` with respect to x_{s-k}: exact for up to ``max_outputs`` output channels, an
+    unbiased random-projection estimate beyond. Token inputs are measured at the embedding output.
+    """
+    check_module(model)
+    check_sequence_batch(x)
+    threshold = check_probability("threshold", threshold)
+    check_positive_int("max_outputs", max_outputs)
+    if loss is not None and not callable(loss):
+        raise TypeError(
+            f"loss must be a callable(prediction) -> scalar tensor, got {type(loss).__name__}"
+        )
+    length = x.shape[1]
+    with eval_mode(model), torch.enable_grad():
+        y, leaf = _forward_with_leaf(model, x)
+        y_s, s = _loss_step(y, step, length)
+        sq = torch.zeros(leaf.shape[:2], dtype=torch.float64, device=leaf.device)
+        if loss is not None:
+            value = loss(y)
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise ConfigError("loss must return a scalar tensor")
+            (g,) = torch.autograd.grad(value, leaf, allow_unused=True)
+            if g is not None:
+                sq += g.detach().double().pow(2).sum(-1)
+        else:
+            y_s = y_s.reshape(y_s.shape[0], -1)
+            outs = y_s.shape[1]
+            if outs <= max_outputs:
+                probes = list(torch.eye(outs, dtype=y_s.dtype, device=y_s.device))
+            else:
+                # E||J^T v||^2 = ||J||_F^2 for v ~ N(0, I): unbiased Frobenius estimate
+                gen = generator or torch.Generator().manual_seed(0)
+                draws = torch.randn(max_outputs, outs, generator=gen, dtype=torch.float64)
+                probes = list((draws / math.sqrt(max_outputs)).to(y_s.device, y_s.dtype))
+            for i, v in enumerate(probes):
+                (g,) = torch.autograd.grad(
+                    (y_s * v).sum(), leaf, retain_graph=i < len(probes) - 1, allow_unused=True
+                )
+                if g is not None:
+                    sq += g.detach().double().pow(2).sum(-1)
+    per_sample = sq.sqrt()[:, : s + 1].flip(1)  # column k = distance from the loss step
+    norms = per_sample.mean(0).cpu().numpy()
+    if not np.any(norms > 0) and np.all(np.isfinite(norms)):
+        raise ConfigError(
+            f"the model's output at step {s} does not depend on its inputs: no gradient to measure"
+        )
+    return summarize_curve(norms, threshold, "input")

@@ -1,0 +1,255 @@
+"""Jacobian spectrum of a recurrence along a real trajectory, and its Lyapunov exponents.
+
+The recurrence is any map ``s_t = step(x_t, s_{t-1})`` on a flat state ``s`` of shape (B, D) that
+treats batch rows independently. Per step we measure the largest singular values of the per-sample
+Jacobian ``J_t = ds_t/ds_{t-1}`` (exact SVD of the dense Jacobian for small D; otherwise block power
+iteration with Jacobian-vector and vector-Jacobian products, warm-started from the previous step,
+so no D x D matrix is formed), the running product ``sum_t log sigma_max(J_t)``, and the top-k
+Lyapunov exponents by the QR method: ``Q_t R_t = J_t Q_{t-1}``, ``lambda_i = mean_t log|R_t[i, i]|``.
+A negative top exponent means perturbations, and hence gradients, shrink over time; positive, grow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnguard.diagnose._common import check_positive_int
+from rnnguard.errors import ConfigError
+
+__all__ = [
+    "FlatStep",
+    "Spectrum",
+    "dense_jacobian",
+    "jacobian_spectrum",
+    "jvp",
+    "top_singular_values",
+    "vjp",
+]
+
+#: ``step(x_t, s) -> s_next`` on flat states (B, D); rows must not interact.
+FlatStep = Callable[[Tensor, Tensor], Tensor]
+MapFn = Callable[[Tensor], Tensor]
+
+#: Above this state size ``method="auto"`` switches from dense SVD to power iteration.
+EXACT_MAX_DIM = 64
+_TINY = 1e-300
+
+
+def jvp(f: MapFn, s: Tensor, v: Tensor) -> Tensor:
+    """Per-sample ``J(s) v`` by forward-mode differentiation."""
+    return torch.func.jvp(f, (s,), (v,))[1].detach()
+
+
+def vjp(f: MapFn, s: Tensor, u: Tensor) -> Tensor:
+    """Per-sample ``J(s)^T u`` by reverse-mode differentiation."""
+    with torch.enable_grad():
+        s_req = s.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(s_req), s_req, u)
+    return g.detach()
+
+
+def dense_jacobian(f: MapFn, s: Tensor) -> Tensor:
+    """Per-sample Jacobians (B, D, D) of ``f`` at ``s`` (one backward pass per state dimension)."""
+    with torch.enable_grad():
+        s_req = s.detach().requires_grad_(True)
+        out = f(s_req)
+        dim = out.shape[1]
+        rows = []
+        for i in range(dim):
+            (g,) = torch.autograd.grad(out[:, i].sum(), s_req, retain_graph=i < dim - 1)
+            rows.append(g.detach())
+    return torch.stack(rows, dim=1)
+
+
+def _orthonormal(v: Tensor) -> Tensor:
+    return torch.linalg.qr(v).Q
+
+
+def _apply(f: MapFn, s: Tensor, v: Tensor, transpose: bool = False) -> Tensor:
+    """Apply ``J`` (or ``J^T``) to each column of ``v`` (B, D, k)."""
+    op = vjp if transpose else jvp
+    return torch.stack([op(f, s, v[:, :, j].contiguous()) for j in range(v.shape[2])], dim=2)
+
+
+def top_singular_values(
+    f: MapFn,
+    s: Tensor,
+    k: int = 1,
+    *,
+    iters: int = 30,
+    oversample: int = 4,
+    start: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Top-``k`` singular values (B, k) of each sample's Jacobian of ``f`` at ``s``, matrix-free.
+
+    Block power iteration on ``J^T J`` with ``oversample`` extra directions (they speed up
+    convergence when singular values cluster) and a Rayleigh-Ritz step. Returns the values and
+    the right singular block (B, D, k + oversample), which can warm-start the next call.
+    """
+    check_positive_int("k", k)
+    check_positive_int("iters", iters)
+    check_positive_int("oversample", oversample, minimum=0)
+    batch, dim = s.shape
+    if k > dim:
+        raise ConfigError(f"k must be <= the state size {dim}, got {k}")
+    width = min(dim, k + oversample)
+    if start is None or start.shape[2] != width:
+        start = torch.randn(batch, dim, width, generator=generator, dtype=torch.float64)
+        start = start.to(s.device, s.dtype)
+    v = _orthonormal(start)
+    for _ in range(iters):
+        w = _apply(f, s, _apply(f, s, v), transpose=True)
+        v = _orthonormal(w)
+    u = _apply(f, s, v)
+    # Rayleigh-Ritz: the singular values of J V are the best estimates within span(V)
+    _, sig, vh = torch.linalg.svd(u, full_matrices=False)
+    v = v @ vh.transpose(1, 2)
+    return sig[:, :k], v
+
+
+@dataclass
+class Spectrum:
+    """Per-step singular values of ds_t/ds_{t-1} along a trajectory, and Lyapunov exponents.
+
+    ``singular`` (T, k): batch mean of the top-k singular values at each step;
+    ``sigma_max`` (T,): its first column; ``log_product`` (T,): cumulative batch-mean
+    ``sum log sigma_max``, an upper bound on ``log ||ds_t/ds_0||``; ``lyapunov`` (k_L,): exponents
+    per step, descending, batch mean.
+    """
+
+    singular: np.ndarray
+    log_product: np.ndarray
+    lyapunov: np.ndarray
+    method: str
+    state_size: int
+    label: str = "recurrence"
+
+    @property
+    def sigma_max(self) -> np.ndarray:
+        """Batch-mean largest singular value per step."""
+        return self.singular[:, 0]
+
+    @property
+    def top_lyapunov(self) -> float:
+        """The largest Lyapunov exponent (nan if none were computed)."""
+        return float(self.lyapunov[0]) if self.lyapunov.size else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+
+        def clean(a: np.ndarray) -> list[Any]:
+            return [float(v) if math.isfinite(v) else None for v in np.asarray(a).ravel()]
+
+        return {
+            "label": self.label,
+            "method": self.method,
+            "state_size": self.state_size,
+            "sigma_max": clean(self.sigma_max),
+            "sigma_max_mean": float(np.mean(self.sigma_max)),
+            "log_product": clean(self.log_product),
+            "lyapunov": clean(self.lyapunov),
+            "top_lyapunov": self.top_lyapunov if math.isfinite(self.top_lyapunov) else None,
+        }
+
+
+def jacobian_spectrum(
+    step: FlatStep,
+    x: Tensor,
+    s0: Tensor,
+    *,
+    k: int = 1,
+    lyapunov_k: int = 4,
+    method: str = "auto",
+    iters: int = 30,
+    warm_iters: int = 4,
+    warmup: int | None = None,
+    generator: torch.Generator | None = None,
+    label: str = "recurrence",
+) -> Spectrum:
+    """Singular values of every step's Jacobian and the top Lyapunov exponents along ``x``.
+
+    ``x`` is (B, T, I) (batch first), ``s0`` the flat initial state (B, D). ``method`` is
+    ``"exact"`` (dense SVD), ``"power"`` (matrix-free) or ``"auto"`` (exact when D <= 64).
+    The first ``warmup`` steps (default min(10, T // 10)) align the QR basis and are not averaged.
+    """
+    if not callable(step):
+        raise TypeError(f"step must be a callable(x_t, state) -> state, got {type(step).__name__}")
+    if not isinstance(x, Tensor) or x.dim() != 3:
+        raise ConfigError(
+            f"x must be a (batch, time, features) tensor, got {getattr(x, 'shape', x)!r}"
+        )
+    if not isinstance(s0, Tensor) or s0.dim() != 2 or s0.shape[0] != x.shape[0]:
+        raise ConfigError(
+            f"s0 must be a (batch, state) tensor with batch {x.shape[0]}, got {getattr(s0, 'shape', s0)!r}"
+        )
+    if method not in ("auto", "exact", "power"):
+        raise ConfigError(f"method must be 'auto', 'exact' or 'power', got {method!r}")
+    check_positive_int("k", k)
+    check_positive_int("lyapunov_k", lyapunov_k, minimum=0)
+    check_positive_int("iters", iters)
+    check_positive_int("warm_iters", warm_iters)
+    batch, length = x.shape[0], x.shape[1]
+    dim = s0.shape[1]
+    if k > dim or lyapunov_k > dim:
+        raise ConfigError(
+            f"k and lyapunov_k must be <= the state size {dim}, got {k} and {lyapunov_k}"
+        )
+    if warmup is None:
+        warmup = min(10, length // 10)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < length:
+        raise ConfigError(f"warmup must be an int in [0, {length}), got {warmup!r}")
+    exact = method == "exact" or (method == "auto" and dim <= EXACT_MAX_DIM)
+    gen = generator or torch.Generator().manual_seed(0)
+
+    singular = np.zeros((length, k))
+    log_sig = np.zeros(length)
+    lyap_sum = torch.zeros(batch, lyapunov_k, dtype=torch.float64)
+    q = None
+    if lyapunov_k:
+        q0 = torch.randn(batch, dim, lyapunov_k, generator=gen, dtype=torch.float64)
+        q = _orthonormal(q0).to(s0.device, s0.dtype)
+    v_warm = None
+    s = s0.detach()
+    for t in range(length):
+        x_t = x[:, t]
+
+        def f(state: Tensor, x_t: Tensor = x_t) -> Tensor:
+            return step(x_t, state)
+
+        if exact:
+            jac = dense_jacobian(f, s)
+            sig = torch.linalg.svdvals(jac)[:, :k]
+            jq = jac @ q if q is not None else None
+        else:
+            sig, v_warm = top_singular_values(
+                f, s, k, iters=iters if v_warm is None else warm_iters, start=v_warm, generator=gen
+            )
+            jq = _apply(f, s, q) if q is not None else None
+        sig64 = sig.detach().double().cpu()
+        singular[t] = sig64.mean(0).numpy()
+        log_sig[t] = torch.log(sig64[:, 0].clamp_min(_TINY)).mean().item()
+        if jq is not None:
+            q, r = torch.linalg.qr(jq)
+            if t >= warmup:
+                diag = torch.diagonal(r, dim1=1, dim2=2).detach().double().abs().cpu()
+                lyap_sum += torch.log(diag.clamp_min(_TINY))
+        with torch.no_grad():
+            s = f(s).detach()
+    counted = length - warmup
+    lyap = (lyap_sum / counted).sort(dim=1, descending=True).values.mean(0).numpy()
+    return Spectrum(
+        singular=singular,
+        log_product=np.cumsum(log_sig),
+        lyapunov=lyap,
+        method="exact" if exact else "power",
+        state_size=dim,
+        label=label,
+    )
