@@ -1,0 +1,1 @@
+"""Fused fast paths of the recurrent layers."""

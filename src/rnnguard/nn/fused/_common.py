@@ -1,0 +1,162 @@
+"""Pieces shared by the fused recurrences: LayerNorm backward, carry weights, time framing.
+
+A *carry* weight ``m`` generalises zoneout and variable lengths into one rule,
+``h_t = m * h_{t-1} + (1 - m) * h~_t``: a zoneout mask (train), the zoneout rate (eval) and
+"this step is padding" (m = 1) all have that form, so each fused loop handles them with one
+``torch.lerp`` per state. ``lerp`` returns its end points exactly for weights 0 and 1, so the
+masked steps copy the state bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnguard.errors import ConfigError
+
+#: A per-step carry weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
+Carry = Tensor | float | None
+
+LN_EPS = 1e-5
+LEAKY_SLOPE = 0.01
+ACTIVATIONS = ("tanh", "relu", "leaky_relu")
+
+_ln_backward_op = torch.ops.aten.native_layer_norm_backward.default
+
+
+def ln_forward(
+    v: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """LayerNorm over the last dim; returns (output, mean, rstd) so backward need not recompute."""
+    return torch.native_layer_norm(v, (v.shape[-1],), weight, bias, LN_EPS)
+
+
+def ln_backward(dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None) -> Tensor:
+    """Gradient of LayerNorm's output ``dy`` with respect to its input ``v`` (one aten call)."""
+    return _ln_backward_op(dy, v, [v.shape[-1]], mean, rstd, weight, None, [True, False, False])[0]
+
+
+def ln_weight_grad(dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
+    """Gradient of a LayerNorm gain from every step at once: sum of ``dy * normalised(v)``."""
+    dims = tuple(range(dy.dim() - 1))
+    return (dy * ((v - mean) * rstd)).sum(dims)
+
+
+def act_(v: Tensor, name: str) -> Tensor:
+    """Apply the named activation in place."""
+    if name == "tanh":
+        return v.tanh_()
+    if name == "relu":
+        return v.relu_()
+    if name == "leaky_relu":
+        return F.leaky_relu_(v, LEAKY_SLOPE)
+    raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def act_grad(out: Tensor, name: str) -> Tensor:
+    """Derivative of the activation, from its output (the sign of the output is the sign of the input)."""
+    if name == "tanh":
+        return 1.0 - out * out
+    if name == "relu":
+        return (out > 0).to(out.dtype)
+    if name == "leaky_relu":
+        return torch.where(out > 0, 1.0, LEAKY_SLOPE).to(out.dtype)
+    raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def keep_of(carry: Carry) -> Carry:
+    """The weight ``1 - m`` of the new candidate state."""
+    if carry is None:
+        return None
+    return 1.0 - carry
+
+
+def add_scaled_(target: Tensor, weight: Tensor | float, x: Tensor) -> Tensor:
+    """``target += weight * x`` for a tensor or constant weight."""
+    if isinstance(weight, Tensor):
+        return target.addcmul_(weight, x)
+    return target.add_(x, alpha=weight)
+
+
+def steps_of(carry: Carry, steps: int) -> list[Tensor] | list[float] | list[None]:
+    """Per-step views of a carry weight (a constant repeats)."""
+    if isinstance(carry, Tensor):
+        return list(carry.unbind(0))
+    return [carry] * steps  # type: ignore[list-item]
+
+
+def shifted(first: Tensor, seq: Tensor) -> Tensor:
+    """``[first, seq[0], ..., seq[T-2]]``: the previous state of every step."""
+    return torch.cat([first.unsqueeze(0), seq[:-1]], 0)
+
+
+def recurrent_weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
+    """``sum_t d_raw_t^T h_{t-1}`` as one matrix multiply over all steps (plus the first step)."""
+    g = d_raw.shape[-1]
+    h = h0.shape[-1]
+    dw = torch.mm(d_raw[0].t(), h0)
+    if d_raw.shape[0] > 1:
+        dw.addmm_(d_raw[1:].reshape(-1, g).t(), hs[:-1].reshape(-1, h))
+    return dw
+
+
+class TimeFrame:
+    """Maps a direction's tensors into the order its loop runs in, and back.
+
+    The fused loops always run forward over ``t = 0..T-1``. For the reverse direction every
+    sequence is reversed within its own length (padding stays in place), which is an involution,
+    so the same gather maps back. ``pad`` (T, B, 1) marks steps at or after a sequence's length.
+    """
+
+    def __init__(
+        self, steps: int, batch: int, device: torch.device, lengths: Tensor | None, reverse: bool
+    ) -> None:
+        self.reverse = reverse
+        self.index: Tensor | None = None
+        self.pad: Tensor | None = None
+        if lengths is None:
+            return
+        if lengths.dim() != 1 or lengths.shape[0] != batch:
+            raise ConfigError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+        lengths = lengths.to(device=device, dtype=torch.long)
+        t = torch.arange(steps, device=device).unsqueeze(1)  # (T, 1)
+        pad = t >= lengths.unsqueeze(0)  # (T, B)
+        if bool(pad.any()):
+            self.pad = pad.unsqueeze(-1)
+        if reverse:
+            self.index = torch.where(pad, t, lengths.unsqueeze(0) - 1 - t)
+
+    def to_frame(self, v: Tensor) -> Tensor:
+        """Reorder a (T, B, ...) tensor into loop order."""
+        if not self.reverse:
+            return v
+        if self.index is None:
+            return v.flip(0)
+        idx = self.index.view(*self.index.shape, *([1] * (v.dim() - 2))).expand_as(v)
+        return v.gather(0, idx)
+
+    from_frame = to_frame  # the reordering is its own inverse
+
+    def carry(self, mask: Tensor | None, rate: float, training: bool, like: Tensor) -> Carry:
+        """Combine a zoneout mask (train) or rate (eval) with the padding into one carry weight."""
+        c: Carry = None
+        if rate > 0.0:
+            c = (
+                self.to_frame(mask)
+                if training and mask is not None
+                else (None if training else rate)
+            )
+        if self.pad is None:
+            return c
+        if c is None:
+            return self.pad.to(like.dtype)
+        if isinstance(c, Tensor):
+            return c.masked_fill(self.pad, 1.0)
+        return torch.where(self.pad, 1.0, c).to(like.dtype)
+
+    def zero_padding(self, out: Tensor) -> Tensor:
+        """Zero the outputs at padded steps (in the caller's time order)."""
+        if self.pad is None:
+            return out
+        return out.masked_fill(self.pad, 0.0)

@@ -1,0 +1,156 @@
+"""Fused GRU recurrence (optional LayerNorm, zoneout, carry) with a hand-written backward.
+
+A GRU has no cell state, so every gradient of step t is ``dh_t`` times a factor known after the
+forward pass: backward computes those factors for all steps at once and the sequential loop is one
+element-wise multiply for the gate gradients, one for the recurrent-projection gradient, the
+LayerNorm backward (when on), one (B, 3H) x (3H, H) matrix multiply and one multiply-add.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnguard.nn.fused._common import (
+    Carry,
+    keep_of,
+    ln_backward,
+    ln_forward,
+    ln_weight_grad,
+    recurrent_weight_grad,
+    shifted,
+    steps_of,
+)
+
+__all__ = ["gru_recurrence"]
+
+
+class _GRURecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        ln_hh: Tensor | None,
+        carry: Carry,
+    ) -> Tensor:
+        steps, batch, g3 = pre.shape
+        hid = g3 // 3
+        ln = ln_hh is not None
+        hs = pre.new_empty(steps, batch, hid)
+        rz = pre.new_empty(steps, batch, 2 * hid)  # activated r, z
+        n = pre.new_empty(steps, batch, hid)
+        raw = pre.new_empty(steps, batch, g3) if ln else None  # W_hh h before LayerNorm
+        u_n: list[Tensor] = []  # n-part of the recurrent projection (after LN and bias)
+        stats: list[tuple[Tensor, Tensor]] = []
+
+        pre_rz = pre[:, :, : 2 * hid].unbind(0)
+        pre_n = pre[:, :, 2 * hid :].unbind(0)
+        rz_l, n_l, hs_l = rz.unbind(0), n.unbind(0), hs.unbind(0)
+        r_l, z_l = rz[:, :, :hid].unbind(0), rz[:, :, hid:].unbind(0)
+        raw_l = raw.unbind(0) if raw is not None else ()
+        m_l = steps_of(carry, steps)
+        wt = w_hh.t()
+
+        h = h0
+        for t in range(steps):
+            if raw is not None:
+                torch.mm(h, wt, out=raw_l[t])
+                u, mu, rs = ln_forward(raw_l[t], ln_hh, b_hh)
+                stats.append((mu, rs))
+            elif b_hh is not None:
+                u = torch.addmm(b_hh, h, wt)
+            else:
+                u = torch.mm(h, wt)
+            torch.add(pre_rz[t], u[:, : 2 * hid], out=rz_l[t]).sigmoid_()
+            un = u[:, 2 * hid :]
+            u_n.append(un)
+            torch.addcmul(pre_n[t], r_l[t], un, out=n_l[t]).tanh_()
+            if carry is None:
+                torch.lerp(n_l[t], h, z_l[t], out=hs_l[t])  # (1 - z) n + z h
+            else:
+                torch.lerp(torch.lerp(n_l[t], h, z_l[t]), h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            h = hs_l[t]
+
+        ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry = rz, n, raw, torch.stack(u_n), carry
+        ctx.stats = (
+            (torch.stack([a for a, _ in stats]), torch.stack([b for _, b in stats])) if ln else None
+        )
+        ctx.save_for_backward(h0, w_hh, ln_hh, hs)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        h0, w_hh, ln_hh, hs = ctx.saved_tensors
+        rz, n, raw, u_n, carry = ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry
+        steps, batch, hid = hs.shape
+        r, z = rz[:, :, :hid], rz[:, :, hid:]
+
+        # dh_t -> gradients of every quantity of step t, as factors for all steps at once.
+        keep = keep_of(carry)
+        k_n = (1.0 - z) * (1.0 - n * n)  # d(a_n + r u_n)
+        k_z = (shifted(h0, hs) - n) * z * (1.0 - z)  # d(a_z + u_z)
+        k_h = z  # direct path to h_{t-1}
+        if keep is not None:
+            k_n = k_n * keep
+            k_z = k_z * keep
+            k_h = k_h * keep + carry
+        k_r = k_n * u_n * r * (1.0 - r)  # d(a_r + u_r)
+        k_pre = torch.stack((k_r, k_z, k_n), dim=2)  # -> d pre_t
+        k_u = torch.stack((k_r, k_z, k_n * r), dim=2)  # -> d u_t
+
+        d_h = d_hs.clone()
+        d_pre = hs.new_empty(steps, batch, 3, hid)
+        d_u = hs.new_empty(steps, batch, 3, hid)
+        d_raw: list[Tensor] = []
+        dh_l, dp_l, du_l = d_h.unbind(0), d_pre.unbind(0), d_u.unbind(0)
+        kp_l, ku_l, kh_l = k_pre.unbind(0), k_u.unbind(0), k_h.unbind(0)
+        if raw is not None:
+            raw_l = raw.unbind(0)
+            mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
+            d_raw = [d_h[0]] * steps
+        d_h0 = h0.new_empty(0)
+
+        for t in range(steps - 1, -1, -1):
+            dh = dh_l[t].unsqueeze(1)
+            torch.mul(dh, kp_l[t], out=dp_l[t])
+            du = torch.mul(dh, ku_l[t], out=du_l[t]).view(batch, 3 * hid)
+            if raw is not None:
+                du = ln_backward(du, raw_l[t], mu_l[t], rs_l[t], ln_hh)
+                d_raw[t] = du
+            if t > 0:
+                target = dh_l[t - 1]
+                target.addmm_(du, w_hh)
+            else:
+                target = d_h0 = torch.mm(du, w_hh)
+            target.addcmul_(dh_l[t], kh_l[t])
+
+        need = ctx.needs_input_grad
+        d_u_all = d_u.view(steps, batch, 3 * hid)
+        d_raw_all = torch.stack(d_raw) if raw is not None else d_u_all
+        d_w = recurrent_weight_grad(d_raw_all, h0, hs) if need[2] else None
+        d_b = d_u_all.sum((0, 1)) if need[3] else None
+        d_ln = ln_weight_grad(d_u_all, raw, *ctx.stats) if raw is not None and need[4] else None
+        return d_pre.view(steps, batch, 3 * hid), d_h0, d_w, d_b, d_ln, None
+
+
+def gru_recurrence(
+    pre: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None = None,
+    ln_hh: Tensor | None = None,
+    carry: Carry = None,
+) -> Tensor:
+    """Run the GRU recurrence over ``pre`` = LN(W_ih x) + b_ih (T, B, 3H) -> h_t for every t.
+
+    ``b_hh`` stays inside the loop because the reset gate multiplies its n-part; ``ln_hh`` (3H,)
+    switches on the LayerNorm of the recurrent projection; ``carry`` is a carry weight.
+    """
+    return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, carry)  # type: ignore[no-any-return]

@@ -1,0 +1,76 @@
+"""Fused IndRNN recurrence: ``h~_t = act(pre_t + u * h_{t-1})`` with a per-unit vector ``u``.
+
+The recurrence is element-wise, so a step costs two element-wise ops forward and two backward;
+the input projection (the only matrix multiply) is hoisted out by the caller and ``u``'s gradient
+is one reduction over all steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnguard.nn.fused._common import Carry, act_, act_grad, keep_of, shifted, steps_of
+
+__all__ = ["indrnn_recurrence"]
+
+
+class _IndRNNRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, pre: Tensor, h0: Tensor, u: Tensor, act: str, carry: Carry
+    ) -> Tensor:
+        steps = pre.shape[0]
+        hs = torch.empty_like(pre)
+        a = hs if carry is None else torch.empty_like(pre)  # activation outputs
+        pre_l, a_l, hs_l = pre.unbind(0), a.unbind(0), hs.unbind(0)
+        m_l = steps_of(carry, steps)
+        h = h0
+        for t in range(steps):
+            act_(torch.addcmul(pre_l[t], u, h, out=a_l[t]), act)
+            if carry is not None:
+                torch.lerp(a_l[t], h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            h = hs_l[t]
+        ctx.a, ctx.act, ctx.carry = a, act, carry
+        ctx.save_for_backward(h0, u, hs)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        h0, u, hs = ctx.saved_tensors
+        carry = ctx.carry
+        steps = hs.shape[0]
+        k_a = act_grad(ctx.a, ctx.act)
+        keep = keep_of(carry)
+        if keep is not None:
+            k_a = k_a * keep
+        d_h = d_hs.clone()
+        d_a = torch.empty_like(hs)
+        dh_l, da_l, ka_l = d_h.unbind(0), d_a.unbind(0), k_a.unbind(0)
+        m_l = steps_of(carry, steps)
+        d_h0 = h0.new_empty(0)
+        for t in range(steps - 1, -1, -1):
+            da = torch.mul(dh_l[t], ka_l[t], out=da_l[t])
+            if t > 0:
+                target = dh_l[t - 1]
+                target.addcmul_(da, u)
+            else:
+                target = d_h0 = da * u
+            m = m_l[t]
+            if isinstance(m, Tensor):
+                target.addcmul_(m, dh_l[t])
+            elif m is not None:
+                target.add_(dh_l[t], alpha=m)
+        d_u = (d_a * shifted(h0, hs)).sum((0, 1)) if ctx.needs_input_grad[2] else None
+        return d_a, d_h0, d_u, None, None
+
+
+def indrnn_recurrence(
+    pre: Tensor, h0: Tensor, u: Tensor, nonlinearity: str = "relu", carry: Carry = None
+) -> Tensor:
+    """Run the IndRNN recurrence over ``pre`` = LN(W_ih x) + b (T, B, H) -> h_t for every t."""
+    return _IndRNNRecurrence.apply(pre, h0, u, nonlinearity, carry)  # type: ignore[no-any-return]

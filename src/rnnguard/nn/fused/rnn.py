@@ -1,0 +1,136 @@
+"""Fused Elman RNN recurrence (tanh / relu / leaky_relu, residual, LayerNorm, carry)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnguard.nn.fused._common import (
+    Carry,
+    act_,
+    act_grad,
+    keep_of,
+    ln_backward,
+    ln_forward,
+    ln_weight_grad,
+    recurrent_weight_grad,
+    steps_of,
+)
+
+__all__ = ["rnn_recurrence"]
+
+
+class _RNNRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        w_hh: Tensor,
+        ln_hh: Tensor | None,
+        act: str,
+        residual: bool,
+        carry: Carry,
+    ) -> Tensor:
+        steps, batch, hid = pre.shape
+        hs = pre.new_empty(steps, batch, hid)
+        # Without residual or carry the activation output is the state itself: one buffer.
+        a = hs if not residual and carry is None else pre.new_empty(steps, batch, hid)
+        raw = pre.new_empty(steps, batch, hid) if ln_hh is not None else None
+        stats: list[tuple[Tensor, Tensor]] = []
+        pre_l, a_l, hs_l = pre.unbind(0), a.unbind(0), hs.unbind(0)
+        raw_l = raw.unbind(0) if raw is not None else ()
+        m_l = steps_of(carry, steps)
+        wt = w_hh.t()
+
+        h = h0
+        for t in range(steps):
+            if raw is not None:
+                torch.mm(h, wt, out=raw_l[t])
+                y, mu, rs = ln_forward(raw_l[t], ln_hh, None)
+                stats.append((mu, rs))
+                torch.add(y, pre_l[t], out=a_l[t])
+            else:
+                torch.addmm(pre_l[t], h, wt, out=a_l[t])
+            act_(a_l[t], act)
+            if carry is None:
+                if residual:
+                    torch.add(a_l[t], h, out=hs_l[t])
+            else:
+                new = a_l[t] + h if residual else a_l[t]
+                torch.lerp(new, h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            h = hs_l[t]
+
+        ctx.a, ctx.raw, ctx.act, ctx.residual, ctx.carry = a, raw, act, residual, carry
+        ctx.stats = (
+            (torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats]))
+            if stats
+            else None
+        )
+        ctx.save_for_backward(h0, w_hh, ln_hh, hs)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        h0, w_hh, ln_hh, hs = ctx.saved_tensors
+        a, raw, carry, residual = ctx.a, ctx.raw, ctx.carry, ctx.residual
+        steps = hs.shape[0]
+        keep = keep_of(carry)
+        k_a = act_grad(a, ctx.act)
+        if keep is not None:
+            k_a = k_a * keep
+        # Direct path dh_t -> dh_{t-1}: m (+ (1 - m) through the residual; m + 1 - m = 1).
+        k_h: Tensor | float | None = 1.0 if residual else carry
+
+        d_h = d_hs.clone()
+        d_a = torch.empty_like(hs)
+        dh_l, da_l, ka_l = d_h.unbind(0), d_a.unbind(0), k_a.unbind(0)
+        kh_l = steps_of(k_h, steps)
+        d_raw: list[Tensor] = []
+        if raw is not None:
+            raw_l = raw.unbind(0)
+            mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
+            d_raw = [d_a[0]] * steps
+        d_h0 = h0.new_empty(0)
+
+        for t in range(steps - 1, -1, -1):
+            dr = torch.mul(dh_l[t], ka_l[t], out=da_l[t])
+            if raw is not None:
+                dr = ln_backward(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh)
+                d_raw[t] = dr
+            if t > 0:
+                target = dh_l[t - 1]
+                target.addmm_(dr, w_hh)
+            else:
+                target = d_h0 = torch.mm(dr, w_hh)
+            kh = kh_l[t]
+            if isinstance(kh, Tensor):
+                target.addcmul_(kh, dh_l[t])
+            elif kh is not None:
+                target.add_(dh_l[t], alpha=kh)
+
+        need = ctx.needs_input_grad
+        d_raw_all = torch.stack(d_raw) if raw is not None else d_a
+        d_w = recurrent_weight_grad(d_raw_all, h0, hs) if need[2] else None
+        d_ln = ln_weight_grad(d_a, raw, *ctx.stats) if raw is not None and need[3] else None
+        return d_a, d_h0, d_w, d_ln, None, None, None
+
+
+def rnn_recurrence(
+    pre: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    ln_hh: Tensor | None = None,
+    nonlinearity: str = "tanh",
+    residual: bool = False,
+    carry: Carry = None,
+) -> Tensor:
+    """Run ``h~_t = [h_{t-1} +] act(pre_t + LN(W_hh h_{t-1}))`` over ``pre`` (T, B, H) -> every h_t.
+
+    ``pre`` holds the input side including both biases; ``carry`` is a carry weight.
+    """
+    return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, nonlinearity, residual, carry)  # type: ignore[no-any-return]

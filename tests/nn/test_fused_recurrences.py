@@ -1,0 +1,203 @@
+"""The fused recurrences against a plain autograd loop of the same equations (docs/equations.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from rnnguard.nn.fused.gru import gru_recurrence
+from rnnguard.nn.fused.indrnn import indrnn_recurrence
+from rnnguard.nn.fused.rnn import rnn_recurrence
+from torch import Tensor
+
+from rnnguard.nn.fused.lstm import lstm_recurrence
+
+EPS = 1e-5
+
+
+def _ln(v: Tensor, w: Tensor | None, b: Tensor | None = None) -> Tensor:
+    return F.layer_norm(v, (v.shape[-1],), w, b, EPS) if w is not None else v
+
+
+def _mix(m, prev: Tensor, new: Tensor, t: int) -> Tensor:
+    if m is None:
+        return new
+    mt = m[t] if isinstance(m, Tensor) else m
+    return mt * prev + (1 - mt) * new
+
+
+def _act(v: Tensor, name: str) -> Tensor:
+    return {"tanh": torch.tanh, "relu": torch.relu, "leaky_relu": lambda a: F.leaky_relu(a, 0.01)}[
+        name
+    ](v)
+
+
+def loop_lstm(pre, h0, c0, w, ln_hh=None, ln_cw=None, ln_cb=None, mh=None, mc=None):
+    h, c, hs = h0, c0, []
+    for t in range(pre.shape[0]):
+        z = pre[t] + _ln(h @ w.t(), ln_hh)
+        i, f, g, o = z.chunk(4, -1)
+        cn = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        hn = torch.sigmoid(o) * torch.tanh(_ln(cn, ln_cw, ln_cb))
+        h, c = _mix(mh, h, hn, t), _mix(mc, c, cn, t)
+        hs.append(h)
+    return torch.stack(hs), c
+
+
+def loop_gru(pre, h0, w, b_hh=None, ln_hh=None, mh=None):
+    h, hs = h0, []
+    for t in range(pre.shape[0]):
+        u = _ln(h @ w.t(), ln_hh)
+        if b_hh is not None:
+            u = u + b_hh
+        a_r, a_z, a_n = pre[t].chunk(3, -1)
+        u_r, u_z, u_n = u.chunk(3, -1)
+        r, z = torch.sigmoid(a_r + u_r), torch.sigmoid(a_z + u_z)
+        n = torch.tanh(a_n + r * u_n)
+        h = _mix(mh, h, (1 - z) * n + z * h, t)
+        hs.append(h)
+    return torch.stack(hs)
+
+
+def loop_rnn(pre, h0, w, ln_hh=None, act="tanh", residual=False, mh=None):
+    h, hs = h0, []
+    for t in range(pre.shape[0]):
+        a = _act(pre[t] + _ln(h @ w.t(), ln_hh), act)
+        h = _mix(mh, h, h + a if residual else a, t)
+        hs.append(h)
+    return torch.stack(hs)
+
+
+def loop_indrnn(pre, h0, u, act="relu", mh=None):
+    h, hs = h0, []
+    for t in range(pre.shape[0]):
+        h = _mix(mh, h, _act(pre[t] + u * h, act), t)
+        hs.append(h)
+    return torch.stack(hs)
+
+
+def _carry(kind: str, steps: int, batch: int, hid: int, dtype) -> Tensor | float | None:
+    if kind == "none":
+        return None
+    if kind == "rate":
+        return 0.3
+    if kind == "mask":
+        return torch.empty(steps, batch, hid, dtype=dtype).bernoulli_(0.3)
+    # padding-style carry: (T, B, 1), ones after a per-sequence length
+    lengths = torch.randint(1, steps + 1, (batch,))
+    return (torch.arange(steps).unsqueeze(1) >= lengths).unsqueeze(-1).to(dtype)
+
+
+def _compare(fused_out, ref_out, inputs, atol=2e-5):
+    fused_out = [o for o in fused_out if o is not None]
+    ref_out = [o for o in ref_out if o is not None]
+    for a, b in zip(fused_out, ref_out):
+        torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
+    seeds = [torch.randn_like(o) for o in ref_out]
+    leaves = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    g_fused = torch.autograd.grad(fused_out, leaves, seeds)
+    g_ref = torch.autograd.grad(ref_out, leaves, seeds)
+    for k, (a, b) in enumerate(zip(g_fused, g_ref)):
+        torch.testing.assert_close(
+            a, b, atol=atol * 10, rtol=1e-3, msg=lambda m, k=k: f"grad {k}: {m}"
+        )
+
+
+def _params(*shapes, dtype=torch.float32, scale=0.5):
+    return [(torch.randn(*s, dtype=dtype) * scale).requires_grad_() for s in shapes]
+
+
+def _gain(n, dtype):
+    return (1 + 0.2 * torch.randn(n, dtype=dtype)).requires_grad_()
+
+
+@pytest.mark.parametrize("ln", [False, True])
+@pytest.mark.parametrize("carry", ["none", "mask", "rate", "pad"])
+def test_lstm_matches_loop(ln: bool, carry: str) -> None:
+    steps, batch, hid = 7, 3, 5
+    pre, h0, c0, w = _params((steps, batch, 4 * hid), (batch, hid), (batch, hid), (4 * hid, hid))
+    ln_hh = _gain(4 * hid, pre.dtype) if ln else None
+    ln_cw = _gain(hid, pre.dtype) if ln else None
+    ln_cb = (0.1 * torch.randn(hid)).requires_grad_() if ln else None
+    mh = _carry(carry, steps, batch, hid, pre.dtype)
+    mc = _carry(carry, steps, batch, hid, pre.dtype) if carry != "pad" else mh
+    out = lstm_recurrence(pre, h0, c0, w, ln_hh, ln_cw, ln_cb, mh, mc)
+    ref = loop_lstm(pre, h0, c0, w, ln_hh, ln_cw, ln_cb, mh, mc)
+    _compare(out, ref, [pre, h0, c0, w, ln_hh, ln_cw, ln_cb])
+
+
+@pytest.mark.parametrize("ln", [False, True])
+@pytest.mark.parametrize("carry", ["none", "mask", "rate", "pad"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_gru_matches_loop(ln: bool, carry: str, bias: bool) -> None:
+    steps, batch, hid = 6, 4, 5
+    pre, h0, w = _params((steps, batch, 3 * hid), (batch, hid), (3 * hid, hid))
+    b_hh = (0.3 * torch.randn(3 * hid)).requires_grad_() if bias else None
+    ln_hh = _gain(3 * hid, pre.dtype) if ln else None
+    mh = _carry(carry, steps, batch, hid, pre.dtype)
+    out = gru_recurrence(pre, h0, w, b_hh, ln_hh, mh)
+    ref = loop_gru(pre, h0, w, b_hh, ln_hh, mh)
+    _compare([out], [ref], [pre, h0, w, b_hh, ln_hh])
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("ln", [False, True])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("carry", ["none", "mask", "pad"])
+def test_rnn_matches_loop(act: str, ln: bool, residual: bool, carry: str) -> None:
+    steps, batch, hid = 6, 3, 4
+    pre, h0, w = _params((steps, batch, hid), (batch, hid), (hid, hid))
+    ln_hh = _gain(hid, pre.dtype) if ln else None
+    mh = _carry(carry, steps, batch, hid, pre.dtype)
+    out = rnn_recurrence(pre, h0, w, ln_hh, act, residual, mh)
+    ref = loop_rnn(pre, h0, w, ln_hh, act, residual, mh)
+    _compare([out], [ref], [pre, h0, w, ln_hh])
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("carry", ["none", "mask", "rate", "pad"])
+def test_indrnn_matches_loop(act: str, carry: str) -> None:
+    steps, batch, hid = 8, 3, 6
+    pre, h0, u = _params((steps, batch, hid), (batch, hid), (hid,))
+    mh = _carry(carry, steps, batch, hid, pre.dtype)
+    out = indrnn_recurrence(pre, h0, u, act, mh)
+    ref = loop_indrnn(pre, h0, u, act, mh)
+    _compare([out], [ref], [pre, h0, u])
+
+
+def test_gradcheck_float64_all_extras() -> None:
+    dt = torch.float64
+    steps, batch, hid = 4, 2, 3
+    mask = torch.empty(steps, batch, hid, dtype=dt).bernoulli_(0.4)
+    pre, h0, c0, w = _params(
+        (steps, batch, 4 * hid), (batch, hid), (batch, hid), (4 * hid, hid), dtype=dt
+    )
+    g1, g2, cb = (
+        _gain(4 * hid, dt),
+        _gain(hid, dt),
+        (0.1 * torch.randn(hid, dtype=dt)).requires_grad_(),
+    )
+    assert torch.autograd.gradcheck(
+        lambda *a: lstm_recurrence(*a, mask, mask.flip(0)), (pre, h0, c0, w, g1, g2, cb)
+    )
+    pre3, w3, b3 = _params((steps, batch, 3 * hid), (3 * hid, hid), (3 * hid,), dtype=dt)
+    g3 = _gain(3 * hid, dt)
+    assert torch.autograd.gradcheck(lambda *a: gru_recurrence(*a, mask), (pre3, h0, w3, b3, g3))
+    pre1, w1 = _params((steps, batch, hid), (hid, hid), dtype=dt)
+    g4 = _gain(hid, dt)
+    assert torch.autograd.gradcheck(
+        lambda *a: rnn_recurrence(*a, "tanh", True, mask), (pre1, h0, w1, g4)
+    )
+    u = _params((hid,), dtype=dt)[0]
+    assert torch.autograd.gradcheck(lambda *a: indrnn_recurrence(*a, "tanh", mask), (pre1, h0, u))
+
+
+def test_unused_outputs_and_frozen_inputs() -> None:
+    steps, batch, hid = 5, 2, 3
+    pre, h0, c0 = _params((steps, batch, 4 * hid), (batch, hid), (batch, hid))
+    w = torch.randn(4 * hid, hid)  # frozen: no gradient wanted
+    hs, c_last = lstm_recurrence(pre, h0, c0, w)
+    hs[-1].sum().backward()  # c_last unused
+    ref_hs, _ = loop_lstm(pre.detach().requires_grad_(), h0, c0, w)
+    assert pre.grad is not None and torch.isfinite(pre.grad).all()
+    assert w.grad is None
