@@ -1,0 +1,160 @@
+"""Run one study with one worker in this process or N local worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rnnguard.errors import ConfigError
+from rnnguard.tune.storage import StorageSpec, open_storage, parse_storage
+from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, WorkerOutcome, run_worker
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker process needs; picklable so it can cross a process boundary."""
+
+    storage: str
+    """Storage URL (see :func:`rnnguard.tune.storage.parse_storage`)."""
+    study_name: str
+    n_trials: int
+    objective: Any
+    """A picklable callable ``objective(trial) -> float``."""
+    seed: int | None = None
+    """Sampler seed; worker ``i`` uses ``seed + i`` so workers do not propose the same points."""
+    worker_index: int = 0
+    heartbeat: float = DEFAULT_HEARTBEAT_S
+    stale_after: float | None = None
+    pruner_startup_trials: int = 3
+    """Trials that finish before the median pruner starts pruning."""
+    pruner_warmup_steps: int = 0
+    """Training steps of a trial before it may be pruned by the median rule."""
+    threads: int | None = None
+    """Torch threads per worker (``None``: leave as is)."""
+    verbose: bool = True
+
+
+def make_sampler(seed: int | None, worker_index: int = 0) -> Any:
+    """TPE with the constant-liar heuristic, so parallel workers spread out."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        # ``group`` is marked experimental; it is what makes TPE handle conditional parameters.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=None if seed is None else seed + worker_index,
+            constant_liar=True,
+            multivariate=True,
+            group=True,
+        )
+
+
+def make_pruner(startup_trials: int = 3, warmup_steps: int = 0) -> Any:
+    """Optuna's median pruner on the intermediate evaluations."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_steps)
+
+
+def load_study(job: WorkerJob, spec: StorageSpec | None = None) -> Any:
+    """Open the (already created) study of ``job`` with this worker's sampler and pruner."""
+    import optuna
+
+    spec = spec or parse_storage(job.storage, ".")
+    return optuna.load_study(
+        study_name=job.study_name,
+        storage=open_storage(spec),
+        sampler=make_sampler(job.seed, job.worker_index),
+        pruner=make_pruner(job.pruner_startup_trials, job.pruner_warmup_steps),
+    )
+
+
+def _print_trial(job: WorkerJob) -> Any:
+    def show(frozen: Any, state: str) -> None:
+        if not job.verbose:
+            return
+        value = "" if frozen.value is None else f" value={frozen.value:.6g}"
+        why = frozen.user_attrs.get("pruned_reason")
+        extra = f" ({why})" if state == "pruned" and why else ""
+        print(
+            f"[worker {job.worker_index}] trial {frozen.number} {state}{value}{extra}",
+            flush=True,
+        )
+
+    return show
+
+
+def run_job(job: WorkerJob) -> WorkerOutcome:
+    """Run one worker in this process until the study's tickets are used up."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if job.threads is not None:
+        # Before torch is imported the variable is enough; importing torch here would cost
+        # seconds per worker for objectives that never touch it.
+        os.environ["OMP_NUM_THREADS"] = str(job.threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(job.threads)
+    study = load_study(job)
+    return run_worker(
+        study,
+        job.objective,
+        job.n_trials,
+        heartbeat=job.heartbeat,
+        stale_after=job.stale_after,
+        on_trial_end=_print_trial(job),
+    )
+
+
+def _child(job: WorkerJob) -> None:
+    try:
+        run_job(job)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
+
+
+def run_jobs(job: WorkerJob, workers: int) -> list[int]:
+    """Run ``workers`` processes on ``job``'s study; return their exit codes.
+
+    Processes are *spawned* (not forked): forking a parent that already started torch's thread
+    pools can deadlock the child.
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"workers must be a positive int, got {workers!r}")
+    if workers == 1:
+        run_job(job)
+        return [0]
+    threads = job.threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(replace(job, worker_index=i, threads=threads),),
+            name=f"rnnguard-tune-{i}",
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+        time.sleep(0.05)  # stagger the first storage writes a little
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join()
+        raise
+    return [int(p.exitcode or 0) for p in procs]
