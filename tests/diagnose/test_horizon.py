@@ -109,7 +109,7 @@ def test_bad_inputs() -> None:
         input_horizon(nn.GRU(4, 4, batch_first=True), torch.randn(2, 1, 4))
     with pytest.raises(ConfigError, match=r"shape \(batch, time, features\)"):
         input_horizon(nn.GRU(4, 4, batch_first=True), torch.randn(2, 4))
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         input_horizon(lambda x: x, torch.randn(2, 5, 4))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="threshold"):
         input_horizon(nn.GRU(4, 4, batch_first=True), torch.randn(2, 5, 4), threshold=2.0)

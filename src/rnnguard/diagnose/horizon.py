@@ -27,7 +27,14 @@ from rnnguard.diagnose._common import (
 )
 from rnnguard.errors import ConfigError
 
-__all__ = ["Horizon", "fit_log_rate", "input_horizon", "summarize_curve"]
+__all__ = [
+    "Horizon",
+    "HorizonSet",
+    "fit_log_rate",
+    "gradient_horizons",
+    "input_horizon",
+    "summarize_curve",
+]
 
 #: Norms below this fraction of the reference are treated as numerically zero when fitting rates.
 _FIT_FLOOR = 1e-30
@@ -180,6 +187,119 @@ def _loss_step(y: Tensor, step: int, length: int) -> tuple[Tensor, int]:
     return y[:, s], s
 
 
+def _squared_grad_norms(
+    y: Tensor,
+    y_s: Tensor,
+    leaves: list[Tensor],
+    loss: Callable[[Tensor], Tensor] | None,
+    max_outputs: int,
+    generator: torch.Generator | None,
+) -> list[Tensor]:
+    """Per-sample, per-step squared gradient norms (B, T) of the loss for each leaf (B, T, F)."""
+    sq = [torch.zeros(leaf.shape[:2], dtype=torch.float64, device=leaf.device) for leaf in leaves]
+    if loss is not None:
+        value = loss(y)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ConfigError("loss must return a scalar tensor")
+        targets = [(value.reshape(()), False)]
+    else:
+        flat = y_s.reshape(y_s.shape[0], -1)
+        outs = flat.shape[1]
+        if outs <= max_outputs:
+            probes = list(torch.eye(outs, dtype=flat.dtype, device=flat.device))
+        else:
+            # E||J^T v||^2 = ||J||_F^2 for v ~ N(0, I): unbiased Frobenius estimate
+            gen = generator or torch.Generator().manual_seed(0)
+            draws = torch.randn(max_outputs, outs, generator=gen, dtype=torch.float64)
+            probes = list((draws / math.sqrt(max_outputs)).to(flat.device, flat.dtype))
+        targets = [((flat * v).sum(), i < len(probes) - 1) for i, v in enumerate(probes)]
+    for value, retain in targets:
+        grads = torch.autograd.grad(value, leaves, retain_graph=retain, allow_unused=True)
+        for acc, g in zip(sq, grads):
+            if g is not None:
+                acc += g.detach().double().pow(2).sum(-1)
+    return sq
+
+
+def _by_distance(sq: Tensor, s: int, reverse: bool = False) -> np.ndarray:
+    """Batch-mean norms indexed by distance from step ``s`` (upstream in the recurrence's order)."""
+    per_sample = sq.sqrt()
+    per_sample = per_sample[:, s:] if reverse else per_sample[:, : s + 1].flip(1)
+    return per_sample.mean(0).cpu().numpy()
+
+
+@dataclass
+class HorizonSet:
+    """The input horizon and, for each recurrent layer/direction found, the hidden-state horizon."""
+
+    input: Horizon
+    hidden: dict[str, Horizon] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {
+            "input": self.input.to_dict(),
+            "hidden": {k: h.to_dict() for k, h in self.hidden.items()},
+        }
+
+
+def _check_args(
+    model: nn.Module, x: Tensor, threshold: float, max_outputs: int, loss: Any
+) -> float:
+    check_module(model)
+    check_sequence_batch(x)
+    check_positive_int("max_outputs", max_outputs)
+    if loss is not None and not callable(loss):
+        raise TypeError(
+            f"loss must be a callable(prediction) -> scalar tensor, got {type(loss).__name__}"
+        )
+    return check_probability("threshold", threshold)
+
+
+def gradient_horizons(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    loss: Callable[[Tensor], Tensor] | None = None,
+    step: int = -1,
+    threshold: float = 1e-3,
+    max_outputs: int = 16,
+    generator: torch.Generator | None = None,
+) -> HorizonSet:
+    """The input horizon plus ``||dL/dh_{s-k}||`` for every recurrent layer inside ``model``.
+
+    Recurrent submodules (torch.nn.RNN/LSTM/GRU, rnnguard RNN/LSTM/GRU/IndRNN) are found by type and
+    unrolled step by step; see :func:`input_horizon` for the arguments. Hidden-state curves are
+    labelled ``<submodule>.l<layer>[.reverse]``; a reverse direction counts distance forward in time.
+    """
+    from rnnguard.diagnose.trajectory import trace_recurrent
+
+    threshold = _check_args(model, x, threshold, max_outputs, loss)
+    with eval_mode(model), torch.enable_grad(), trace_recurrent(model) as traces:
+        y, leaf = _forward_with_leaf(model, x)
+        y_s, s = _loss_step(y, step, x.shape[1])
+        dirs = [(mt, d) for mt in traces for d in mt.directions]
+        probes = [d.probe for _, d in dirs]
+        sq = _squared_grad_norms(y, y_s, [leaf, *probes], loss, max_outputs, generator)
+    norms = _by_distance(sq[0], s)
+    _require_dependence(norms, s)
+    result = HorizonSet(summarize_curve(norms, threshold, "input"))
+    for (mt, d), q in zip(dirs, sq[1:]):
+        # the probe of a reverse direction is stored in processing order: flip back to time order
+        q_time = q.flip(1) if d.direction else q
+        curve = _by_distance(q_time, s, reverse=bool(d.direction))
+        if len(curve) >= 2:
+            result.hidden[mt.label(d)] = summarize_curve(curve, threshold, mt.label(d))
+    return result
+
+
+def _require_dependence(norms: np.ndarray, s: int) -> None:
+    if not np.any(norms > 0) and np.all(np.isfinite(norms)):
+        raise ConfigError(
+            f"the model's output at step {s} does not depend on its inputs: no gradient to measure"
+        )
+
+
 def input_horizon(
     model: nn.Module,
     x: Tensor,
@@ -197,46 +317,11 @@ def input_horizon(
     at ``step`` with respect to x_{s-k}: exact for up to ``max_outputs`` output channels, an
     unbiased random-projection estimate beyond. Token inputs are measured at the embedding output.
     """
-    check_module(model)
-    check_sequence_batch(x)
-    threshold = check_probability("threshold", threshold)
-    check_positive_int("max_outputs", max_outputs)
-    if loss is not None and not callable(loss):
-        raise TypeError(
-            f"loss must be a callable(prediction) -> scalar tensor, got {type(loss).__name__}"
-        )
-    length = x.shape[1]
+    threshold = _check_args(model, x, threshold, max_outputs, loss)
     with eval_mode(model), torch.enable_grad():
         y, leaf = _forward_with_leaf(model, x)
-        y_s, s = _loss_step(y, step, length)
-        sq = torch.zeros(leaf.shape[:2], dtype=torch.float64, device=leaf.device)
-        if loss is not None:
-            value = loss(y)
-            if not isinstance(value, Tensor) or value.numel() != 1:
-                raise ConfigError("loss must return a scalar tensor")
-            (g,) = torch.autograd.grad(value, leaf, allow_unused=True)
-            if g is not None:
-                sq += g.detach().double().pow(2).sum(-1)
-        else:
-            y_s = y_s.reshape(y_s.shape[0], -1)
-            outs = y_s.shape[1]
-            if outs <= max_outputs:
-                probes = list(torch.eye(outs, dtype=y_s.dtype, device=y_s.device))
-            else:
-                # E||J^T v||^2 = ||J||_F^2 for v ~ N(0, I): unbiased Frobenius estimate
-                gen = generator or torch.Generator().manual_seed(0)
-                draws = torch.randn(max_outputs, outs, generator=gen, dtype=torch.float64)
-                probes = list((draws / math.sqrt(max_outputs)).to(y_s.device, y_s.dtype))
-            for i, v in enumerate(probes):
-                (g,) = torch.autograd.grad(
-                    (y_s * v).sum(), leaf, retain_graph=i < len(probes) - 1, allow_unused=True
-                )
-                if g is not None:
-                    sq += g.detach().double().pow(2).sum(-1)
-    per_sample = sq.sqrt()[:, : s + 1].flip(1)  # column k = distance from the loss step
-    norms = per_sample.mean(0).cpu().numpy()
-    if not np.any(norms > 0) and np.all(np.isfinite(norms)):
-        raise ConfigError(
-            f"the model's output at step {s} does not depend on its inputs: no gradient to measure"
-        )
+        y_s, s = _loss_step(y, step, x.shape[1])
+        (sq,) = _squared_grad_norms(y, y_s, [leaf], loss, max_outputs, generator)
+    norms = _by_distance(sq, s)
+    _require_dependence(norms, s)
     return summarize_curve(norms, threshold, "input")
