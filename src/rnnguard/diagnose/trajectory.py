@@ -36,7 +36,7 @@ _RNNGUARD_LAYERS = (RNN, LSTM, GRU, IndRNN)
 
 def find_recurrent(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Recurrent sequence layers inside ``model`` by type, as (qualified name, module)."""
-    found = []
+    found: list[tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
         if isinstance(m, (nn.RNNBase, *_RNNGUARD_LAYERS)):
             found.append((name or type(m).__name__.lower(), m))
