@@ -29,7 +29,11 @@ def test_default_is_a_journal_file_in_the_output_folder(tmp_path: Path) -> None:
         ("file://rel/s.log", "journal", "rel/s.log"),
         ("runs/s.db", "rdb", "sqlite:///runs/s.db"),
         ("sqlite:///x.sqlite3", "rdb", "sqlite:///x.sqlite3"),
-        ("postgresql+psycopg2://u:p@db:5432/optuna", "rdb", "postgresql+psycopg2://u:p@db:5432/optuna"),
+        (
+            "postgresql+psycopg2://u:p@db:5432/optuna",
+            "rdb",
+            "postgresql+psycopg2://u:p@db:5432/optuna",
+        ),
         ("mysql://u@h/db", "rdb", "mysql://u@h/db"),
         ("redis://h:6379/0", "redis", "redis://h:6379/0"),
         ("grpc://tuner:13000", "grpc", "tuner:13000"),
@@ -62,7 +66,9 @@ def test_open_journal_and_sqlite(tmp_path: Path) -> None:
         storage = open_storage(parse_storage(arg, tmp_path))
         study = optuna.create_study(storage=storage, study_name="s")
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-        again = optuna.load_study(study_name="s", storage=open_storage(parse_storage(arg, tmp_path)))
+        again = optuna.load_study(
+            study_name="s", storage=open_storage(parse_storage(arg, tmp_path))
+        )
         assert len(again.trials) == 2
 
 

@@ -26,7 +26,7 @@ class WorkerJob:
     objective: Any
     """A picklable callable ``objective(trial) -> float``."""
     seed: int | None = None
-    """Sampler seed; worker ``i`` uses ``seed + i`` so workers do not propose the same points."""
+    """Sampler seed, mixed with the worker index so workers do not propose the same points."""
     worker_index: int = 0
     heartbeat: float = DEFAULT_HEARTBEAT_S
     stale_after: float | None = None
@@ -39,17 +39,25 @@ class WorkerJob:
     verbose: bool = True
 
 
-def make_sampler(seed: int | None, worker_index: int = 0) -> Any:
-    """TPE with the constant-liar heuristic, so parallel workers spread out."""
+def make_sampler(seed: int | None, worker_index: int = 0, offset: int = 0) -> Any:
+    """TPE with the constant-liar heuristic, so parallel workers spread out.
+
+    The seed is mixed with the worker index and ``offset`` (trials already in the study): a
+    resumed search or a second worker with the same ``seed`` must not replay the same points.
+    """
     import warnings
 
+    import numpy as np
     import optuna
 
+    mixed = None
+    if seed is not None:
+        mixed = int(np.random.SeedSequence([seed, worker_index, offset]).generate_state(1)[0])
     with warnings.catch_warnings():
         # ``group`` is marked experimental; it is what makes TPE handle conditional parameters.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=None if seed is None else seed + worker_index,
+            seed=mixed,
             constant_liar=True,
             multivariate=True,
             group=True,
@@ -68,12 +76,14 @@ def load_study(job: WorkerJob, spec: StorageSpec | None = None) -> Any:
     import optuna
 
     spec = spec or parse_storage(job.storage, ".")
-    return optuna.load_study(
+    study = optuna.load_study(
         study_name=job.study_name,
         storage=open_storage(spec),
-        sampler=make_sampler(job.seed, job.worker_index),
         pruner=make_pruner(job.pruner_startup_trials, job.pruner_warmup_steps),
     )
+    offset = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(job.seed, job.worker_index, offset)
+    return study
 
 
 def _print_trial(job: WorkerJob) -> Any:
