@@ -69,7 +69,9 @@ class GuardStats:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GuardStats:
-        fields: dict[str, Any] = {k: (list(v) if isinstance(v, list) else v) for k, v in data.items()}
+        fields: dict[str, Any] = {
+            k: (list(v) if isinstance(v, list) else v) for k, v in data.items()
+        }
         return cls(**fields)
 
     @property

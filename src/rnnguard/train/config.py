@@ -1,0 +1,207 @@
+"""Configuration dataclasses: optimiser, schedule, guard (parts of a recipe) and the run itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from rnnguard.errors import ConfigError
+from rnnguard.train.guard import CLIP_MODES
+from rnnguard.train.optim import OPTIMIZERS
+from rnnguard.train.schedule import SCHEDULES
+
+C = TypeVar("C")
+
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive(name: str, value: Any, *, integer: bool = False, zero_ok: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an int" if integer else "a number"
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+    if value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys with a clear message."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in {where or cls.__name__}; expected some of {sorted(names)}"
+        )
+    return cls(**data)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser settings (see :func:`rnnguard.train.optim.build_optimizer`)."""
+
+    name: str = "adamw"
+    """``adamw``, ``adam`` or ``sgd``."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled (AdamW) or L2 decay on matrices; biases, gains and 1-D vectors are exempt."""
+    amsgrad: bool = False
+    """Use the AMSGrad variant (Adam/AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam moment coefficients."""
+    momentum: float = 0.9
+    """SGD momentum."""
+
+    def __post_init__(self) -> None:
+        _choice("optimizer.name", self.name, OPTIMIZERS)
+        _positive("optimizer.lr", self.lr)
+        _positive("optimizer.weight_decay", self.weight_decay, zero_ok=True)
+        self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives lists
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule (see :func:`rnnguard.train.schedule.warmup_cosine`)."""
+
+    name: str = "warmup-cosine"
+    """``constant``, ``cosine`` or ``warmup-cosine``."""
+    warmup_fraction: float = 0.0
+    """Warmup length as a fraction of the run's steps."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a fraction of the peak."""
+    warmup_start_ratio: float = 0.0
+    """Learning rate at the start of warmup as a fraction of the peak."""
+
+    def __post_init__(self) -> None:
+        _choice("schedule.name", self.name, SCHEDULES)
+        for key in ("warmup_fraction", "min_lr_ratio", "warmup_start_ratio"):
+            value = getattr(self, key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
+                raise ConfigError(f"schedule.{key} must be in [0, 1], got {value!r}")
+
+
+@dataclass
+class GuardConfig:
+    """GradientGuard settings (see :class:`rnnguard.train.guard.GradientGuard`)."""
+
+    mode: str = "norm"
+    """``none``, ``norm``, ``value``, ``auto`` (AutoClip) or ``agc``."""
+    max_norm: float = 1.0
+    """Total-norm threshold for ``mode="norm"``."""
+    clip_value: float = 1.0
+    """Element threshold for ``mode="value"``."""
+    percentile: float = 10.0
+    """History percentile for ``mode="auto"``."""
+    agc_clip: float = 0.01
+    """Unit-wise gradient/weight ratio for ``mode="agc"``."""
+    explosion_factor: float = 10.0
+    """A pre-clip norm above this many times the running median counts as an explosion."""
+
+    def __post_init__(self) -> None:
+        _choice("guard.mode", self.mode, CLIP_MODES)
+        for key in ("max_norm", "clip_value", "agc_clip", "explosion_factor"):
+            _positive(f"guard.{key}", getattr(self, key))
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"guard.percentile must be in (0, 100], got {self.percentile!r}")
+
+
+@dataclass
+class TrainConfig:
+    """How to run one training: budget, evaluation, device, checkpoints and logging."""
+
+    steps: int = 1000
+    """Training iterations (including any the guard skips)."""
+    batch_size: int = 32
+    """Sequences per batch (per process under torchrun)."""
+    eval_every: int = 100
+    """Evaluate on held-out batches every this many steps (and at the end)."""
+    eval_batches: int = 4
+    """Held-out batches per evaluation (the same batches every time)."""
+    eval_batch_size: int | None = None
+    """Batch size for evaluation (default: ``batch_size``)."""
+    seed: int = 0
+    """Seed for the model's initialisation and the batch stream."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda`` / ``cuda:N``."""
+    amp: str | None = None
+    """``auto`` (fp16 on CUDA, off on CPU), ``off``, ``fp16``, ``bf16``; None: the recipe's."""
+    out: str | None = None
+    """Output folder for metrics and checkpoints (None: keep everything in memory)."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every this many steps (0: only at the end); needs ``out``."""
+    keep_last: int = 2
+    """Checkpoints kept on disk (older ones are deleted)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in ``out`` if there is one."""
+    progress: bool | None = None
+    """Show a progress bar (None: only when stderr is a terminal)."""
+    log_every: int = 10
+    """Record a training-metrics line every this many steps."""
+    steps_per_epoch: int = 100
+    """Steps counted as one epoch for per-epoch statistics on synthetic tasks."""
+    stop_when_solved: bool = True
+    """Stop at the first evaluation whose metric passes the task's threshold."""
+    divergence_patience: int = 5
+    """Consecutive non-finite or exploding steps that trigger a rollback."""
+    lr_backoff: float = 0.5
+    """Learning-rate multiplier applied after each rollback."""
+    max_rollbacks: int = 3
+    """Rollbacks allowed before the run is declared diverged and stopped."""
+    tensorboard: bool | None = None
+    """Write TensorBoard events to ``out`` (None: when tensorboard is installed)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form values recorded with the run (not used by the trainer)."""
+
+    def __post_init__(self) -> None:
+        _positive("steps", self.steps, integer=True, zero_ok=True)
+        _positive("batch_size", self.batch_size, integer=True)
+        _positive("eval_every", self.eval_every, integer=True, zero_ok=True)
+        _positive("eval_batches", self.eval_batches, integer=True)
+        if self.eval_batch_size is not None:
+            _positive("eval_batch_size", self.eval_batch_size, integer=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+        if not isinstance(self.device, str) or not (
+            self.device in DEVICES or self.device.startswith("cuda:")
+        ):
+            raise ConfigError(f"device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
+        if self.amp is not None:
+            _choice("amp", self.amp, AMP_MODES)
+        _positive("checkpoint_every", self.checkpoint_every, integer=True, zero_ok=True)
+        _positive("keep_last", self.keep_last, integer=True)
+        _positive("log_every", self.log_every, integer=True)
+        _positive("steps_per_epoch", self.steps_per_epoch, integer=True)
+        _positive("divergence_patience", self.divergence_patience, integer=True)
+        _positive("max_rollbacks", self.max_rollbacks, integer=True, zero_ok=True)
+        if not 0 < self.lr_backoff <= 1:
+            raise ConfigError(f"lr_backoff must be in (0, 1], got {self.lr_backoff!r}")
+        if self.resume and not self.out:
+            raise ConfigError("resume=True needs an out folder to resume from, got out=None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return config_from_dict(cls, data, "train config")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
