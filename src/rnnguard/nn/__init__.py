@@ -23,3 +23,4 @@ __all__ = [
     "list_layers",
     "register_layer",
 ]
+from rnnguard.nn import attention, lru  # noqa: F401  (register "transformer" and "lru")
