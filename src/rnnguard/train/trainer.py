@@ -333,6 +333,11 @@ def _fit(
         if out.exists() and not out.is_dir():
             raise ConfigError(f"out must be a folder to resume from, got file {str(out)!r}")
         ckpt = latest_checkpoint(out)
+    elif out is not None and checkpoint_paths(out):
+        raise ConfigError(
+            f"out must not hold another run's checkpoints unless resuming, got {str(out)!r}; "
+            "pass resume=True (--resume) or choose a new folder"
+        )
 
     # ---- model and recipe (same seed on every rank: DDP also broadcasts rank 0's weights)
     torch.manual_seed(config.seed)
@@ -424,8 +429,8 @@ def _fit(
     if dist_info.is_main:
         if out is not None:
             writer = MetricsWriter(out)
-            if ckpt is not None:
-                writer.truncate_after(step)
+            # A fresh start drops lines from an earlier attempt; a resume those after its checkpoint.
+            writer.truncate_after(step if ckpt is not None else -1)
             builtin.append(writer)
             use_tb = config.tensorboard
             if use_tb or (use_tb is None and tensorboard_available()):

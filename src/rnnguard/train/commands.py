@@ -1,0 +1,205 @@
+"""``rnnguard train`` and ``rnnguard list``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from rnnguard.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` and ``list`` sub-commands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a recipe on a task with guarded steps, checkpoints and resume",
+        description=(
+            "Train a recipe on a task. Under torchrun (--nproc_per_node=N) the same command runs "
+            "DistributedDataParallel; rank 0 logs and checkpoints."
+        ),
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--recipe", help="registered recipe name (see `rnnguard list`)")
+    src.add_argument("--recipe-file", help="recipe YAML file (e.g. written by `rnnguard tune`)")
+    p.add_argument("--task", default=None, help="task name (default: adding)")
+    p.add_argument("--length", type=int, default=None, help="sequence length T of the task")
+    p.add_argument(
+        "--task-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra task argument (repeatable), e.g. --task-arg data_dir=DIR",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override (repeatable), e.g. --set optimizer.lr=3e-3 --set hidden_size=64",
+    )
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
+    p.add_argument("--eval-batches", type=int, default=None, help="held-out batches per evaluation")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument("--keep-last", type=int, default=None, help="checkpoints kept on disk")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--amp",
+        default=None,
+        choices=("auto", "off", "fp16", "bf16"),
+        help="mixed precision (default: the recipe's)",
+    )
+    p.add_argument("--out", default=None, help="output folder for metrics and checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-stop", action="store_true", help="keep training after the task is solved")
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="force the progress bar on",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    lp = subparsers.add_parser("list", help="list recipes, tasks, layers and init recipes")
+    lp.add_argument(
+        "what", nargs="?", default="all", choices=("all", "recipes", "tasks", "layers", "inits")
+    )
+    lp.set_defaults(func=run_list)
+
+
+def _parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in pairs:
+        if "=" not in item:
+            raise ConfigError(f"{flag} must be KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)  # numbers, booleans, lists as YAML reads them
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``rnnguard train``."""
+    from rnnguard.tasks import create_task
+    from rnnguard.train.config import TrainConfig
+    from rnnguard.train.recipes import Recipe, get_recipe
+    from rnnguard.train.trainer import checkpoint_paths, fit, latest_checkpoint
+
+    # Numeric flags are validated by TrainConfig and the task, which name the offending value.
+    ckpt: dict[str, Any] | None = None
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out DIR naming the run to continue")
+        out = Path(args.out)
+        if not out.is_dir() or not os.access(out, os.R_OK | os.X_OK):
+            raise ConfigError(f"--out must be a readable run folder to resume, got {args.out!r}")
+        if checkpoint_paths(out):
+            ckpt = latest_checkpoint(out)
+            if ckpt is None:
+                raise ConfigError(f"--out holds no readable checkpoint to resume, got {args.out!r}")
+
+    # Recipe: explicit flag, else the checkpoint's, else the default LSTM recipe.
+    if args.recipe_file:
+        recipe = Recipe.from_yaml(Path(args.recipe_file))
+    elif args.recipe:
+        recipe = get_recipe(args.recipe)
+    elif ckpt is not None:
+        recipe = Recipe.from_dict(ckpt["recipe"])
+    else:
+        recipe = get_recipe("lstm-ln-clip")
+    overrides = _parse_pairs(args.set, "--set")
+    if overrides:
+        recipe = recipe.replace(**overrides)
+
+    saved_task = (ckpt or {}).get("task", {})
+    task_name = args.task or saved_task.get("name") or "adding"
+    length = args.length if args.length is not None else saved_task.get("length")
+    task_kwargs = _parse_pairs(args.task_arg, "--task-arg")
+    task = create_task(task_name, length=length, **task_kwargs)
+
+    base = TrainConfig.from_dict(ckpt["config"]) if ckpt is not None else TrainConfig()
+    changes: dict[str, Any] = {}
+    for name in (
+        "steps",
+        "batch_size",
+        "eval_every",
+        "eval_batches",
+        "checkpoint_every",
+        "keep_last",
+        "seed",
+        "device",
+        "amp",
+        "out",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = value
+    changes["resume"] = bool(args.resume)
+    changes["progress"] = args.progress
+    if args.no_stop:
+        changes["stop_when_solved"] = False
+    config = base.replace(**changes)
+
+    result = fit(recipe, task, config)
+    if _is_main_rank():
+        stats = result.guard_stats
+        print(
+            f"{recipe.name} on {task_name}(T={getattr(task, 'length', '?')}): "
+            f"{result.metric_name}={result.metric:.5g} (baseline {getattr(task, 'baseline', float('nan')):.4g}) "
+            f"solved={result.solved}"
+            + (f" at step {result.solved_step}" if result.solved_step else "")
+            + f" steps={result.steps} explosions={stats.get('exploded', 0)} "
+            f"skipped={stats.get('skipped', 0)} rollbacks={result.rollbacks}"
+            + (" DIVERGED" if result.diverged else "")
+            + f" time={result.wall_time:.1f}s"
+            + (f" out={result.out}" if result.out else "")
+        )
+    return 0
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Handler of ``rnnguard list``."""
+    from rnnguard.nn.registry import list_layers
+    from rnnguard.tasks import list_tasks
+    from rnnguard.train.recipes import get_recipe, list_recipes
+
+    layers = list_layers()
+    what = args.what
+    if what in ("all", "recipes"):
+        print("recipes:")
+        for name, info in list_recipes().items():
+            try:
+                layer = get_recipe(name).layer
+            except Exception as exc:  # a broken third-party recipe must not break the listing
+                layer = f"error: {exc}"
+            note = "" if layer in layers else "  [layer not available in this build]"
+            print(f"  {name:<14} {layer:<12} {info.description}{note}")
+    if what in ("all", "tasks"):
+        print("tasks:")
+        for name, tinfo in list_tasks().items():
+            print(f"  {name:<14} {tinfo.description}")
+    if what in ("all", "layers"):
+        print("layers:")
+        for name, linfo in layers.items():
+            print(f"  {name:<14} {linfo.description}")
+    if what in ("all", "inits"):
+        from rnnguard.nn.init import list_init_recipes
+
+        print("init recipes:")
+        for name, iinfo in list_init_recipes().items():
+            print(f"  {name:<14} {iinfo.description}")
+    return 0
