@@ -198,6 +198,12 @@ class _RecurrentLayer(RecurrentBase):
         return out_packed, ((hn, cn) if self.kind == "lstm" else hn)
 
     def _check_features(self, x: Tensor) -> None:
+        w = next(self.parameters())
+        if x.dtype != w.dtype and not _autocast_on(x.device.type):
+            raise ConfigError(
+                f"input dtype must match the layer's parameters ({w.dtype}), got {x.dtype}; "
+                f"convert with input.to({w.dtype}) or layer.to({x.dtype})"
+            )
         if x.shape[-1] != self.input_size:
             raise ConfigError(
                 f"input feature size must equal input_size={self.input_size}, got {x.shape[-1]} "
@@ -306,6 +312,13 @@ class _RecurrentLayer(RecurrentBase):
         if self.impl != "auto":
             s.append(f"impl={self.impl!r}")
         return ", ".join(s + self._extra_options())
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))  # type: ignore[call-arg]
+    except TypeError:  # torch < 2.4 takes no device type
+        return bool(torch.is_autocast_enabled())
 
 
 @register_layer(
