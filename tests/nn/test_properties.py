@@ -400,3 +400,22 @@ def test_extra_repr_and_flatten_parameters():
     text = repr(m)
     assert "layer_norm=True" in text and "zoneout=0.1" in text and "num_layers=2" in text
     assert len(m.all_weights) == 2 and len(m.all_weights[0]) == 4
+
+
+def test_indrnn_copy_keeps_its_bound():
+    import copy
+
+    m = copy.deepcopy(rn.IndRNN(F_IN, H, recurrent_max=0.5))
+    opt = torch.optim.SGD(m.parameters(), lr=1e6)
+    m(torch.randn(T, B, F_IN))[0].sum().mul(-1).backward()
+    opt.step()
+    assert m.weight_hh_l0.abs().max().item() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("cls", [rn.LSTM, rn.GRU, rn.RNN, rn.IndRNN])
+def test_factory_kwargs_and_non_contiguous_input(cls):
+    m = cls(F_IN, H, 2, dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in m.parameters())
+    x = torch.randn(F_IN, B, T, dtype=torch.float64).permute(2, 1, 0)  # (T, B, I), non-contiguous
+    assert not x.is_contiguous()
+    torch.testing.assert_close(m(x)[0], m(x.contiguous())[0])

@@ -192,6 +192,8 @@ class RecurrentBase(nn.Module):
         s = self._suffix(layer, direction)
         w_hh = getattr(self, "weight_hh" + s)
         if self.recurrent_max is not None:
+            if self not in _BOUNDED:  # a deep copy or an unpickled module is not tracked yet
+                track_bounded(self)
             w_hh = w_hh.clamp(-self.recurrent_max, self.recurrent_max)
         ln = self.layer_norm
         return LayerParams(
