@@ -84,7 +84,7 @@ def test_replace_dotted_nested_and_errors() -> None:
         base.replace(hiden_size=3)
     with pytest.raises(ConfigError, match="lrr"):
         base.replace(**{"optimizer.lrr": 3})
-    with pytest.raises(ConfigError, match="optimizer.lr"):
+    with pytest.raises(ConfigError, match=r"optimizer\.lr"):
         base.replace(**{"optimizer.lr": -1})
 
 

@@ -1,0 +1,145 @@
+"""`rnnguard train` / `rnnguard list`: SIGKILL and resume, outputs, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rnnguard.cli import main
+from rnnguard.train.trainer import checkpoint_paths
+from rnnguard.utils.io import read_jsonl
+
+TINY = [
+    "--recipe",
+    "gru",
+    "--set",
+    "hidden_size=8",
+    "--task",
+    "adding",
+    "--length",
+    "10",
+    "--batch-size",
+    "8",
+    "--eval-batches",
+    "1",
+    "--no-progress",
+]
+
+
+def _cli(*args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from rnnguard.cli import main; sys.exit(main())",
+        *args,
+    ]
+
+
+def test_train_writes_metrics_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    rc = main(["train", *TINY, "--steps", "20", "--eval-every", "10", "--out", str(out)])
+    assert rc == 0
+    line = capsys.readouterr().out
+    assert "gru on adding(T=10)" in line and "steps=20" in line
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [10, 20]
+    csv_lines = (out / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("kind,step,epoch,loss,metric,grad_norm")
+    assert len(csv_lines) == 1 + len(records)
+    assert (out / "result.json").exists() and checkpoint_paths(out)
+
+
+def test_sigkill_then_resume_reaches_the_same_step_count(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [
+        *TINY,
+        "--steps",
+        "3000",
+        "--eval-every",
+        "50",
+        "--checkpoint-every",
+        "20",
+        "--no-stop",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        _cli("train", *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            ckpts = checkpoint_paths(out)
+            if ckpts and int(ckpts[-1].stem.split("-")[1]) >= 60:
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = max(r["step"] for r in read_jsonl(out / "metrics.jsonl"))
+    last_ckpt = int(checkpoint_paths(out)[-1].stem.split("-")[1])
+    assert killed_at >= last_ckpt >= 60
+    # Resume with a smaller total so the test stays short; the step budget comes from the flag.
+    done = subprocess.run(
+        _cli(
+            "train", "--resume", "--out", str(out), "--steps", str(last_ckpt + 40), "--no-progress"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"steps={last_ckpt + 40}" in done.stdout
+    records = read_jsonl(out / "metrics.jsonl")
+    train_steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert train_steps == sorted(set(train_steps)), "steps repeated or out of order after resume"
+    assert train_steps[-1] == last_ckpt + 40 and last_ckpt + 10 in train_steps
+    evals = [r["step"] for r in records if r["kind"] == "eval"]
+    assert evals[-1] == last_ckpt + 40 and evals == sorted(set(evals))
+
+
+def test_list_shows_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("vanilla", "lstm-ln-clip", "indrnn-relu", "safe-lstm", "adding", "copy"):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    "argv,word",
+    [
+        (["train", "--recipe", "nope", "--steps", "1"], "unknown recipe"),
+        (["train", "--task", "nope", "--steps", "1"], "unknown task"),
+        (["train", "--recipe", "gru", "--steps", "-3"], "steps"),
+        (["train", "--resume", "--out", "/nonexistent/rnnguard-run"], "resume"),
+        (["train", "--resume"], "--out"),
+        (["train", "--recipe", "gru", "--set", "hidden_size"], "KEY=VALUE"),
+        (["train", "--recipe-file", "/nonexistent/r.yaml"], "recipe file"),
+    ],
+)
+def test_bad_input_one_line_error(
+    argv: list[str], word: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err and "Traceback" not in err
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-dir"
+    bad.write_text("x")
+    done = subprocess.run(
+        _cli("train", "--resume", "--out", str(bad)), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
