@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rnnguard.train.callbacks import Callback
 from rnnguard.tune.study import PRUNED_REASON_ATTR
 
 
@@ -44,3 +45,98 @@ class ToyObjective:
             if trial.should_prune():
                 prune(trial, f"median: below the median of earlier trials at step {step}")
         return value
+
+
+class _PruningCallback(Callback):
+    """Trainer callback: report evaluations to Optuna, prune on the median rule or divergence."""
+
+    def __init__(self, trial: Any, explosion_patience: int) -> None:
+        self.trial = trial
+        self.patience = explosion_patience
+        self.streak = 0
+
+    def on_step_end(self, ctx: Any, record: dict[str, Any]) -> None:
+        loss = record.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            prune(self.trial, f"diverged: non-finite loss ({loss}) at step {record['step']}")
+        # Prune before the trainer's own rollback (same patience): a rollback would only spend
+        # the trial's budget on a recipe that has already shown it is unstable.
+        self.streak = self.streak + 1 if record.get("exploded") else 0
+        if self.streak >= self.patience:
+            prune(
+                self.trial,
+                f"diverged: {self.streak} consecutive gradient explosions at step {record['step']}",
+            )
+
+    def on_eval_end(self, ctx: Any, metrics: dict[str, float]) -> None:
+        value = float(metrics.get(ctx.metric_name, math.nan))
+        if not math.isfinite(value):
+            prune(self.trial, f"diverged: non-finite {ctx.metric_name} at step {ctx.step}")
+        self.trial.report(value, ctx.step)
+        if self.trial.should_prune():
+            prune(self.trial, f"median: worse than the median of earlier trials at step {ctx.step}")
+
+
+@dataclass(frozen=True)
+class TrainObjective:
+    """Train the recipe a trial suggests for ``budget_steps`` and return the task's metric."""
+
+    task: str
+    length: int
+    budget_steps: int
+    space: str = "default"
+    base_recipe: dict[str, Any] | None = None
+    """Starting recipe as a dict (``None``: ``Recipe()`` with ``hidden_size``)."""
+    hidden_size: int = 64
+    batch_size: int = 32
+    eval_every: int = 50
+    eval_batches: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    explosion_patience: int = 5
+
+    def base(self) -> Any:
+        """The base recipe the space starts from."""
+        from rnnguard.train.recipes import Recipe
+
+        if self.base_recipe is not None:
+            return Recipe.from_dict(self.base_recipe)
+        return Recipe(hidden_size=self.hidden_size)
+
+    def recipe(self, trial: Any) -> Any:
+        """The recipe ``trial`` describes (suggesting its parameters)."""
+        from rnnguard.tune.space import get_space
+
+        return get_space(self.space).suggest(trial, self.base())
+
+    def __call__(self, trial: Any) -> float:
+        from rnnguard.tasks import create_task
+        from rnnguard.train.config import TrainConfig
+        from rnnguard.train.trainer import fit
+
+        recipe = self.recipe(trial)
+        trial.set_user_attr("recipe", recipe.to_dict())
+        task = create_task(self.task, length=self.length)
+        config = TrainConfig(
+            steps=self.budget_steps,
+            batch_size=self.batch_size,
+            eval_every=self.eval_every,
+            eval_batches=self.eval_batches,
+            seed=self.seed,
+            device=self.device,
+            progress=False,
+            # Every trial spends the same budget, so final metrics compare like with like.
+            stop_when_solved=False,
+            divergence_patience=self.explosion_patience,
+            tensorboard=False,
+        )
+        result = fit(
+            recipe, task, config, callbacks=[_PruningCallback(trial, self.explosion_patience)]
+        )
+        trial.set_user_attr("solved_step", result.solved_step)
+        trial.set_user_attr("explosions", int(result.guard_stats.get("exploded", 0)))
+        trial.set_user_attr("skipped", int(result.guard_stats.get("skipped", 0)))
+        trial.set_user_attr("train_seconds", round(result.wall_time, 2))
+        if result.diverged:
+            prune(trial, f"diverged: {result.rollbacks} rollbacks did not recover")
+        return result.metric

@@ -1,0 +1,114 @@
+"""``rnnguard tune``: search stability recipes with Optuna (resumable, several workers)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rnnguard.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``tune`` sub-command."""
+    p = subparsers.add_parser(
+        "tune",
+        help="search cells, init, clipping and optimiser settings for a task (Optuna)",
+        description=(
+            "Search recipes for a task with Optuna: exactly --trials trials of --budget-steps steps, "
+            "median pruning, diverging trials pruned at once. The study is stored in --storage "
+            "(default: OUT/study.journal): run the same command again to resume, or start more "
+            "workers on other machines with a shared --storage URL and the same --study. Writes "
+            "OUT/best.yaml (run it with `rnnguard train --recipe-file`), trials.csv, plots and "
+            "report.md. Needs `pip install 'rnnguard[tune]'`."
+        ),
+    )
+    p.add_argument("--task", default="adding", help="task name (default: adding)")
+    p.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
+    p.add_argument("--trials", type=int, default=20, help="trials in the study (default 20)")
+    p.add_argument(
+        "--budget-steps", type=int, default=300, help="training steps per trial (default 300)"
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="file path or Optuna storage URL: journal://, sqlite:///, postgresql://, mysql://, "
+        "redis://, grpc:// (default: OUT/study.journal)",
+    )
+    p.add_argument("--study", default=None, help="study name (default: TASK-TLENGTH-SPACE)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/tune/STUDY)")
+    p.add_argument("--space", default="default", help="search space (see --list-spaces)")
+    p.add_argument(
+        "--base-recipe",
+        default=None,
+        help="recipe name or YAML the space starts from (the 'training' space keeps its model)",
+    )
+    p.add_argument("--hidden-size", type=int, default=None, help="hidden size (default 64)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument(
+        "--eval-every", type=int, default=None, help="steps between evaluations (default budget/5)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="sampler and training seed")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--no-report", action="store_true", help="skip plots and report.md")
+    p.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    p.add_argument("--list-spaces", action="store_true", help="list search spaces and exit")
+    p.set_defaults(func=run_tune)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Handler of ``rnnguard tune``."""
+    from rnnguard.tune.space import list_spaces
+
+    if args.list_spaces:
+        for name, space in list_spaces().items():
+            print(f"  {name:<10} {space.description}")
+        return 0
+    from rnnguard.tune.search import search
+
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials must be a positive int, got {args.trials}")
+    result = search(
+        args.task,
+        args.length,
+        args.trials,
+        budget_steps=args.budget_steps,
+        storage=args.storage,
+        study=args.study,
+        workers=args.workers,
+        out=args.out,
+        space=args.space,
+        base_recipe=args.base_recipe,
+        hidden_size=args.hidden_size,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=args.device,
+        report=not args.no_report,
+        verbose=not args.quiet,
+    )
+    rep = result.report
+    if rep is not None:
+        print(rep.table)
+    c = result.counts
+    print(
+        f"study {result.study_name!r}: {c.finished} finished ({c.complete} complete, {c.pruned} pruned)"
+        + (f", {c.failed} failed" if c.failed else "")
+        + f"; storage {result.storage}"
+    )
+    if result.best_value is not None:
+        where = result.best_recipe_path or "(no report written)"
+        print(f"best {result.metric_name}={result.best_value:.6g}; recipe: {where}")
+        if result.best_recipe_path is not None:
+            print(
+                f"run it: rnnguard train --recipe-file {result.best_recipe_path} "
+                f"--task {args.task} --length {args.length}"
+            )
+    else:
+        print("no trial completed: every trial was pruned or failed", file=sys.stderr)
+    bad = [code for code in result.worker_exit_codes if code != 0]
+    if bad:
+        print(f"{len(bad)} worker(s) exited with an error (see above)", file=sys.stderr)
+        return 1
+    return 0 if result.best_value is not None else 1

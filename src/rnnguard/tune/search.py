@@ -1,0 +1,210 @@
+"""``search``: one call from a task to a tuned recipe, a report and a resumable study."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnguard.errors import ConfigError, require_extra
+from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, StudyCounts
+
+DEFAULT_OUT_ROOT = Path("runs") / "tune"
+
+
+@dataclass
+class SearchResult:
+    """The outcome of :func:`search`."""
+
+    study_name: str
+    storage: str
+    """Storage URL of the study (pass it to ``--storage`` to resume or add workers)."""
+    out: Path
+    direction: str
+    metric_name: str
+    counts: StudyCounts
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_recipe: Any | None = None
+    """The best trial's :class:`~rnnguard.train.recipes.Recipe` (None if no trial completed)."""
+    best_recipe_path: Path | None = None
+    report: Any | None = None
+    """:class:`~rnnguard.tune.report.SearchReport` (None with ``report=False``)."""
+    worker_exit_codes: list[int] = field(default_factory=list)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _base_recipe(base: Any, hidden_size: int | None) -> Any:
+    from rnnguard.train.recipes import Recipe, get_recipe
+
+    if base is None:
+        recipe = Recipe(hidden_size=hidden_size or 64)
+    elif isinstance(base, Recipe):
+        recipe = base
+    elif isinstance(base, (str, os.PathLike)) and str(base).endswith((".yaml", ".yml")):
+        recipe = Recipe.from_yaml(Path(base))
+    elif isinstance(base, str):
+        recipe = get_recipe(base)
+    else:
+        raise ConfigError(
+            f"base_recipe must be a recipe name, a YAML path or a Recipe, got {base!r}"
+        )
+    return recipe.replace(hidden_size=hidden_size) if hidden_size is not None else recipe
+
+
+def default_study_name(task: str, length: int, space: str) -> str:
+    """``<task>-T<length>-<space>``, e.g. ``adding-T500-default``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{task}-T{length}-{space}")
+
+
+def search(
+    task: str = "adding",
+    length: int = 200,
+    trials: int = 20,
+    *,
+    budget_steps: int = 300,
+    storage: str | os.PathLike[str] | None = None,
+    study: str | None = None,
+    workers: int = 1,
+    out: str | os.PathLike[str] | None = None,
+    space: str = "default",
+    base_recipe: Any = None,
+    hidden_size: int | None = None,
+    batch_size: int = 32,
+    eval_every: int | None = None,
+    eval_batches: int = 4,
+    seed: int | None = None,
+    device: str = "cpu",
+    heartbeat: float = DEFAULT_HEARTBEAT_S,
+    report: bool = True,
+    verbose: bool = True,
+) -> SearchResult:
+    """Search stability recipes for ``task`` at ``length``: exactly ``trials`` trials in the study.
+
+    Each trial trains the recipe a :mod:`~rnnguard.tune.space` suggests for ``budget_steps`` and
+    scores it by the task's metric; the median pruner stops poor trials at evaluations and
+    diverging ones (non-finite loss, repeated gradient explosions) are pruned at once. The study
+    lives in ``storage`` (default: ``<out>/study.journal``), so calling ``search`` again with the
+    same arguments resumes it, and other processes or machines may work on it at the same time.
+
+    Example:
+        >>> result = search("adding", length=100, trials=20, workers=2)  # doctest: +SKIP
+        >>> result.best_recipe.to_yaml("best.yaml")  # doctest: +SKIP
+    """
+    require_extra("optuna", "tune")
+    import optuna
+
+    from rnnguard.tasks import create_task
+    from rnnguard.tune.objective import TrainObjective
+    from rnnguard.tune.report import write_report
+    from rnnguard.tune.space import get_space
+    from rnnguard.tune.storage import open_storage, parse_storage
+    from rnnguard.tune.study import count_trials, ensure_study
+    from rnnguard.tune.workers import WorkerJob, load_study, run_jobs
+
+    trials = _positive_int("trials", trials)
+    budget_steps = _positive_int("budget_steps", budget_steps)
+    workers = _positive_int("workers", workers)
+    batch_size = _positive_int("batch_size", batch_size)
+    eval_batches = _positive_int("eval_batches", eval_batches)
+    if eval_every is None:
+        eval_every = max(1, budget_steps // 5)  # five reports per trial for the median pruner
+    eval_every = _positive_int("eval_every", eval_every)
+    if hidden_size is not None:
+        hidden_size = _positive_int("hidden_size", hidden_size)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed must be an int or None, got {seed!r}")
+    if not isinstance(heartbeat, (int, float)) or heartbeat <= 0:
+        raise ConfigError(f"heartbeat must be a positive number of seconds, got {heartbeat!r}")
+    search_space = get_space(space)
+    the_task = create_task(task, length=length)
+    length = int(the_task.length)
+    base = _base_recipe(base_recipe, hidden_size)
+
+    study_name = study or default_study_name(task, length, search_space.name)
+    out_dir = Path(out) if out is not None else DEFAULT_OUT_ROOT / study_name
+    spec = parse_storage(storage, out_dir)
+    direction = "maximize" if the_task.higher_is_better else "minimize"
+    metric = str(the_task.metric_name)
+    # Trials of one study must be comparable: refuse to mix budgets, tasks or spaces.
+    meta = {
+        "task": task,
+        "length": length,
+        "budget_steps": budget_steps,
+        "space": search_space.name,
+        "metric": metric,
+        "batch_size": batch_size,
+        "base_recipe": base.to_dict(),
+    }
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
+    ensure_study(open_storage(spec), study_name, direction, meta)
+
+    objective = TrainObjective(
+        task=task,
+        length=length,
+        budget_steps=budget_steps,
+        space=search_space.name,
+        base_recipe=base.to_dict(),
+        batch_size=batch_size,
+        eval_every=eval_every,
+        eval_batches=eval_batches,
+        seed=0 if seed is None else seed,
+        device=device,
+    )
+    job = WorkerJob(
+        storage=spec.url,
+        study_name=study_name,
+        n_trials=trials,
+        objective=objective,
+        seed=seed,
+        heartbeat=float(heartbeat),
+        verbose=verbose,
+    )
+    if verbose:
+        print(
+            f"study {study_name!r} in {spec.url}: {trials} trials of {budget_steps} steps, "
+            f"{workers} worker(s), {direction} {metric}",
+            flush=True,
+        )
+    codes = run_jobs(job, workers)
+
+    final = load_study(job, spec)
+    result = SearchResult(
+        study_name=study_name,
+        storage=spec.url,
+        out=out_dir,
+        direction=direction,
+        metric_name=metric,
+        counts=count_trials(final),
+        worker_exit_codes=codes,
+    )
+    if report:
+        rep = write_report(
+            final,
+            out_dir,
+            recipe_name=f"tuned-{task}-T{length}",
+            metric=metric,
+            title=f"Recipe search: {task} at T={length} ({search_space.name} space)",
+        )
+        result.report = rep
+        result.best_recipe_path = rep.best_recipe
+        if rep.best_recipe is not None:
+            from rnnguard.train.recipes import Recipe
+
+            result.best_recipe = Recipe.from_yaml(rep.best_recipe)
+    from rnnguard.tune.report import best_recipe, ranked_trials
+
+    ranked = ranked_trials(final)
+    if ranked:
+        result.best_value = float(ranked[0].value)
+        result.best_params = dict(ranked[0].params)
+        if result.best_recipe is None:
+            result.best_recipe = best_recipe(final, f"tuned-{task}-T{length}")
+    return result
