@@ -1,1 +1,99 @@
-"""Fused fast paths of the recurrent layers."""
+"""Fused fast paths of the recurrent layers.
+
+:func:`run_direction` has the signature and the results of the reference
+:func:`rnnguard.nn.functional.run_direction` (same maths, same masks), but runs each layer's time
+loop inside a ``torch.autograd.Function`` with a hand-written backward (see the per-family modules).
+Everything is plain PyTorch, so it runs on any device.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnguard.errors import ConfigError
+from rnnguard.nn.functional import (
+    DirectionMasks,
+    HiddenState,
+    LayerParams,
+    LSTMState,
+    StepOptions,
+    drop_connect,
+)
+from rnnguard.nn.fused._common import LN_EPS, TimeFrame
+from rnnguard.nn.fused.gru import gru_recurrence
+from rnnguard.nn.fused.indrnn import indrnn_recurrence
+from rnnguard.nn.fused.lstm import lstm_recurrence
+from rnnguard.nn.fused.rnn import rnn_recurrence
+
+__all__ = [
+    "gru_recurrence",
+    "indrnn_recurrence",
+    "lstm_recurrence",
+    "rnn_recurrence",
+    "run_direction",
+]
+
+State = HiddenState | LSTMState
+
+
+def run_direction(
+    kind: str,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    masks: DirectionMasks | None,
+    opts: StepOptions,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, State]:
+    """Fused drop-in for :func:`rnnguard.nn.functional.run_direction`: (T, B, I) -> ((T, B, H), state)."""
+    masks = masks or DirectionMasks()
+    if opts.training:
+        if opts.dropconnect > 0.0 and masks.dropconnect is None:
+            raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
+        if opts.zoneout > 0.0 and masks.zoneout_h is None:
+            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
+        if kind == "lstm" and opts.zoneout_cell > 0.0 and masks.zoneout_c is None:
+            raise ConfigError("run_direction: zoneout_cell > 0 in training needs masks.zoneout_c")
+    if x.dim() != 3:
+        raise ConfigError(f"x must be 3-D (T, B, I), got shape {tuple(x.shape)}")
+    steps, batch = x.shape[0], x.shape[1]
+    frame = TimeFrame(steps, batch, x.device, lengths, reverse)
+    w_hh = drop_connect(params.weight_hh, opts.dropconnect, masks.dropconnect, opts.training)
+    # The input side of every step in one matrix multiply. b_hh joins b_ih there (so the loop
+    # never adds it) except in the GRU, whose reset gate multiplies b_hh's n-part.
+    pre = frame.to_frame(_project_input(x, params, fold_bias_hh=kind in ("lstm", "rnn")))
+    carry_h = frame.carry(masks.zoneout_h, opts.zoneout, opts.training, x)
+    h0 = state0[0]
+    final: State
+    if kind == "lstm":
+        carry_c = frame.carry(masks.zoneout_c, opts.zoneout_cell, opts.training, x)
+        hs, c_last = lstm_recurrence(
+            pre, h0, state0[1], w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias,
+            carry_h, carry_c,
+        )  # fmt: skip
+        final = LSTMState(hs[-1], c_last)
+    elif kind == "gru":
+        hs = gru_recurrence(pre, h0, w_hh, params.bias_hh, params.ln_hh, carry_h)
+        final = HiddenState(hs[-1])
+    elif kind == "rnn":
+        hs = rnn_recurrence(pre, h0, w_hh, params.ln_hh, opts.nonlinearity, opts.residual, carry_h)
+        final = HiddenState(hs[-1])
+    elif kind == "indrnn":
+        hs = indrnn_recurrence(pre, h0, w_hh, opts.nonlinearity, carry_h)
+        final = HiddenState(hs[-1])
+    else:
+        raise ConfigError(f"kind must be one of 'lstm', 'gru', 'rnn', 'indrnn', got {kind!r}")
+    return frame.zero_padding(frame.from_frame(hs)), final
+
+
+def _project_input(x: Tensor, params: LayerParams, fold_bias_hh: bool) -> Tensor:
+    """``LN(W_ih x) + b_ih (+ b_hh)`` for all steps, the bias fused into the matmul or the LayerNorm."""
+    bias = params.bias_ih
+    if fold_bias_hh and params.bias_hh is not None:
+        bias = params.bias_hh if bias is None else bias + params.bias_hh
+    if params.ln_ih is None:
+        return F.linear(x, params.weight_ih, bias)
+    v = F.linear(x, params.weight_ih)
+    return F.layer_norm(v, (v.shape[-1],), params.ln_ih, bias, LN_EPS)

@@ -37,6 +37,20 @@ def ln_backward(dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, weight: Tenso
     return _ln_backward_op(dy, v, [v.shape[-1]], mean, rstd, weight, None, [True, False, False])[0]
 
 
+def ln_backward_affine(
+    dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor, with_bias: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """LayerNorm backward for the input, the gain and (optionally) the shift, in one aten call.
+
+    Computing the gain's gradient step by step, while the step's data is in cache, is cheaper
+    than one pass over all stored steps afterwards.
+    """
+    mask = [True, True, with_bias]
+    bias = weight if with_bias else None  # only its presence matters to the kernel
+    dx, dw, db = _ln_backward_op(dy, v, [v.shape[-1]], mean, rstd, weight, bias, mask)
+    return dx, dw, (db if with_bias else None)
+
+
 def ln_weight_grad(dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
     """Gradient of a LayerNorm gain from every step at once: sum of ``dy * normalised(v)``."""
     dims = tuple(range(dy.dim() - 1))

@@ -20,11 +20,9 @@ from rnnguard.nn.fused._common import (
     Carry,
     add_scaled_,
     keep_of,
-    ln_backward,
+    ln_backward_affine,
     ln_forward,
-    ln_weight_grad,
     recurrent_weight_grad,
-    shifted,
     steps_of,
 )
 
@@ -113,33 +111,24 @@ class _LSTMRecurrence(torch.autograd.Function):
         steps, batch, g4 = gates.shape
         hid = g4 // 4
 
-        # Factors that turn (dh_t, dc~_t) into gate pre-activation gradients, for all steps at once.
-        gv = gates.view(steps, batch, 4, hid)
-        i, f, g, o = gv.unbind(2)
-        keep_h, keep_c = keep_of(carry_h), keep_of(carry_c)
-        k_o = tc * o * (1.0 - o)  # dh -> d z_o
-        k_c = o * (1.0 - tc * tc)  # dh -> d LN_c output (or d c~ without LN)
-        if keep_h is not None:
-            k_o = k_o * keep_h
-            k_c = k_c * keep_h
-        p_ifg = torch.stack(
-            (g * i * (1.0 - i), shifted(c0, cs) * f * (1.0 - f), i * (1.0 - g * g)), dim=2
-        )  # dc~ -> d z_i, d z_f, d z_g
-
         d_h = d_hs.clone()  # accumulates the gradient of every h_t
         d_c = d_c_last.clone()
-        d_z = gates.new_empty(steps, batch, g4)
-        dzv = d_z.view(steps, batch, 4, hid)
-        d_tc = gates.new_empty(steps, batch, hid) if ln_c_w is not None else None
+        d_z = gates.new_empty(steps, batch, g4)  # gradient of the gate pre-activations
         d_raw: list[Tensor] = [d_z[0]] * steps
+        d_gains: list[Tensor] = []  # per-step gradients of ln_hh
+        d_c_gains: list[Tensor] = []  # per-step gradients of ln_c_weight and ln_c_bias
 
-        dh_l, dz_l = d_h.unbind(0), d_z.unbind(0)
-        dzo_l, dzifg_l = dzv[:, :, 3].unbind(0), dzv[:, :, :3].unbind(0)
-        ko_l, kc_l, p_l, f_l = k_o.unbind(0), k_c.unbind(0), p_ifg.unbind(0), f.unbind(0)
-        ct_l = ct.unbind(0)
-        dtc_l = d_tc.unbind(0) if d_tc is not None else ()
+        # Per-step views, made once. The derivative factors are computed inside the loop, on
+        # (B, H) slices that stay in cache: precomputing them for all steps at once costs more
+        # (every temporary is a fresh (T, B, H) allocation streamed through memory).
+        gv, dzv = gates.view(steps, batch, 4, hid), d_z.view(steps, batch, 4, hid)
+        i_l, f_l, g_l, o_l = (gv[:, :, k].unbind(0) for k in range(4))
+        if_l = gv[:, :, :2].unbind(0)
+        dzi_l, dzf_l, dzg_l, dzo_l = (dzv[:, :, k].unbind(0) for k in range(4))
+        dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc.unbind(0), ct.unbind(0)
+        cprev_l = (c0, *cs[:-1].unbind(0))
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
-        kc_keep_l = steps_of(keep_c, steps)
+        kh_l, kc_l = steps_of(keep_of(carry_h), steps), steps_of(keep_of(carry_c), steps)
         if ctx.stats_c is not None:
             muc_l, rsc_l = ctx.stats_c[0].unbind(0), ctx.stats_c[1].unbind(0)
         if ctx.stats_hh is not None:
@@ -149,23 +138,34 @@ class _LSTMRecurrence(torch.autograd.Function):
 
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
-            torch.mul(dh, ko_l[t], out=dzo_l[t])
-            if d_tc is not None:
-                torch.mul(dh, kc_l[t], out=dtc_l[t])
-                dcn = ln_backward(dtc_l[t], ct_l[t], muc_l[t], rsc_l[t], ln_c_w)
+            dht = dh if carry_h is None else dh * kh_l[t]  # gradient of the candidate h~_t
+            i, f, g, o, tct = i_l[t], f_l[t], g_l[t], o_l[t], tc_l[t]
+            sig_if = torch.addcmul(if_l[t], if_l[t], if_l[t], value=-1.0)  # i(1-i), f(1-f)
+            # o: dz_o = dh~ * tanh(.) * o (1 - o)
+            torch.mul(dht, tct, out=dzo_l[t]).mul_(torch.addcmul(o, o, o, value=-1.0))
+            # the tanh input: dh~ * o * (1 - tanh^2)
+            dt = dht * o
+            dt.addcmul_(dt * tct, tct, value=-1.0)
+            if ln_c_w is not None:
+                dcn, dgc, dbc = ln_backward_affine(dt, ct_l[t], muc_l[t], rsc_l[t], ln_c_w, True)
+                d_c_gains.append(torch.stack((dgc, dbc)))  # type: ignore[arg-type]
             else:
-                dcn = dh * kc_l[t]
+                dcn = dt
             if carry_c is None:
                 dcn.add_(d_c)
-                d_c = f_l[t] * dcn
+                d_c = f * dcn
             else:
-                add_scaled_(dcn, kc_keep_l[t], d_c)  # type: ignore[arg-type]
+                add_scaled_(dcn, kc_l[t], d_c)  # type: ignore[arg-type]
                 d_c = d_c * mc_l[t]
-                d_c.addcmul_(f_l[t], dcn)
-            torch.mul(dcn.unsqueeze(1), p_l[t], out=dzifg_l[t])
+                d_c.addcmul_(f, dcn)
+            torch.mul(dcn, g, out=dzi_l[t]).mul_(sig_if[:, 0])
+            torch.mul(dcn, cprev_l[t], out=dzf_l[t]).mul_(sig_if[:, 1])
+            dzg = torch.mul(dcn, i, out=dzg_l[t])
+            dzg.addcmul_(dzg * g, g, value=-1.0)  # * (1 - g^2)
             if raw is not None:
-                dr = ln_backward(dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh)
+                dr, dg, _ = ln_backward_affine(dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
                 d_raw[t] = dr
+                d_gains.append(dg)
             else:
                 dr = dz_l[t]
             if t > 0:
@@ -179,14 +179,10 @@ class _LSTMRecurrence(torch.autograd.Function):
         need = ctx.needs_input_grad
         d_raw_all = torch.stack(d_raw) if raw is not None else d_z
         d_w = recurrent_weight_grad(d_raw_all, h0, hs) if need[3] else None
-        d_ln_hh = d_ln_c_w = d_ln_c_b = None
-        if raw is not None and need[4]:
-            d_ln_hh = ln_weight_grad(d_z, raw, *ctx.stats_hh)
-        if d_tc is not None:
-            if need[5]:
-                d_ln_c_w = ln_weight_grad(d_tc, ct, *ctx.stats_c)
-            if need[6]:
-                d_ln_c_b = d_tc.sum((0, 1))
+        d_ln_hh = torch.stack(d_gains).sum(0) if d_gains else None
+        d_ln_c_w = d_ln_c_b = None
+        if d_c_gains:
+            d_ln_c_w, d_ln_c_b = torch.stack(d_c_gains).sum(0).unbind(0)
         return d_z, d_h0, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None
 
 
