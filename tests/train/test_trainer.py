@@ -247,3 +247,8 @@ def test_bad_fit_arguments() -> None:
         fit(3, AddingTask(5), TrainConfig(steps=1))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown recipe"):
         fit("nope", AddingTask(5), TrainConfig(steps=1))
+
+
+def test_fp16_on_cpu_is_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="bf16"):
+        fit(_tiny(), AddingTask(5), TrainConfig(steps=1, amp="fp16", device="cpu", **SMALL))

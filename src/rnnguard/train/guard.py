@@ -34,6 +34,9 @@ class GuardReport:
     """Whether the optimiser step was skipped because a gradient was not finite."""
     exploded: bool
     """Non-finite gradient, or a norm above ``explosion_factor`` x the running median."""
+    overflow: bool = False
+    """Non-finite under a GradScaler whose scale was still >= ``min_loss_scale``: the scaler
+    calibrating (counted apart from explosions)."""
     threshold: float | None = None
     """The clipping threshold used this step (``None`` for modes without one)."""
     loss_scale: float | None = None
@@ -61,6 +64,8 @@ class GuardStats:
     """Explosions counted in each epoch so far (index = epoch)."""
     skipped_per_epoch: list[int] = field(default_factory=lambda: [0])
     """Skipped steps in each epoch so far."""
+    overflows: int = 0
+    """Non-finite steps attributed to fp16 loss-scale calibration (see ``GuardReport.overflow``)."""
     max_norm_seen: float = 0.0
     """Largest finite pre-clip norm observed."""
 
@@ -102,6 +107,9 @@ class GradientGuard:
         norm_type: p of the p-norm used for the total norm.
         steps_per_epoch: if given, the epoch advances automatically every that many steps;
             otherwise call :meth:`new_epoch`.
+        min_loss_scale: under an enabled GradScaler, a non-finite step while the scale is at least
+            this is an overflow of the fp16 range (the scaler lowers its scale and retries), not an
+            explosion; below it the gradient itself is taken to be non-finite.
 
     Example:
         >>> guard = GradientGuard(mode="norm", max_norm=1.0)
@@ -122,6 +130,7 @@ class GradientGuard:
         min_history: int = 10,
         norm_type: float = 2.0,
         steps_per_epoch: int | None = None,
+        min_loss_scale: float = 1.0,
     ) -> None:
         if mode not in CLIP_MODES:
             raise ConfigError(f"mode must be one of {CLIP_MODES}, got {mode!r}")
@@ -159,6 +168,7 @@ class GradientGuard:
         self.min_history = min_history
         self.norm_type = float(norm_type)
         self.steps_per_epoch = steps_per_epoch
+        self.min_loss_scale = float(min_loss_scale)
         self.history: deque[float] = deque(maxlen=history_size)
         self.stats = GuardStats()
 
@@ -174,6 +184,7 @@ class GradientGuard:
         if spe is not None and self.stats.steps > 0 and self.stats.steps % spe == 0:
             self.new_epoch()
         scaler_on = scaler is not None and scaler.is_enabled()
+        scale_before = float(scaler.get_scale()) if scaler_on else None
         if scaler_on:
             # Clip thresholds refer to true gradients: unscale first (pytorch#40907).
             scaler.unscale_(optimizer)
@@ -182,12 +193,14 @@ class GradientGuard:
         norm_before = self._total_norm(grads)  # type: ignore[arg-type]
         finite = math.isfinite(norm_before)
 
+        overflow = not finite and scale_before is not None and scale_before >= self.min_loss_scale
         report = GuardReport(
             norm_before=norm_before,
             norm_after=norm_before,
             clipped=False,
             skipped=not finite,
-            exploded=not finite,
+            exploded=not finite and not overflow,
+            overflow=overflow,
         )
         if finite:
             report.exploded = self._is_explosion(norm_before)
@@ -214,6 +227,7 @@ class GradientGuard:
         s.skipped += int(report.skipped)
         s.skipped_per_epoch[-1] += int(report.skipped)
         s.clipped += int(report.clipped)
+        s.overflows += int(report.overflow)
         s.exploded += int(report.exploded)
         s.explosions_per_epoch[-1] += int(report.exploded)
         return report

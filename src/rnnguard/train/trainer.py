@@ -144,6 +144,11 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     """``auto`` -> fp16 on CUDA (with GradScaler), off elsewhere."""
     if amp == "auto":
         return "fp16" if device.type == "cuda" else "off"
+    if amp == "fp16" and device.type != "cuda":
+        # CPU kernels (e.g. oneDNN's LSTM) do not support fp16 autocast; bf16 is the CPU format.
+        raise ConfigError(
+            f"amp='fp16' needs a CUDA device, got device {str(device)!r}; use 'bf16' on CPU"
+        )
     return amp
 
 
@@ -541,7 +546,8 @@ def _fit(
         loss_value = float(loss.detach())
         # Decisions use the guard report only: it sees the all-reduced gradients, identical on
         # every rank, so all ranks roll back (or not) together.
-        bad = report.skipped or report.exploded
+        # fp16 loss-scale overflows are the scaler calibrating, not divergence.
+        bad = report.exploded or (report.skipped and not report.overflow)
         bad_streak = bad_streak + 1 if bad else 0
         record: dict[str, Any] = {
             "kind": "train",
@@ -553,6 +559,7 @@ def _fit(
             "lr": optimizer.param_groups[0]["lr"],
             "clipped": report.clipped,
             "skipped": report.skipped,
+            "overflow": report.overflow,
             "exploded": report.exploded,
             "explosions": guard.stats.exploded,
             "loss_scale": report.loss_scale,
