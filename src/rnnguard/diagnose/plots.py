@@ -1,0 +1,245 @@
+"""PNG plots of the diagnostics (matplotlib, imported lazily; one function per figure).
+
+Every ``plot_*`` function writes a PNG to ``path`` and returns the path. Figures are built with
+``matplotlib.figure.Figure`` directly, so no global pyplot state or display is involved.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnguard.diagnose._common import check_positive_int
+from rnnguard.diagnose.history import ExplosionHistory
+from rnnguard.diagnose.horizon import Horizon, HorizonSet
+from rnnguard.diagnose.jacobian import Spectrum, dense_jacobian
+from rnnguard.diagnose.saturation import LayerSaturation
+from rnnguard.errors import ConfigError, require_extra
+
+__all__ = [
+    "grad_norm_curves",
+    "plot_grad_norm",
+    "plot_history",
+    "plot_horizon",
+    "plot_loss_curves",
+    "plot_lyapunov",
+    "plot_saturation",
+    "plot_sigma_max",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _figure(width: float = 6.4, height: float = 4.0) -> Any:
+    require_extra("matplotlib", "plot")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(fig: Any, path: PathLike) -> Path:
+    import io
+
+    from rnnguard.utils.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    """Values for a log axis: non-positive and non-finite entries become gaps."""
+    v = np.asarray(values, dtype=np.float64).copy()
+    v[~np.isfinite(v) | (v <= 0)] = np.nan
+    return v
+
+
+def plot_horizon(horizons: HorizonSet | Horizon, path: PathLike) -> Path:
+    """Normalised gradient norm against distance k (log scale), input and every hidden layer."""
+    curves = (
+        [horizons] if isinstance(horizons, Horizon) else [horizons.input, *horizons.hidden.values()]
+    )
+    fig = _figure()
+    ax = fig.add_subplot()
+    for hz in curves:
+        ax.semilogy(
+            hz.distances,
+            _positive(hz.normalized),
+            label=hz.label,
+            lw=1.6 if hz.label == "input" else 1.0,
+        )
+    ax.axhline(
+        curves[0].threshold,
+        color="grey",
+        ls="--",
+        lw=0.8,
+        label=f"threshold {curves[0].threshold:g}",
+    )
+    ax.set_xlabel("distance k from the loss step")
+    ax.set_ylabel("normalised ||dL/d(.)_{T-k}||")
+    ax.set_title("Gradient horizon")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_sigma_max(spectra: Mapping[str, Spectrum], path: PathLike) -> Path:
+    """Largest singular value of ds_t/ds_{t-1} at every step, per recurrent layer."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, spec in spectra.items():
+        ax.plot(np.arange(1, len(spec.sigma_max) + 1), spec.sigma_max, label=label, lw=1.0)
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("sigma_max(ds_t / ds_{t-1})")
+    ax.set_title("Per-step Jacobian norm")
+    if spectra:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_lyapunov(spectra: Mapping[str, Spectrum], path: PathLike) -> Path:
+    """Top Lyapunov exponents per layer (< 0: perturbations and gradients shrink; > 0: grow)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, spec in spectra.items():
+        ax.plot(np.arange(1, len(spec.lyapunov) + 1), spec.lyapunov, "o-", label=label)
+    ax.axhline(0.0, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("index i")
+    ax.set_ylabel("Lyapunov exponent lambda_i (per step)")
+    ax.set_title("Lyapunov spectrum")
+    if spectra:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_saturation(saturation: Mapping[str, LayerSaturation], path: PathLike) -> Path:
+    """Horizontal bars: saturated (or dead) fraction of every gate / unit group, per layer."""
+    rows = [
+        (f"{label}: {gate}", v) for label, s in saturation.items() for gate, v in s.per_gate.items()
+    ]
+    fig = _figure(6.4, max(2.0, 0.32 * len(rows) + 1.0))
+    ax = fig.add_subplot()
+    if rows:
+        names, values = zip(*rows)
+        y = np.arange(len(rows))
+        ax.barh(y, values, color="tab:orange")
+        ax.set_yticks(y, names, fontsize=8)
+        ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction saturated / closed / dead")
+    ax.set_title("Saturation")
+    return _save(fig, path)
+
+
+def plot_loss_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: PathLike
+) -> Path:
+    """Training loss against step for several runs (``label -> (steps, losses)``)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, (steps, losses) in curves.items():
+        ax.plot(steps, _positive(np.asarray(losses)), label=label, lw=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Original vs prescribed")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_history(history: ExplosionHistory, path: PathLike) -> Path:
+    """Pre-clip gradient norm over training, with the steps the guard flagged."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.semilogy(history.steps, _positive(history.grad_norm), lw=0.8, label="pre-clip norm")
+    flagged = np.isin(history.steps, history.exploded_steps)
+    if flagged.any():
+        ax.semilogy(
+            history.steps[flagged], _positive(history.grad_norm[flagged]), "rx", label="exploded"
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient norm")
+    ax.set_title("Explosion history")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------- the guide's figure 1.2
+
+
+def grad_norm_curves(
+    scales: Sequence[float] = (0.9, 1.0, 1.1),
+    *,
+    steps: int = 100,
+    hidden: int = 32,
+    input_std: float = 0.5,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """``||dh_T/dh_{T-k}||_2`` for k = 1..steps for recurrent matrices ``W = s * Q`` (||W||_2 = s).
+
+    For each scale two curves: ``linear s=..`` (h_t = W h_{t-1} + x_t, exactly s**k) and
+    ``tanh s=..`` (h_t = tanh(W h_{t-1} + x_t) on random inputs, the product of the real
+    Jacobians diag(1 - h_t^2) W, measured by autograd).
+    """
+    check_positive_int("steps", steps)
+    check_positive_int("hidden", hidden)
+    if not scales or any(not isinstance(s, (int, float)) or not s > 0 for s in scales):
+        raise ConfigError(f"scales must be positive numbers, got {list(scales)!r}")
+    gen = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(hidden, hidden, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    xs = input_std * torch.randn(steps, 1, hidden, generator=gen, dtype=torch.float64)
+    curves: dict[str, np.ndarray] = {}
+    for s in scales:
+        w = float(s) * q
+        for name, act in (("linear", lambda v: v), ("tanh", torch.tanh)):
+            h = torch.zeros(1, hidden, dtype=torch.float64)
+            jacs = []
+            for t in range(steps):
+                x_t = xs[t]
+
+                def f(
+                    state: torch.Tensor,
+                    x_t: torch.Tensor = x_t,
+                    act: Any = act,
+                    w: torch.Tensor = w,
+                ) -> torch.Tensor:
+                    return act(state @ w.T + x_t)
+
+                jacs.append(dense_jacobian(f, h)[0])
+                h = f(h).detach()
+            prod = torch.eye(hidden, dtype=torch.float64)
+            norms = []
+            for k in range(1, steps + 1):
+                prod = prod @ jacs[steps - k]  # dh_T/dh_{T-k} = J_T J_{T-1} ... J_{T-k+1}
+                norms.append(torch.linalg.matrix_norm(prod, ord=2).item())
+            curves[f"{name} s={s:g}"] = np.array(norms)
+    return curves
+
+
+def plot_grad_norm(curves: Mapping[str, np.ndarray], path: PathLike) -> Path:
+    """The guide's "gradient norm after 100 steps" figure, from :func:`grad_norm_curves`."""
+    fig = _figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    colours: dict[str, Any] = {}
+    for label, norms in curves.items():
+        kind, scale = label.split(" ", 1)
+        colour = colours.setdefault(scale, f"C{len(colours)}")
+        ax.semilogy(
+            np.arange(1, len(norms) + 1),
+            _positive(norms),
+            color=colour,
+            ls="--" if kind == "linear" else "-",
+            label=f"{kind}, ||W||_2 {scale.replace('s=', '= ')}",
+        )
+    ax.set_xlabel("k (steps back from T = 100)")
+    ax.set_ylabel("||dh_T / dh_{T-k}||_2")
+    ax.set_title("Gradient norm k steps back (dashed: linear, solid: tanh)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    return _save(fig, path)
