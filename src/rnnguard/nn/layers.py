@@ -2,7 +2,8 @@
 
 With no extras the layers give torch.nn's numbers (``impl="auto"`` even runs torch's own kernel);
 the keyword-only extras (layer norm, zoneout, DropConnect, residual, weight norm, init recipes)
-run the reference loop of :func:`rnnguard.nn.functional.run_direction`.
+run the fused fast path of :mod:`rnnguard.nn.fused` (``impl="reference"``: the plain loop of
+:func:`rnnguard.nn.functional.run_direction`, which the fast path is tested against).
 """
 
 from __future__ import annotations
@@ -123,20 +124,12 @@ class _RecurrentLayer(RecurrentBase):
         return not extras
 
     def _direction_fn(self) -> Callable[..., Any]:
-        if self.impl == "fused":
-            try:
-                from rnnguard.nn import fused  # type: ignore[attr-defined]
-            except ImportError as exc:
-                raise NotImplementedError(
-                    "impl='fused' needs rnnguard.nn.fused, which is not available; use impl='auto'"
-                ) from exc
-            fn = getattr(fused, "run_direction", None)
-            if fn is None:
-                raise NotImplementedError(
-                    "impl='fused': rnnguard.nn.fused has no run_direction yet"
-                )
-            return fn  # type: ignore[no-any-return]
-        return run_direction
+        # "auto" with extras (or IndRNN) takes the fused path; "reference" keeps the plain loop.
+        if self.impl == "reference":
+            return run_direction
+        from rnnguard.nn import fused
+
+        return fused.run_direction
 
     # ------------------------------------------------------------------ forward
 
