@@ -156,3 +156,18 @@ def test_bad_registry_init_and_step_function_arguments():
         RF.layer_step_function(nn.Linear(3, 4))
     with pytest.raises(NotImplementedError, match="proj_size"):
         RF.layer_step_function(nn.LSTM(3, 4, proj_size=2))
+
+
+def test_dropout_on_a_single_layer_warns_like_torch():
+    with pytest.warns(UserWarning, match=r"num_layers > 1.*dropout=0.5"):
+        rn.LSTM(3, 4, dropout=0.5)
+
+
+def test_run_direction_requires_masks_in_training():
+    m = rn.LSTM(3, 4, zoneout_cell=0.3)
+    x = torch.randn(5, 2, 3)
+    z = torch.zeros(2, 4)
+    with pytest.raises(ConfigError, match=r"zoneout_cell > 0 in training needs masks\.zoneout_c"):
+        RF.run_direction(
+            "lstm", x, RF.LSTMState(z, z), m.layer_params(), None, m.step_options(True)
+        )

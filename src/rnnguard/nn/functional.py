@@ -317,6 +317,8 @@ def run_direction(
             raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
         if opts.zoneout > 0.0 and masks.zoneout_h is None:
             raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
+        if kind == "lstm" and opts.zoneout_cell > 0.0 and masks.zoneout_c is None:
+            raise ConfigError("run_direction: zoneout_cell > 0 in training needs masks.zoneout_c")
     step = STEPS[kind]
     steps = x.shape[0]
     xp = project_input(x, params)  # (T, B, G*H): the input projection leaves the loop
