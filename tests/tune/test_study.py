@@ -33,8 +33,8 @@ from optuna.trial import TrialState  # noqa: E402
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def _setup(tmp_path: Path, name: str = "s") -> tuple[str, object]:
-    spec = parse_storage(None, tmp_path)
+def _setup(tmp_path: Path, name: str = "s", storage: str | None = None) -> tuple[str, object]:
+    spec = parse_storage(storage.format(tmp=tmp_path) if storage else None, tmp_path)
     ensure_study(open_storage(spec), name, "minimize", {"task": "toy"})
     return spec.url, spec
 
@@ -53,13 +53,15 @@ def _assert_exact(study, n: int) -> None:
     assert len({t.number for t in finished}) == n
 
 
-def test_two_worker_processes_finish_exactly_n_trials(tmp_path: Path) -> None:
-    url, _ = _setup(tmp_path)
+@pytest.mark.parametrize("storage", [None, "{tmp}/study.db"], ids=["journal", "sqlite"])
+def test_two_worker_processes_finish_exactly_n_trials(tmp_path: Path, storage: str | None) -> None:
+    url, _ = _setup(tmp_path, storage=storage)
+    log = tmp_path / "calls.log"
     job = WorkerJob(
         storage=url,
         study_name="s",
         n_trials=10,
-        objective=ToyObjective(steps=2, sleep=0.05, diverge_above=3.0),
+        objective=ToyObjective(steps=2, sleep=0.05, diverge_above=3.0, log=str(log)),
         seed=1,
         verbose=False,
     )
@@ -68,6 +70,8 @@ def test_two_worker_processes_finish_exactly_n_trials(tmp_path: Path) -> None:
     _assert_exact(study, 10)
     pids = {t.system_attrs[WORKER_ATTR]["pid"] for t in study.trials}
     assert len(pids) == 2 and os.getpid() not in pids  # both children took part
+    calls = log.read_text().split()
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 10  # no trial ran twice
     # A second run of the same search has nothing left to do.
     run_jobs(job, 2)
     _assert_exact(_study(url), 10)

@@ -31,8 +31,13 @@ class ToyObjective:
     """Seconds slept per step (to make a trial last long enough to kill it)."""
     diverge_above: float | None = None
     """Trials with ``x`` above this report a NaN loss and are pruned as diverged."""
+    log: str | None = None
+    """File to which every call appends its trial number (to check nothing runs twice)."""
 
     def __call__(self, trial: Any) -> float:
+        if self.log is not None:
+            with open(self.log, "a", encoding="ascii") as fh:  # one small O_APPEND write
+                fh.write(f"{trial.number}\n")
         x = trial.suggest_float("x", -4.0, 4.0)
         kind = trial.suggest_categorical("kind", ["a", "b"])
         value = (x - 1.0) ** 2 + (0.5 if kind == "b" else 0.0)

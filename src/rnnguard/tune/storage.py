@@ -42,6 +42,20 @@ class StorageSpec:
         return self.target
 
     @property
+    def claim_lock_path(self) -> str | None:
+        """A lock file serialising ticket claims, for storages whose own claim is not atomic.
+
+        SQLite ignores ``SELECT ... FOR UPDATE``, so two processes can both move the same
+        ``WAITING`` trial to ``RUNNING``; claims on a SQLite file therefore go through a file lock.
+        Journal files and server databases claim atomically and need none.
+        """
+        if self.kind == "rdb" and self.target.startswith("sqlite:"):
+            db = self.target.split(":///", 1)[-1]
+            if db and db != ":memory:" and sys.platform != "win32":
+                return db + ".claim.lock"
+        return None
+
+    @property
     def is_local(self) -> bool:
         """Whether the study lives in a file on this machine (no server involved)."""
         return self.kind == "journal" or self.target.startswith("sqlite:")
@@ -84,16 +98,23 @@ def parse_storage(
     )
 
 
-class _FlockLock:
-    """Journal-file lock held with ``flock``: the kernel releases it when its holder dies.
+class FileLock:
+    """An exclusive ``flock`` on ``path``: the kernel releases it when its holder dies.
 
     Optuna's default symlink lock survives a SIGKILLed holder and then blocks everyone for its
     grace period; an advisory ``flock`` cannot go stale that way.
     """
 
     def __init__(self, path: str) -> None:
-        self._path = path + ".lock"
+        self._path = path
         self._fd: int | None = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def acquire(self) -> bool:
         import fcntl
@@ -126,7 +147,7 @@ def open_storage(spec: StorageSpec) -> Any:
         lock: Any = (
             journal.JournalFileOpenLock(str(path))
             if sys.platform == "win32"
-            else _FlockLock(str(path))
+            else FileLock(str(path) + ".lock")
         )
         return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
     if spec.kind == "rdb":

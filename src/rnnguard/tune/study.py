@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,16 +343,22 @@ def run_worker(
     heartbeat: float = DEFAULT_HEARTBEAT_S,
     stale_after: float | None = None,
     on_trial_end: Callable[[Any, str], None] | None = None,
+    claim_lock: AbstractContextManager[Any] | None = None,
 ) -> WorkerOutcome:
-    """Run tickets of ``study`` until none is left; several workers may share the study."""
+    """Run tickets of ``study`` until none is left; several workers may share the study.
+
+    ``claim_lock`` (held while topping up and claiming) is for storages that cannot claim a
+    ticket atomically on their own (SQLite).
+    """
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"trials must be a positive int, got {n_trials!r}")
     stale = stale_after if stale_after is not None else 4 * heartbeat
     outcome = WorkerOutcome()
     while True:
-        outcome.reaped += reap_stale(study, stale)
-        top_up(study, n_trials)
-        trial = claim_ticket(study, n_trials)
+        with claim_lock if claim_lock is not None else nullcontext():
+            outcome.reaped += reap_stale(study, stale)
+            top_up(study, n_trials)
+            trial = claim_ticket(study, n_trials)
         if trial is None:
             return outcome
         state = run_trial(study, trial, objective, heartbeat)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rnnguard.errors import ConfigError
-from rnnguard.tune.storage import StorageSpec, open_storage, parse_storage
+from rnnguard.tune.storage import FileLock, StorageSpec, open_storage, parse_storage
 from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, WorkerOutcome, run_worker
 
 
@@ -112,7 +112,9 @@ def run_job(job: WorkerJob) -> WorkerOutcome:
         os.environ["OMP_NUM_THREADS"] = str(job.threads)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(job.threads)
-    study = load_study(job)
+    spec = parse_storage(job.storage, ".")
+    study = load_study(job, spec)
+    lock_path = spec.claim_lock_path
     return run_worker(
         study,
         job.objective,
@@ -120,6 +122,7 @@ def run_job(job: WorkerJob) -> WorkerOutcome:
         heartbeat=job.heartbeat,
         stale_after=job.stale_after,
         on_trial_end=_print_trial(job),
+        claim_lock=FileLock(lock_path) if lock_path else None,
     )
 
 
