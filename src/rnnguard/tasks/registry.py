@@ -21,6 +21,30 @@ class TaskInfo:
 
 
 _TASKS: dict[str, TaskInfo] = {}
+# Modules whose tasks register themselves on import; loaded on first lookup so that
+# ``create_task("ptb-char")`` works without the caller importing the module first.
+_BUILTIN_MODULES = (
+    "rnnguard.tasks.adding",
+    "rnnguard.tasks.copy",
+    "rnnguard.tasks.text",
+    "rnnguard.tasks.mnist",
+)
+_loaded = False
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real missing dependency inside the module
+                raise
 
 
 def register_task(name: str, description: str = "") -> Callable[[T], T]:
@@ -38,6 +62,7 @@ def register_task(name: str, description: str = "") -> Callable[[T], T]:
 
 def list_tasks() -> dict[str, TaskInfo]:
     """All registered tasks by name."""
+    _load_builtins()
     return dict(sorted(_TASKS.items()))
 
 
@@ -49,6 +74,7 @@ def create_task(name: str, length: int | None = None, **kwargs: Any) -> Any:
         >>> task.spec.input_size
         2
     """
+    _load_builtins()
     if name not in _TASKS:
         known = ", ".join(sorted(_TASKS)) or "none"
         raise ConfigError(f"unknown task {name!r}; expected one of: {known}")

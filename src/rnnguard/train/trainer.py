@@ -394,6 +394,9 @@ def _fit(
         config.seed * 1_000_033 + 1 + dist_info.rank * RANK_SEED_STRIDE
     )
 
+    if dist_info.enabled and callable(getattr(task, "set_shard", None)):
+        # Tasks that read a data stream (not a generator) split it so ranks see different data.
+        task.set_shard(dist_info.rank, dist_info.world_size)
     step, lr_scale, rollbacks, solved_step, wall_before = 0, 1.0, 0, None, 0.0
     history: list[dict[str, Any]] = []
     carry: Any = None
@@ -419,6 +422,8 @@ def _fit(
             train_gen.set_state(mine["train_gen"])
             _set_rng_state(mine["global"])
             carry = _to_device(mine["carry"], device)
+            if mine.get("task") is not None and hasattr(task, "load_state_dict"):
+                task.load_state_dict(mine["task"])  # e.g. a text stream's position
 
     ddp_model: nn.Module = model
     if dist_info.enabled:
@@ -484,6 +489,7 @@ def _fit(
             "train_gen": train_gen.get_state(),
             "global": _rng_state(),
             "carry": _to_device(carry, torch.device("cpu")),
+            "task": task.state_dict() if callable(getattr(task, "state_dict", None)) else None,
         }
         rngs = distributed.all_gather_object(mine, dist_info)
         if dist_info.is_main and out is not None:
