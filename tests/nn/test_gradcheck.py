@@ -34,7 +34,7 @@ CELLS = {
     "lstm": lambda: rn.LSTMCell(F_IN, H, layer_norm=True, zoneout=0.3, zoneout_cell=0.2, dropconnect=0.3, weight_norm=True),
     "gru": lambda: rn.GRUCell(F_IN, H, layer_norm=True, zoneout=0.3, dropconnect=0.3, weight_norm=True),
     "rnn": lambda: rn.RNNCell(F_IN, H, nonlinearity="tanh", layer_norm=True, zoneout=0.3, dropconnect=0.3, residual=True, weight_norm=True),
-    "indrnn": lambda: rn.IndRNNCell(F_IN, H, nonlinearity="tanh", layer_norm=True, zoneout=0.3, dropconnect=0.3, recurrent_max=0.9),
+    "indrnn": lambda: rn.IndRNNCell(F_IN, H, nonlinearity="tanh", layer_norm=True, zoneout=0.3, dropconnect=0.3, recurrent_max=0.9, weight_norm=True),
 }  # fmt: skip
 
 
