@@ -1,0 +1,202 @@
+"""``rnnguard doctor`` and ``rnnguard figure``: command-line access to the diagnostics."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import sys
+from typing import Any
+
+from rnnguard.errors import ConfigError
+
+__all__ = ["load_factory", "register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``doctor`` and ``figure`` sub-commands."""
+    p = subparsers.add_parser(
+        "doctor",
+        help="diagnose vanishing/exploding gradients and prescribe recipes",
+        description=(
+            "Measure a model's gradient horizon, Jacobian spectrum, Lyapunov exponents and gate "
+            "saturation on a task batch; print the verdict with its evidence and ranked "
+            "prescriptions. --verify trains the original and the top prescription for the same "
+            "short budget and reports both."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--recipe", help="registered recipe name (see `rnnguard list`)")
+    src.add_argument(
+        "--model",
+        metavar="MODULE:FACTORY",
+        help="your model: package.module:factory, called with no argument or with the task's spec",
+    )
+    p.add_argument("--task", default="adding", help="task name (default: adding)")
+    p.add_argument("--length", type=int, default=500, help="sequence length T (default 500)")
+    p.add_argument("--out", default=None, help="folder for report.html and diagnosis.json")
+    p.add_argument("--verify", action="store_true", help="train original and prescription, compare")
+    p.add_argument(
+        "--verify-steps", type=int, default=200, help="training steps per run for --verify"
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="sequences in the diagnosed batch")
+    p.add_argument(
+        "--hidden-size", type=int, default=None, help="override the recipes' hidden size"
+    )
+    p.add_argument("--log", default=None, help="training run folder or metrics.jsonl to include")
+    p.add_argument("--seed", type=int, default=0, help="seed for the batch, init and training")
+    p.set_defaults(func=_doctor)
+
+    f = subparsers.add_parser(
+        "figure", help="draw reference figures", description="Draw reference figures."
+    )
+    fsub = f.add_subparsers(dest="figure", metavar="FIGURE")
+    g = fsub.add_parser(
+        "grad-norm",
+        help="||dh_100/dh_{100-k}|| for recurrent matrices with spectral norm < 1, = 1, > 1",
+    )
+    g.add_argument(
+        "--out", default="grad_norm.png", help="PNG file to write (default grad_norm.png)"
+    )
+    g.add_argument("--steps", type=int, default=100, help="sequence length T (default 100)")
+    g.add_argument("--hidden", type=int, default=32, help="hidden size (default 32)")
+    g.set_defaults(func=_figure_grad_norm)
+    f.set_defaults(func=lambda args: _missing_figure(f))
+
+
+def _missing_figure(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _positive(name: str, value: int | None, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value}")
+
+
+def load_factory(path: str) -> Any:
+    """Import ``package.module:factory`` (the current folder is importable) and return the callable."""
+    if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
+        raise ConfigError(f"--model must look like package.module:factory, got {path!r}")
+    module_name, attr = path.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the user's own folder is importable
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any failure while importing user code is a bad --model
+        raise ConfigError(
+            f"--model: could not import module {module_name!r}: {type(exc).__name__}: {exc}".splitlines()[
+                0
+            ]
+        ) from exc
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ConfigError(f"--model: module {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ConfigError(f"--model: {path!r} is not callable (got a {type(factory).__name__})")
+    return factory
+
+
+def _build_user_model(factory: Any, spec: Any) -> Any:
+    from torch import nn
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+        takes_arg = any(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            for p in params
+        )
+    except (TypeError, ValueError):
+        takes_arg = False
+    model = factory(spec) if takes_arg else factory()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"--model factory must return a torch.nn.Module, got {type(model).__name__}"
+        )
+    return model
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnguard.diagnose.doctor import DoctorConfig, doctor
+    from rnnguard.tasks.registry import create_task
+    from rnnguard.train.recipes import get_recipe
+
+    _positive("--length", args.length, 2)
+    _positive("--verify-steps", args.verify_steps)
+    _positive("--batch-size", args.batch_size)
+    _positive("--hidden-size", args.hidden_size)
+    task = create_task(args.task, length=args.length)
+    config = DoctorConfig(batch_size=args.batch_size, seed=args.seed)
+    recipe = None
+    if args.recipe is not None:
+        recipe = get_recipe(args.recipe)
+        if args.hidden_size is not None:
+            recipe = recipe.replace(hidden_size=args.hidden_size)
+        torch.manual_seed(args.seed)
+        model = recipe.build_model(task.spec, length=args.length)
+        original: Any = recipe
+    else:
+        factory = load_factory(args.model)
+        torch.manual_seed(args.seed)
+        model = _build_user_model(factory, task.spec)
+        spec = task.spec
+
+        def original() -> Any:  # a fresh copy with the same initialisation for --verify
+            torch.manual_seed(args.seed)
+            return _build_user_model(factory, spec)
+
+    diagnosis = doctor(model, task, config=config, history=args.log, recipe=args.recipe)
+    if args.hidden_size is not None:  # prescriptions keep the size asked for, so runs compare
+        for p in diagnosis.prescriptions:
+            p.overrides = {**p.overrides, "hidden_size": args.hidden_size}
+    print(diagnosis.summary())
+    report = None
+    if args.verify:
+        if not diagnosis.prescriptions:
+            print("verify: nothing to verify, the model was found healthy")
+        else:
+            from rnnguard.diagnose.verify import verify
+
+            prescribed = diagnosis.prescriptions[0].build()
+            report = verify(
+                original, prescribed, task, steps=args.verify_steps, seed=args.seed,
+                batch_size=32,
+            )  # fmt: skip
+            for arm in (report.original, report.prescribed):
+                print(
+                    f"verify {arm.label} ({arm.recipe}): final held-out loss {arm.final_loss:.4g}, "
+                    f"{arm.metric_name} {arm.metric:.4g}, horizon before {_h(arm.horizon_before)}, "
+                    f"after {_h(arm.horizon_after)}"
+                )
+            print(f"verify: {report.statement}")
+    if args.out:
+        from rnnguard.diagnose.report import write_report
+
+        path = write_report(diagnosis, args.out, report)
+        print(f"report: {path}")
+    return 0
+
+
+def _h(summary: dict[str, Any]) -> str:
+    if "error" in summary:
+        return "unavailable"
+    h = summary.get("horizon")
+    return f"{h} steps" if h is not None else f"beyond {summary.get('max_distance')} steps"
+
+
+def _figure_grad_norm(args: argparse.Namespace) -> int:
+    from rnnguard.diagnose.plots import grad_norm_curves, plot_grad_norm
+
+    _positive("--steps", args.steps)
+    _positive("--hidden", args.hidden)
+    curves = grad_norm_curves(steps=args.steps, hidden=args.hidden)
+    path = plot_grad_norm(curves, args.out)
+    for label, norms in curves.items():
+        print(f"{label}: ||dh_T/dh_(T-{len(norms)})|| = {norms[-1]:.3g}")
+    print(f"figure: {path}")
+    return 0

@@ -1,0 +1,176 @@
+"""The doctor's report folder: a self-contained ``report.html`` (plots inline) and ``diagnosis.json``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from rnnguard.diagnose.doctor import Diagnosis
+from rnnguard.diagnose.verify import VerifyReport
+from rnnguard.errors import require_extra
+from rnnguard.utils.io import atomic_write_text
+
+__all__ = ["render_html", "write_report"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .verdict{display:inline-block;padding:.2em .6em;margin:.1em;border-radius:4px;
+color:#fff;font-weight:600} .healthy{background:#2e7d32} .vanishing{background:#1565c0}
+.exploding{background:#c62828} .saturated{background:#ef6c00} .dead-units{background:#6a1b9a}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+code{background:#f4f4f4;padding:.1em .3em} img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "non-finite" if not math.isfinite(v) else f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _plots(d: Diagnosis, folder: Path, verify: VerifyReport | None) -> dict[str, Path]:
+    from rnnguard.diagnose import plots
+
+    out = {"horizon": plots.plot_horizon(d.horizons, folder / "horizon.png")}
+    if d.spectra:
+        out["sigma_max"] = plots.plot_sigma_max(d.spectra, folder / "sigma_max.png")
+        out["lyapunov"] = plots.plot_lyapunov(d.spectra, folder / "lyapunov.png")
+    if d.saturation:
+        out["saturation"] = plots.plot_saturation(d.saturation, folder / "saturation.png")
+    if d.history is not None and len(d.history.steps):
+        out["history"] = plots.plot_history(d.history, folder / "history.png")
+    if verify is not None:
+        curves = {
+            f"{a.label}: {a.recipe}": (a.steps, a.losses)
+            for a in (verify.original, verify.prescribed)
+        }
+        out["verify"] = plots.plot_loss_curves(curves, folder / "verify_loss.png")
+    return out
+
+
+def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | None = None) -> str:
+    """The report as one HTML string with every image embedded."""
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>rnnguard doctor</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>rnnguard doctor</h1>",
+        f"<p>task <code>{e(str(d.task or 'batch'))}</code>, sequence length {d.length}, batch {d.batch_size}"
+        + (f", recipe <code>{e(d.recipe)}</code>" if d.recipe else "")
+        + f", {d.model_info.get('parameters', '?')} parameters</p>",
+        "<p>" + "".join(f'<span class="verdict {e(v)}">{e(v)}</span>' for v in d.verdicts) + "</p>",
+    ]
+    if d.findings:
+        parts.append("<h2>Evidence</h2>")
+        for f in d.findings:
+            parts.append(f"<h3>{e(f.verdict)}</h3><ul>")
+            parts.extend(f"<li>{e(ev.text())}</li>" for ev in f.evidence)
+            parts.append("</ul>")
+    else:
+        parts.append("<p>No measurement crossed a threshold (thresholds below).</p>")
+    if d.prescriptions:
+        parts.append(
+            "<h2>Prescriptions</h2><table><tr><th>#</th><th>recipe</th><th>why</th><th>run</th></tr>"
+        )
+        for p in d.prescriptions:
+            over = f" + {e(json.dumps(p.overrides))}" if p.overrides else ""
+            parts.append(
+                f"<tr><td>{p.rank}</td><td><code>{e(p.recipe)}</code>{over}</td><td>{e(p.reason)}</td>"
+                f"<td><code>{e(p.command(d.task or 'adding', d.length))}</code></td></tr>"
+            )
+        parts.append("</table>")
+    hz = d.horizons.input
+    parts.append("<h2>Gradient horizon</h2>")
+    parts.append(
+        f"<p>input horizon: {_fmt(hz.horizon) if hz.horizon is not None else 'beyond ' + str(hz.max_distance)} steps; "
+        f"fitted per-step factor {_fmt(math.exp(hz.rate)) if math.isfinite(hz.rate) else '-'}; "
+        f"normalised gradient at the first step {_fmt(hz.far_ratio)}</p>"
+    )
+    parts.append(_img(images["horizon"], "gradient horizon"))
+    if d.spectra:
+        parts.append(
+            "<h2>Jacobian spectrum</h2><table><tr><th>layer</th><th>state size</th>"
+            "<th>mean sigma_max</th><th>Lyapunov exponents</th><th>method</th></tr>"
+        )
+        for label, s in d.spectra.items():
+            lyap = ", ".join(_fmt(float(v)) for v in s.lyapunov)
+            parts.append(
+                f"<tr><td>{e(label)}</td><td>{s.state_size}</td><td>{_fmt(float(s.sigma_max.mean()))}</td>"
+                f"<td>{lyap}</td><td>{e(s.method)}</td></tr>"
+            )
+        parts.append("</table>")
+        parts.append(_img(images["sigma_max"], "sigma max"))
+        parts.append(_img(images["lyapunov"], "Lyapunov spectrum"))
+    if d.saturation:
+        parts.append(
+            "<h2>Saturation</h2><table><tr><th>layer</th><th>closed forget</th><th>flat sigmoid</th>"
+            "<th>saturated tanh</th><th>dead units</th></tr>"
+        )
+        for label, sat in d.saturation.items():
+            parts.append(
+                f"<tr><td>{e(label)}</td><td>{_fmt(sat.forget_closed)}</td><td>{_fmt(sat.sigmoid_saturated)}</td>"
+                f"<td>{_fmt(sat.tanh_saturated)}</td><td>{_fmt(sat.dead_units)}</td></tr>"
+            )
+        parts.append("</table>")
+        parts.append(_img(images["saturation"], "saturation"))
+    if "history" in images and d.history is not None:
+        h = d.history
+        parts.append(
+            f"<h2>Training log</h2><p>{h.explosions} explosions, {len(h.skipped_steps)} skipped steps of "
+            f"{h.total_steps}</p>" + _img(images["history"], "explosion history")
+        )
+    if verify is not None:
+        parts.append("<h2>Verification</h2>")
+        parts.append(f"<p>{e(verify.statement)}</p>")
+        parts.append(
+            "<table><tr><th>run</th><th>recipe</th><th>final held-out loss</th><th>metric</th>"
+            "<th>horizon before</th><th>horizon after</th><th>explosions</th><th>seconds</th></tr>"
+        )
+        for a in (verify.original, verify.prescribed):
+            hb, ha = a.horizon_before.get("horizon"), a.horizon_after.get("horizon")
+            parts.append(
+                f"<tr><td>{e(a.label)}</td><td><code>{e(a.recipe)}</code></td><td>{_fmt(a.final_loss)}</td>"
+                f"<td>{e(a.metric_name)} {_fmt(a.metric)}</td>"
+                f"<td>{_fmt(hb) if hb is not None else 'beyond sequence'}</td>"
+                f"<td>{_fmt(ha) if ha is not None else 'beyond sequence'}</td>"
+                f"<td>{a.explosions}</td><td>{_fmt(a.wall_time)}</td></tr>"
+            )
+        parts.append("</table>")
+        parts.append(
+            f"<p>Same task, seed {verify.seed}, batch {verify.batch_size} and {verify.steps} steps for both.</p>"
+        )
+        parts.append(_img(images["verify"], "loss curves"))
+    cfg = {k: v for k, v in d.to_dict()["config"].items() if k != "saturation"}
+    parts.append("<h2>Thresholds</h2><table>")
+    parts.extend(f"<tr><td>{e(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in cfg.items())
+    parts.append("</table></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    diagnosis: Diagnosis, out: str | os.PathLike[str], verify: VerifyReport | None = None
+) -> Path:
+    """Write ``report.html``, ``diagnosis.json`` and the PNGs (under ``plots/``) to ``out``.
+
+    Returns the path of ``report.html``.
+    """
+    require_extra("matplotlib", "plot")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = _plots(diagnosis, folder / "plots", verify)
+    data = json.loads(diagnosis.to_json())
+    data["verify"] = verify.to_dict() if verify is not None else None
+    atomic_write_text(folder / "diagnosis.json", json.dumps(data, indent=2) + "\n")
+    return atomic_write_text(folder / "report.html", render_html(diagnosis, images, verify))
