@@ -1,0 +1,70 @@
+"""A trainer callback that measures the gradient horizon on a fixed batch every N steps."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from rnnguard.diagnose._common import check_positive_int, check_probability
+from rnnguard.diagnose.horizon import input_horizon
+from rnnguard.errors import ConfigError
+from rnnguard.train.callbacks import Callback
+
+__all__ = ["HorizonMonitor"]
+
+
+class HorizonMonitor(Callback):
+    """Every ``every`` steps, measure the input gradient horizon of the model on one fixed batch.
+
+    Each measurement is logged through ``ctx.log`` (so it lands in the run's history and
+    ``metrics.jsonl`` as a ``kind: custom`` record with ``diagnostic: horizon``) and kept in
+    ``records``. ``seconds`` accumulates the time spent measuring, for overhead accounting.
+    Only the main process measures under torchrun.
+    """
+
+    def __init__(
+        self, every: int = 100, *, batch_size: int = 8, threshold: float = 1e-3, seed: int = 0
+    ) -> None:
+        self.every = check_positive_int("every", every)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.threshold = check_probability("threshold", threshold)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.records: list[dict[str, Any]] = []
+        self.seconds = 0.0
+        self._x: torch.Tensor | None = None
+
+    def on_train_start(self, ctx: Any) -> None:
+        """Draw the fixed probe batch from the task (the same batch all run long)."""
+        x, _ = ctx.task.batch(self.batch_size, torch.Generator().manual_seed(self.seed))
+        self._x = x.to(ctx.device)
+
+    def measure(self, ctx: Any) -> dict[str, Any]:
+        """Measure now and log the record."""
+        if self._x is None:
+            self.on_train_start(ctx)
+        assert self._x is not None
+        start = time.perf_counter()
+        hz = input_horizon(ctx.model, self._x, threshold=self.threshold)
+        self.seconds += time.perf_counter() - start
+        rec = {
+            "diagnostic": "horizon",
+            "horizon": hz.horizon,
+            "max_distance": hz.max_distance,
+            "rate_per_step": hz.rate if math.isfinite(hz.rate) else None,
+            "far_ratio": hz.far_ratio if math.isfinite(hz.far_ratio) else None,
+            "peak_ratio": hz.peak_ratio if math.isfinite(hz.peak_ratio) else None,
+        }
+        ctx.log(rec)
+        self.records.append({"step": ctx.step, **rec})
+        return rec
+
+    def on_step_end(self, ctx: Any, record: dict[str, Any]) -> None:
+        """Measure on every ``every``-th step (main process only)."""
+        dist = getattr(ctx, "dist", None)
+        if ctx.step % self.every == 0 and (dist is None or getattr(dist, "is_main", True)):
+            self.measure(ctx)
