@@ -126,9 +126,9 @@ def test_cli_tune_then_train_the_best_recipe_unchanged(
     assert Recipe.from_dict(_result_recipe(run)) == best
 
     # Running it again resumes: nothing left to do; a larger --trials only adds the difference.
-    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--quiet", "--no-report"]) == 0
     assert "3 finished" in capsys.readouterr().out
-    assert main([*args[:-4], "--trials", "4", "--out", str(out), "--quiet"]) == 0
+    assert main([*args[:-4], "--trials", "4", "--out", str(out), "--quiet", "--no-report"]) == 0
     assert "4 finished" in capsys.readouterr().out
 
     # A study is never mixed with a different search.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnguard.tune.study import FAIL_REASON_ATTR, PRUNED_REASON_ATTR
+from rnnguard.tune.study import FAIL_REASON_ATTR, PRUNED_REASON_ATTR, count_trials
 from rnnguard.utils.io import atomic_write_text
 
 # Parameters shown in the table, in this order, when a trial has them.
@@ -52,6 +52,15 @@ def _reason(t: Any) -> str:
     return str(t.user_attrs.get(PRUNED_REASON_ATTR) or t.system_attrs.get(FAIL_REASON_ATTR) or "")
 
 
+def _visible(study: Any) -> list[Any]:
+    # Surplus tickets cancelled by racing workers never ran: they are bookkeeping, not trials.
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.system_attrs.get(FAIL_REASON_ATTR) != "surplus"
+    ]
+
+
 def ranked_trials(study: Any) -> list[Any]:
     """Completed trials, best first."""
     from optuna.study import StudyDirection
@@ -64,10 +73,10 @@ def ranked_trials(study: Any) -> list[Any]:
 
 def top_trials_table(study: Any, top: int = 10, metric: str = "value") -> str:
     """A plain-text table of the ``top`` completed trials and a line of counts by state."""
-    from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): sum(1 for t in trials if t.state == s) for s in TrialState}
+    c = count_trials(study)
+    counts = {"complete": c.complete, "pruned": c.pruned, "running": c.running,
+              "waiting": c.waiting, "failed": c.failed}  # fmt: skip
     ranked = ranked_trials(study)[:top]
     params = [p for p in TABLE_PARAMS if any(p in t.params for t in ranked)]
     header = ["rank", "trial", metric, *params, "secs"]
@@ -84,12 +93,12 @@ def top_trials_table(study: Any, top: int = 10, metric: str = "value") -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    lines.append(f"{len(trials)} trials: {summary or 'none'}")
+    lines.append(f"{sum(counts.values())} trials: {summary or 'none'}")
     return "\n".join(lines)
 
 
 def _write_csv(study: Any, path: Path) -> None:
-    trials = study.get_trials(deepcopy=False)
+    trials = _visible(study)
     names = sorted({p for t in trials for p in t.params})
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -184,7 +193,7 @@ def write_report(
     else:
         md.append("No trial has completed yet.")
     md += ["", "## Top trials", "", "```", report.table, "```", ""]
-    pruned = [t for t in study.get_trials(deepcopy=False) if _reason(t)]
+    pruned = [t for t in _visible(study) if _reason(t)]
     if pruned:
         md += ["## Pruned and failed trials", ""]
         md += [f"- trial {t.number} ({t.state.name.lower()}): {_reason(t)}" for t in pruned]

@@ -344,14 +344,20 @@ def run_worker(
     stale_after: float | None = None,
     on_trial_end: Callable[[Any, str], None] | None = None,
     claim_lock: AbstractContextManager[Any] | None = None,
+    wait: bool = True,
+    poll: float = 1.0,
 ) -> WorkerOutcome:
     """Run tickets of ``study`` until none is left; several workers may share the study.
 
-    ``claim_lock`` (held while topping up and claiming) is for storages that cannot claim a
-    ticket atomically on their own (SQLite).
+    With ``wait`` a worker without a ticket stays while other workers' trials run: if one of them
+    dies its trial is re-issued and picked up here, so the search ends complete. ``claim_lock``
+    (held while topping up and claiming) is for storages that cannot claim a ticket atomically on
+    their own (SQLite).
     """
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"trials must be a positive int, got {n_trials!r}")
+    from optuna.trial import TrialState
+
     stale = stale_after if stale_after is not None else 4 * heartbeat
     outcome = WorkerOutcome()
     while True:
@@ -360,7 +366,10 @@ def run_worker(
             top_up(study, n_trials)
             trial = claim_ticket(study, n_trials)
         if trial is None:
-            return outcome
+            if not wait or not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return outcome
+            time.sleep(poll)
+            continue
         state = run_trial(study, trial, objective, heartbeat)
         if state in ("complete", "pruned"):
             outcome.ran.append(trial.number)
