@@ -143,3 +143,44 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_recipe_file_runs_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnguard.train.recipes import Recipe, get_recipe
+
+    recipe = get_recipe("indrnn-relu").replace(name="mine", hidden_size=6, **{"optimizer.lr": 0.02})
+    path = tmp_path / "best.yaml"
+    recipe.to_yaml(path)
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--recipe-file",
+        str(path),
+        "--length",
+        "9",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    assert main(argv) == 0
+    assert "mine on adding(T=9)" in capsys.readouterr().out
+    import json
+
+    saved = json.loads((out / "result.json").read_text())
+    assert Recipe.from_dict(saved["recipe"]) == recipe
+
+
+def test_resume_of_an_empty_folder_starts_fresh(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 99}\n')  # left by a dead run
+    assert (
+        main(["train", *TINY, "--steps", "4", "--eval-every", "2", "--out", str(out), "--resume"])
+        == 0
+    )
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert 99 not in steps and steps[-1] == 4

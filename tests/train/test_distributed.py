@@ -57,7 +57,6 @@ def test_two_process_gloo_ddp_ends_with_identical_parameters(tmp_path: Path) -> 
         capture_output=True,
         text=True,
         timeout=180,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)

@@ -53,6 +53,13 @@ def register(subparsers: Any) -> None:
         choices=("auto", "off", "fp16", "bf16"),
         help="mixed precision (default: the recipe's)",
     )
+    p.add_argument(
+        "--threads",
+        dest="num_threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (1 is often fastest for small models)",
+    )
     p.add_argument("--out", default=None, help="output folder for metrics and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-stop", action="store_true", help="keep training after the task is solved")
@@ -140,6 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
         "device",
         "amp",
         "out",
+        "num_threads",
     ):
         value = getattr(args, name)
         if value is not None:

@@ -165,6 +165,8 @@ class TrainConfig:
     """Learning-rate multiplier applied after each rollback."""
     max_rollbacks: int = 3
     """Rollbacks allowed before the run is declared diverged and stopped."""
+    num_threads: int | None = None
+    """CPU threads for torch (None: leave torch's setting); 1 is often fastest for small models."""
     tensorboard: bool | None = None
     """Write TensorBoard events to ``out`` (None: when tensorboard is installed)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -193,6 +195,8 @@ class TrainConfig:
         _positive("max_rollbacks", self.max_rollbacks, integer=True, zero_ok=True)
         if not 0 < self.lr_backoff <= 1:
             raise ConfigError(f"lr_backoff must be in (0, 1], got {self.lr_backoff!r}")
+        if self.num_threads is not None:
+            _positive("num_threads", self.num_threads, integer=True)
         if self.resume and not self.out:
             raise ConfigError("resume=True needs an out folder to resume from, got out=None")
 

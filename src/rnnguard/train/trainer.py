@@ -332,6 +332,8 @@ def _fit(
     dist_info: distributed.DistInfo,
 ) -> FitResult:
     device = resolve_device(config.device, dist_info.local_rank)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     out = Path(config.out) if config.out else None
     ckpt: dict[str, Any] | None = None
     if config.resume and out is not None:
