@@ -152,6 +152,8 @@ def _result_recipe(run: Path) -> dict[str, object]:
         (["--workers", "0"], "workers must be a positive int, got 0"),
         (["--budget-steps", "-5"], "budget_steps must be a positive int, got -5"),
         (["--task", "nope"], "unknown task 'nope'"),
+        (["--device", "tpu"], "device must be one of"),
+        (["--length", "0"], "length"),
     ],
 )
 def test_cli_bad_arguments_one_line_exit_2(

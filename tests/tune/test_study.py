@@ -53,29 +53,33 @@ def _assert_exact(study, n: int) -> None:
     assert len({t.number for t in finished}) == n
 
 
-@pytest.mark.parametrize("storage", [None, "{tmp}/study.db"], ids=["journal", "sqlite"])
-def test_two_worker_processes_finish_exactly_n_trials(tmp_path: Path, storage: str | None) -> None:
+@pytest.mark.parametrize(
+    ("storage", "n"), [(None, 10), ("{tmp}/study.db", 6)], ids=["journal", "sqlite"]
+)
+def test_two_worker_processes_finish_exactly_n_trials(
+    tmp_path: Path, storage: str | None, n: int
+) -> None:
     url, _ = _setup(tmp_path, storage=storage)
     log = tmp_path / "calls.log"
     job = WorkerJob(
         storage=url,
         study_name="s",
-        n_trials=10,
+        n_trials=n,
         objective=ToyObjective(steps=2, sleep=0.05, diverge_above=3.0, log=str(log)),
         seed=1,
         verbose=False,
     )
     assert run_jobs(job, 2) == [0, 0]
     study = _study(url)
-    _assert_exact(study, 10)
+    _assert_exact(study, n)
     pids = {t.system_attrs[WORKER_ATTR]["pid"] for t in study.trials}
     assert len(pids) == 2 and os.getpid() not in pids  # both children took part
     calls = log.read_text().split()
-    assert sorted(calls) == sorted(set(calls)) and len(calls) == 10  # no trial ran twice
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == n  # no trial ran twice
     # A second run of the same search has nothing left to do.
     run_jobs(job, 2)
-    _assert_exact(_study(url), 10)
-    assert len(_study(url).trials) == 10
+    _assert_exact(_study(url), n)
+    assert len(_study(url).trials) == n
 
 
 def test_diverging_toy_trial_is_pruned_and_marked(tmp_path: Path) -> None:

@@ -124,6 +124,10 @@ def search(
         raise ConfigError(f"seed must be an int or None, got {seed!r}")
     if not isinstance(heartbeat, (int, float)) or heartbeat <= 0:
         raise ConfigError(f"heartbeat must be a positive number of seconds, got {heartbeat!r}")
+    from rnnguard.train.config import TrainConfig
+
+    # Checked here, before the study exists, rather than in every worker's first trial.
+    TrainConfig(steps=budget_steps, batch_size=batch_size, eval_every=eval_every, device=device)
     search_space = get_space(space)
     the_task = create_task(task, length=length)
     length = int(the_task.length)
