@@ -11,6 +11,8 @@ from rnnguard.errors import ConfigError
 from rnnguard.nn import functional as RF
 from rnnguard.nn import init as rinit
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 LAYERS = [rn.RNN, rn.LSTM, rn.GRU, rn.IndRNN]
 
 

@@ -9,12 +9,14 @@ from torch.nn.utils.rnn import pack_sequence
 
 import rnnguard.nn as rn
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 F_IN, H = 2, 2
 
 LAYERS = {
     "lstm": lambda: rn.LSTM(
         F_IN, H, 2, bidirectional=True, dropout=0.3, layer_norm=True, zoneout=0.3,
-        zoneout_cell=0.2, dropconnect=0.3, weight_norm=True, forget_bias=1.0, impl="reference",
+        zoneout_cell=0.2, dropconnect=0.3, weight_norm=True, forget_bias=1.0,
     ),
     "gru": lambda: rn.GRU(
         F_IN, H, 2, bidirectional=True, dropout=0.3, layer_norm=True, zoneout=0.3,
@@ -68,10 +70,13 @@ def _flat(out):
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 @pytest.mark.parametrize("training", [True, False])
-def test_layer_gradcheck(kind, training):
+@pytest.mark.parametrize("impl", ["reference", "auto"])
+def test_layer_gradcheck(kind, training, impl):
     x = torch.randn(3, 2, F_IN, dtype=torch.float64, requires_grad=True)
+    layer = LAYERS[kind]()
+    layer.impl = impl  # "auto" with extras runs the fused path
     # Layers use gradcheck's random-projection fast mode; the cells below check full Jacobians.
-    _check(LAYERS[kind](), _flat, x, training, fast=True)
+    _check(layer, _flat, x, training, fast=True)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "indrnn"])

@@ -9,6 +9,8 @@ from torch.nn.utils.rnn import pack_sequence
 
 import rnnguard.nn as rn
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 KINDS = {"rnn": (rn.RNN, nn.RNN), "lstm": (rn.LSTM, nn.LSTM), "gru": (rn.GRU, nn.GRU)}
 F_IN, H, T, B = 3, 4, 5, 3
 
