@@ -145,3 +145,13 @@ def test_sequence_model_token_input_and_state() -> None:
         SequenceModel(spec, "lstm", hidden_size=0)
     with pytest.raises(ConfigError, match="layer"):
         SequenceModel(spec, "nolayer", hidden_size=4)
+
+
+def test_chrono_init_binds_t_max_to_length() -> None:
+    recipe = get_recipe("lstm").replace(init="chrono", hidden_size=4)
+    model = recipe.build_model(create_task("adding", length=50).spec, length=50)
+    b = (model.core.bias_ih_l0 + model.core.bias_hh_l0).detach()
+    forget = b[4:8]
+    # chrono: forget bias = log(U(1, T_max - 1)) lies in [0, log 49]
+    assert bool((forget >= 0).all()) and bool((forget <= torch.log(torch.tensor(49.0))).all())
+    assert float(forget.std()) > 0

@@ -124,9 +124,10 @@ class Recipe:
         import yaml
 
         text = str(source)
-        if isinstance(source, os.PathLike) or (
-            ("\n" not in text) and text.endswith((".yaml", ".yml"))
-        ):
+        looks_like_path = "\n" not in text and (
+            text.endswith((".yaml", ".yml")) or Path(text).is_file()
+        )
+        if isinstance(source, os.PathLike) or looks_like_path:
             path = Path(source)
             if not path.is_file():
                 raise ConfigError(f"recipe file must be a readable YAML file, got {str(path)!r}")
@@ -171,7 +172,10 @@ class Recipe:
         if self.init is not None:
             from rnnguard.nn import init as nn_init
 
-            init_kwargs = _bind_length(dict(self.init_kwargs), length, "init_kwargs")
+            init_kwargs = dict(self.init_kwargs)
+            if self.init == "chrono" and "t_max" not in init_kwargs and length is not None:
+                init_kwargs["t_max"] = "auto"  # chrono's horizon is the task's length by default
+            init_kwargs = _bind_length(init_kwargs, length, "init_kwargs")
             kwargs["init"] = nn_init.recipe(self.init, **init_kwargs) if init_kwargs else self.init
         return kwargs
 
