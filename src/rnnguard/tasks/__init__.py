@@ -16,3 +16,4 @@ __all__ = [
     "list_tasks",
     "register_task",
 ]
+from rnnguard.tasks import text  # noqa: F401  (registers "ptb-char" and "text")

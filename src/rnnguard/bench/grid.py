@@ -1,0 +1,211 @@
+"""Benchmark grid: one run's specification (:class:`RunSpec`) and the named presets.
+
+A preset fixes, for every recipe, the synthetic tasks and length grid of the effective-length
+search, the per-length budget, the seeds, and the language-model run (PTB-char or a text file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnguard.errors import ConfigError
+
+__all__ = [
+    "PRESETS",
+    "LMSettings",
+    "LengthSettings",
+    "Preset",
+    "RunSpec",
+    "get_preset",
+]
+
+KINDS = ("length", "lm")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one training run of the benchmark (and so its result key)."""
+
+    recipe: str
+    task: str
+    length: int
+    seed: int
+    steps: int
+    batch_size: int
+    kind: str = "length"
+    """``length`` (a point of the effective-length search) or ``lm`` (language-model run)."""
+    hidden_size: int | None = None
+    """Override of the recipe's width (None: the recipe's own)."""
+    num_layers: int | None = None
+    """Override of the recipe's depth (None: the recipe's own)."""
+    eval_every: int = 50
+    eval_batches: int = 2
+    steps_per_epoch: int = 100
+    task_kwargs: tuple[tuple[str, Any], ...] = ()
+    """Extra task arguments as sorted (name, value) pairs (e.g. PTB slice sizes)."""
+    horizon: bool = True
+    """Measure the gradient horizon at init and at the end."""
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("recipe", "task"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{name} must be a non-empty str, got {getattr(self, name)!r}")
+        for name in ("length", "steps", "batch_size", "eval_batches", "steps_per_epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["task_kwargs"] = dict(self.task_kwargs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        data = dict(data)
+        data["task_kwargs"] = tuple(sorted(dict(data.get("task_kwargs") or {}).items()))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def key(self) -> str:
+        """Stable short hash of the spec: recipe, task, length, seed and the whole budget."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe}/{self.task}/T={self.length}/seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class LengthSettings:
+    """Effective-length search on one synthetic task: grid and per-length budget."""
+
+    task: str
+    lengths: tuple[int, ...]
+    steps: int
+    batch_size: int = 32
+    eval_every: int = 50
+    eval_batches: int = 2
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    """The language-model run (PTB-char, or ``text`` with a file)."""
+
+    length: int = 50
+    steps: int = 200
+    batch_size: int = 32
+    train_tokens: int | None = None
+    eval_tokens: int | None = None
+    steps_per_epoch: int = 100
+    eval_every: int = 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named benchmark grid."""
+
+    name: str
+    description: str
+    length_tasks: tuple[LengthSettings, ...]
+    lm: LMSettings | None
+    recipes: tuple[str, ...] | None = None
+    """Recipes to run (None: every registered recipe)."""
+    seeds: tuple[int, int] = (0, 1)
+    """Search seed and confirmation seed."""
+    hidden_size: int | None = 32
+    """Width override for every recipe (None: each recipe's own)."""
+    num_layers: int | None = None
+    lm_hidden_size: int | None = None
+    """Width override for the language-model run (None: ``hidden_size``)."""
+    lm_num_layers: int | None = None
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: Any) -> Preset:
+        return dataclasses.replace(self, **changes)
+
+
+_QUICK = Preset(
+    name="quick",
+    description=(
+        "every recipe, width 32; adding and copy at short lengths with 300 steps per length; "
+        "a 200-step PTB-char run on a 200k-character slice when the data is present"
+    ),
+    length_tasks=(
+        LengthSettings("adding", (10, 20, 50, 100), steps=300, batch_size=32, eval_every=50),
+        LengthSettings("copy", (5, 10, 20), steps=300, batch_size=32, eval_every=50),
+    ),
+    lm=LMSettings(
+        length=50,
+        steps=150,
+        batch_size=16,
+        train_tokens=200_000,
+        eval_tokens=20_000,
+        steps_per_epoch=50,
+    ),
+    hidden_size=32,
+    lm_hidden_size=64,
+)
+
+_STANDARD = Preset(
+    name="standard",
+    description=(
+        "every recipe, width 64; adding to T=1000 and copy to T=200 with 2000 steps per length; "
+        "PTB-char, width 256, 3000 steps of BPTT 100 on the full training text"
+    ),
+    length_tasks=(
+        LengthSettings(
+            "adding", (10, 20, 50, 100, 200, 500, 1000), steps=2000, batch_size=50, eval_every=100
+        ),
+        LengthSettings("copy", (10, 20, 50, 100, 200), steps=2000, batch_size=50, eval_every=100),
+    ),
+    lm=LMSettings(length=100, steps=3000, batch_size=32, eval_tokens=100_000, steps_per_epoch=500),
+    hidden_size=64,
+    lm_hidden_size=256,
+)
+
+_PAPER = Preset(
+    name="paper",
+    description=(
+        "the papers' sizes, for a GPU: width 128, adding to T=5000, copy to T=1000, 20000 steps; "
+        "PTB-char 1x1000, BPTT 150, batch 128, full valid/test"
+    ),
+    length_tasks=(
+        LengthSettings(
+            "adding",
+            (10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+            steps=20000,
+            batch_size=50,
+            eval_every=500,
+            eval_batches=8,
+        ),
+        LengthSettings(
+            "copy", (10, 20, 50, 100, 200, 500, 1000), steps=20000, batch_size=64, eval_every=500
+        ),
+    ),
+    lm=LMSettings(length=150, steps=50000, batch_size=128, steps_per_epoch=260, eval_every=5000),
+    hidden_size=128,
+    lm_hidden_size=1000,
+    lm_num_layers=1,
+    device="auto",
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (_QUICK, _STANDARD, _PAPER)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (``quick``, ``standard`` or ``paper``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]

@@ -1,0 +1,111 @@
+"""A tiny version of the quick preset end to end: every column filled for every recipe, the
+report files, re-rendering, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnguard.bench.grid import LengthSettings, LMSettings, get_preset
+from rnnguard.bench.report import COLUMNS, render_report
+from rnnguard.bench.runner import plan_preset, run_jobs
+from rnnguard.bench.store import ResultStore
+from rnnguard.cli import main
+
+
+def write_ptb(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(("train.txt", "valid.txt", "test.txt")):
+        lines = [" a b _ c a \n", " b _ < u n k > \n", " N _ a \n"] * (60 if i == 0 else 10)
+        (folder / name).write_text("".join(lines[i:] + lines[:i]), encoding="utf-8")
+    return folder
+
+
+def tiny_preset() -> object:
+    return dataclasses.replace(
+        get_preset("quick"),
+        name="tiny",
+        length_tasks=(
+            LengthSettings("adding", (4, 8), steps=3, batch_size=4, eval_every=3, eval_batches=1),
+            LengthSettings("copy", (2,), steps=2, batch_size=4, eval_every=2, eval_batches=1),
+        ),
+        lm=LMSettings(length=6, steps=3, batch_size=2, eval_tokens=60, steps_per_epoch=2),
+        hidden_size=8,
+        lm_hidden_size=8,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("bench")
+    data = write_ptb(root / "data" / "ptb-char")
+    plan = plan_preset(tiny_preset(), data_dir=data.parent)  # type: ignore[arg-type]
+    out = root / "out"
+    store = ResultStore(out)
+    store.write_manifest({**plan.to_manifest(), "command": "test", "workers": 1})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared machine
+    try:
+        counts = run_jobs(plan.jobs, store)
+    finally:
+        torch.set_num_threads(threads)
+    assert counts["errors"] == 0, [e for e in store.events() if e["event"] == "error"]
+    return out, render_report(out)
+
+
+def test_every_column_filled_for_every_recipe(tiny_run: tuple[Path, dict]) -> None:
+    from rnnguard.train.recipes import list_recipes
+
+    _, summary = tiny_run
+    rows = {r["recipe"]: r for r in summary["rows"]}
+    assert set(rows) == set(list_recipes())  # every registered recipe, LRU and Transformer included
+    for recipe, row in rows.items():
+        for key, header in COLUMNS:
+            value = row.get(key, "")
+            assert value and value not in ("n/a", "incomplete", "not run"), (recipe, header, value)
+            assert "n/a" not in value and "failed" not in value, (recipe, header, value)
+        float(row["bpc_valid"]), float(row["bpc_test"]), float(row["wall"])
+    assert summary["complete"]
+    # The guide's claims appear only in their own column, for the four rows it has.
+    assert rows["vanilla"]["guide"] == "20 / 1.57 / 47"
+    assert rows["lru"]["guide"] == "–"
+
+
+def test_report_files_and_rerender(
+    tiny_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = tiny_run
+    md = (out / "report.md").read_text()
+    assert "not measured" in md and "| vanilla |" in md
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 3  # plots are inline: the page stands alone
+    assert "src='plots/" not in page
+    assert (out / "plots" / "effective_length.png").stat().st_size > 1000
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").is_file()
+    assert "| lstm |" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and len(summary["rows"]) == len(summary["manifest"]["searches"]) // 2
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("RNNGUARD_DATA", raising=False)
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    code = main(
+        ["bench", "--tasks", "ptb-char", "--data-dir", str(empty), "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert str(empty) in err and "rnnguard download ptb-char" in err
+    assert main(["bench", "--recipes", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["bench", "--preset", "huge"]) == 2
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "bench.json" in capsys.readouterr().err
