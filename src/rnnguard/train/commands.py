@@ -21,9 +21,12 @@ def register(subparsers: Any) -> None:
         ),
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--recipe", help="registered recipe name (see `rnnguard list`)")
+    src.add_argument(
+        "--recipe",
+        help="registered recipe name (see `rnnguard list`; default lstm-ln-clip, or the resumed run's)",
+    )
     src.add_argument("--recipe-file", help="recipe YAML file (e.g. written by `rnnguard tune`)")
-    p.add_argument("--task", default=None, help="task name (default: adding)")
+    p.add_argument("--task", default=None, help="task name (default: adding, or the resumed run's)")
     p.add_argument("--length", type=int, default=None, help="sequence length T of the task")
     p.add_argument(
         "--task-arg",
@@ -132,6 +135,8 @@ def run_train(args: argparse.Namespace) -> int:
     task_name = args.task or saved_task.get("name") or "adding"
     length = args.length if args.length is not None else saved_task.get("length")
     task_kwargs = _parse_pairs(args.task_arg, "--task-arg")
+    if not task_kwargs and ckpt is not None and task_name == saved_task.get("name"):
+        task_kwargs = dict(ckpt["config"].get("extra", {}).get("task_args", {}))
     task = create_task(task_name, length=length, **task_kwargs)
 
     base = TrainConfig.from_dict(ckpt["config"]) if ckpt is not None else TrainConfig()
@@ -153,6 +158,8 @@ def run_train(args: argparse.Namespace) -> int:
         if value is not None:
             changes[name] = value
     changes["resume"] = bool(args.resume)
+    # Kept with the run so `--resume` rebuilds the same task (e.g. a text file's path).
+    changes["extra"] = {**base.extra, "task_args": task_kwargs}
     changes["progress"] = args.progress
     if args.no_stop:
         changes["stop_when_solved"] = False
