@@ -282,3 +282,20 @@ def test_task_state_is_checkpointed(tmp_path: Path) -> None:
     fit(_tiny(), task, cfg.replace(resume=True))
     # 3 draws restored from the step-3 checkpoint, 3 new training draws, 2 final eval batches.
     assert task.cursor == 3 + 3 + 2
+
+
+def test_evaluation_is_fixed_held_out_batches() -> None:
+    from rnnguard.train.trainer import evaluate
+
+    task = AddingTask(7)
+    model = SequenceModel(task.spec, "gru", hidden_size=4)
+    a = evaluate(model, task, batches=3, batch_size=5, seed=1)
+    b = evaluate(model, task, batches=3, batch_size=5, seed=1)
+    c = evaluate(model, task, batches=3, batch_size=5, seed=2)
+    assert a == b and a != c and model.training  # train mode restored
+    # The held-out stream differs from the training stream of the same seed.
+    train_x, _ = task.batch(5, torch.Generator().manual_seed(1 * 1_000_033 + 1))
+    from rnnguard.train.trainer import EVAL_SEED_OFFSET
+
+    eval_x, _ = task.batch(5, torch.Generator().manual_seed(1 + EVAL_SEED_OFFSET))
+    assert not torch.equal(train_x, eval_x)

@@ -47,6 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
     p.add_argument("--eval-batches", type=int, default=None, help="held-out batches per evaluation")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument(
+        "--log-every", type=int, default=None, help="steps between logged training lines"
+    )
     p.add_argument("--keep-last", type=int, default=None, help="checkpoints kept on disk")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
@@ -148,6 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
         "eval_batches",
         "checkpoint_every",
         "keep_last",
+        "log_every",
         "seed",
         "device",
         "amp",
