@@ -429,3 +429,12 @@ def test_factory_kwargs_and_non_contiguous_input(cls):
     x = torch.randn(F_IN, B, T, dtype=torch.float64).permute(2, 1, 0)  # (T, B, I), non-contiguous
     assert not x.is_contiguous()
     torch.testing.assert_close(m(x)[0], m(x.contiguous())[0])
+
+
+def test_weight_normed_layer_loads_a_torch_state_dict():
+    ref = nn.GRU(F_IN, H, 2, bidirectional=True)
+    wn = rn.GRU(F_IN, H, 2, bidirectional=True, weight_norm=True)
+    wn.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, F_IN)
+    torch.testing.assert_close(wn(x)[0], ref(x)[0])
+    wn.load_state_dict(wn.state_dict())  # its own (parametrized) keys still load

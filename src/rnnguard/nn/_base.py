@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from rnnguard.errors import ConfigError
@@ -152,6 +153,7 @@ class RecurrentBase(nn.Module):
                 weight_norm(self, "weight_ih" + s, dim=0)
                 if self.kind != "indrnn":  # a per-unit vector has nothing to normalise
                     weight_norm(self, "weight_hh" + s, dim=0)
+            self._register_load_state_dict_pre_hook(_plain_weights_to_weight_norm, with_module=True)
         if self.recurrent_max is not None:
             track_bounded(self)
 
@@ -249,6 +251,19 @@ class RecurrentBase(nn.Module):
         if self.recurrent_max is not None:
             out.append(f"recurrent_max={self.recurrent_max:.6g}")
         return out
+
+
+def _plain_weights_to_weight_norm(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    """Let a weight-normed layer load a plain (e.g. torch.nn) state dict: w -> (g = |w| per row, v = w)."""
+    for key in list(state_dict):
+        name = key[len(prefix) :] if key.startswith(prefix) else None
+        if name is None or "." in name or not parametrize.is_parametrized(module, name):
+            continue
+        w = state_dict.pop(key)
+        state_dict[f"{prefix}parametrizations.{name}.original0"] = w.norm(dim=1, keepdim=True)
+        state_dict[f"{prefix}parametrizations.{name}.original1"] = w
 
 
 # The IndRNN bound must hold after every optimizer step without the user doing anything: a global
