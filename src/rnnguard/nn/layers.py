@@ -1,9 +1,10 @@
 """Sequence layers ``RNN``, ``LSTM``, ``GRU`` (drop-in for torch.nn) and ``IndRNN``.
 
-With no extras the layers give torch.nn's numbers (``impl="auto"`` even runs torch's own kernel);
-the keyword-only extras (layer norm, zoneout, DropConnect, residual, weight norm, init recipes)
-run the fused fast path of :mod:`rnnguard.nn.fused` (``impl="reference"``: the plain loop of
-:func:`rnnguard.nn.functional.run_direction`, which the fast path is tested against).
+With no extras the layers give torch.nn's numbers (``impl="auto"`` even runs torch's own kernel;
+weight norm, ``init`` and ``forget_bias`` only change the weights, so they keep it). The extras that
+change the recurrence (layer norm, zoneout, DropConnect, residual, leaky ReLU, and every IndRNN)
+run the fused fast path of :mod:`rnnguard.nn.fused`; ``impl="reference"`` runs the plain loop of
+:func:`rnnguard.nn.functional.run_direction`, which the fast path is tested against.
 """
 
 from __future__ import annotations
