@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Write via ``write(fileobj)`` to a temp file in the same folder, fsync, then rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
