@@ -16,4 +16,4 @@ __all__ = [
     "list_tasks",
     "register_task",
 ]
-from rnnguard.tasks import text  # noqa: F401  (registers "ptb-char" and "text")
+from rnnguard.tasks import mnist, text  # noqa: F401  (register ptb-char, text, smnist, pmnist)
