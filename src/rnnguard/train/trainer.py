@@ -412,7 +412,8 @@ def _fit(
             ) from exc
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when saved without fp16 (e.g. a CPU run resumed on CUDA)
+            scaler.load_state_dict(ckpt["scaler"])
         guard.load_state_dict(ckpt["guard"])
         tr = ckpt["trainer"]
         step, lr_scale, rollbacks = tr["step"], tr["lr_scale"], tr["rollbacks"]
