@@ -65,7 +65,14 @@ def test_two_worker_processes_finish_exactly_n_trials(
         storage=url,
         study_name="s",
         n_trials=n,
-        objective=ToyObjective(steps=2, sleep=0.05, diverge_above=3.0, log=str(log)),
+        objective=ToyObjective(
+            steps=2,
+            sleep=0.05,
+            diverge_above=3.0,
+            log=str(log),
+            rendezvous=str(tmp_path / "meet"),
+            processes=2,
+        ),
         seed=1,
         verbose=False,
     )
@@ -173,3 +180,20 @@ def test_bad_arguments(tmp_path: Path) -> None:
             run_worker(_study(url), ToyObjective(), bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="workers must be a positive int, got 0"):
         run_jobs(WorkerJob(url, "s", 1, ToyObjective()), 0)
+
+
+class _Boom:
+    def __call__(self, trial):  # type: ignore[no-untyped-def]
+        trial.suggest_float("x", 0.0, 1.0)
+        raise RuntimeError("boom")
+
+
+def test_objective_error_fails_the_trial_and_a_rerun_replaces_it(tmp_path: Path) -> None:
+    url, _ = _setup(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_worker(_study(url), _Boom(), 3)
+    failed = [t for t in _study(url).trials if t.state == TrialState.FAIL]
+    assert [t.system_attrs[FAIL_REASON_ATTR] for t in failed] == ["error: RuntimeError: boom"]
+    run_worker(load_study(WorkerJob(url, "s", 3, None, seed=0)), ToyObjective(steps=1), 3)
+    counts = count_trials(_study(url))
+    assert (counts.finished, counts.failed, counts.waiting) == (3, 1, 0)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rnnguard.train.callbacks import Callback
@@ -33,8 +35,13 @@ class ToyObjective:
     """Trials with ``x`` above this report a NaN loss and are pruned as diverged."""
     log: str | None = None
     """File to which every call appends its trial number (to check nothing runs twice)."""
+    rendezvous: str | None = None
+    """Folder where each process signs in; trials wait until ``processes`` have signed in."""
+    processes: int = 1
 
     def __call__(self, trial: Any) -> float:
+        if self.rendezvous is not None:
+            self._meet(Path(self.rendezvous))
         if self.log is not None:
             with open(self.log, "a", encoding="ascii") as fh:  # one small O_APPEND write
                 fh.write(f"{trial.number}\n")
@@ -50,6 +57,14 @@ class ToyObjective:
             if trial.should_prune():
                 prune(trial, f"median: below the median of earlier trials at step {step}")
         return value
+
+    def _meet(self, folder: Path) -> None:
+        # Lets a test be sure every worker process takes part, however slowly each one starts.
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60.0
+        while len(list(folder.iterdir())) < self.processes and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class _PruningCallback(Callback):

@@ -73,6 +73,8 @@ def worker_identity() -> dict[str, Any]:
 
 
 def _process_alive(pid: int, start: str) -> bool:
+    if sys.platform == "win32":
+        return True  # os.kill would terminate the process there; rely on the heartbeat instead
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -321,6 +323,9 @@ def run_trial(
                     trial.set_user_attr(PRUNED_REASON_ATTR, str(exc) or "median")
                 study.tell(trial, state=TrialState.PRUNED)
                 return "pruned"
+            except KeyboardInterrupt:
+                _fail(storage, trial._trial_id, "interrupted")
+                raise
             except BaseException as exc:
                 _fail(storage, trial._trial_id, f"error: {type(exc).__name__}: {exc}"[:500])
                 raise
