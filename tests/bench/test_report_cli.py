@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rnnguard.bench.benchmark import run_benchmark
 from rnnguard.bench.grid import LengthSettings, LMSettings, get_preset
-from rnnguard.bench.report import COLUMNS, render_report
-from rnnguard.bench.runner import plan_preset, run_jobs
+from rnnguard.bench.report import COLUMNS
 from rnnguard.bench.store import ResultStore
 from rnnguard.cli import main
 
@@ -43,18 +43,18 @@ def tiny_preset() -> object:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("bench")
     data = write_ptb(root / "data" / "ptb-char")
-    plan = plan_preset(tiny_preset(), data_dir=data.parent)  # type: ignore[arg-type]
     out = root / "out"
-    store = ResultStore(out)
-    store.write_manifest({**plan.to_manifest(), "command": "test", "workers": 1})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared machine
     try:
-        counts = run_jobs(plan.jobs, store)
+        summary = run_benchmark(tiny_preset(), out=out, data_dir=data.parent, workers=1, log=None,
+                                command="test")  # fmt: skip
     finally:
         torch.set_num_threads(threads)
-    assert counts["errors"] == 0, [e for e in store.events() if e["event"] == "error"]
-    return out, render_report(out)
+    assert summary["counts"]["errors"] == 0, [
+        e for e in ResultStore(out).events() if e["event"] == "error"
+    ]
+    return out, summary
 
 
 def test_every_column_filled_for_every_recipe(tiny_run: tuple[Path, dict]) -> None:
@@ -109,3 +109,20 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["bench", "--preset", "huge"]) == 2
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "bench.json" in capsys.readouterr().err
+
+
+def test_parallel_workers_and_resume(tmp_path: Path) -> None:
+    preset = dataclasses.replace(tiny_preset(), lm=None)  # type: ignore[type-var]
+    lines: list[str] = []
+    first = run_benchmark(preset, out=tmp_path, recipes=["vanilla", "lru"], tasks=["adding"],
+                          workers=2, log=lines.append)  # fmt: skip
+    assert first["counts"]["trained"] >= 2 and first["counts"]["errors"] == 0
+    assert {r["recipe"] for r in first["rows"]} == {"vanilla", "lru"}
+    assert first["rows"][0]["bpc_valid"] == "no data"
+    again = run_benchmark(preset, out=tmp_path, recipes=["vanilla", "lru"], tasks=["adding"],
+                          workers=2, log=lines.append)  # fmt: skip
+    assert (
+        again["counts"]["trained"] == 0 and again["counts"]["cached"] == first["counts"]["trained"]
+    )
+    assert any("cached" in line for line in lines)
+    assert again["rows"] == first["rows"]

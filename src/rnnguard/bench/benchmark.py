@@ -1,0 +1,109 @@
+"""``run_benchmark``: plan a preset, run it resumably into a folder, and render the report."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rnnguard.bench.grid import Preset, RunSpec, get_preset
+from rnnguard.bench.report import render_report
+from rnnguard.bench.runner import (
+    TrainFn,
+    default_workers,
+    machine_info,
+    plan_preset,
+    run_jobs,
+    train_run,
+)
+from rnnguard.bench.store import ResultStore
+from rnnguard.errors import ConfigError
+
+__all__ = ["run_benchmark"]
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def _line(spec: RunSpec, result: dict[str, Any], cached: bool) -> str:
+    if result.get("status") == "error":
+        return f"  {spec.label:<40} FAILED: {result.get('error')}"
+    tag = "cached" if cached else f"{result.get('wall_time', 0.0):6.1f}s"
+    metric = result.get("metric")
+    shown = f"{metric:.4f}" if isinstance(metric, float) else str(metric)
+    state = "done" if spec.kind == "lm" else ("solved" if result.get("solved") else "unsolved")
+    return f"  {spec.label:<40} {state:<8} {result.get('metric_name', 'metric')}={shown:<8} [{tag}]"
+
+
+def run_benchmark(
+    preset: str | Preset = "quick",
+    *,
+    out: str | os.PathLike[str] | None = None,
+    recipes: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    workers: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    text: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    train_fn: TrainFn = train_run,
+    log: Callable[[str], None] | None = print,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a benchmark preset into ``out`` and return the report summary.
+
+    Finished runs already stored in ``out`` are reused; ``report.md``, ``report.html``,
+    ``summary.json`` and ``plots/`` are written at the end. The summary's ``counts`` say how many
+    runs were trained, reused and failed.
+    """
+    chosen = get_preset(preset) if isinstance(preset, str) else preset
+    if not isinstance(chosen, Preset):
+        raise TypeError(f"preset must be a preset name or Preset, got {type(preset).__name__}")
+    if device is not None:
+        if device not in DEVICES and not str(device).startswith("cuda:"):
+            raise ConfigError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
+        chosen = chosen.with_overrides(device=device)
+    plan = plan_preset(chosen, recipes=recipes, tasks=tasks, data_dir=data_dir, text=text)
+    n_workers = default_workers(chosen.device) if workers is None else workers
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ConfigError(f"workers must be a positive int, got {n_workers!r}")
+    folder = out if out is not None else os.path.join("runs", chosen.name)
+    store = ResultStore(folder)
+    manifest = plan.to_manifest()
+    manifest.update(
+        command=command or "rnnguard " + " ".join(sys.argv[1:]),
+        machine=machine_info(),
+        workers=n_workers,
+        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    store.write_manifest(manifest)
+    emit = log or (lambda _msg: None)
+    n_lm = len(plan.lm_runs.specs) if plan.lm_runs else 0
+    emit(
+        f"rnnguard bench: preset {chosen.name}, {len(plan.recipes)} recipes, "
+        f"{len(plan.searches)} effective-length searches, {n_lm} {plan.lm_task or 'language-model'} "
+        f"runs, {n_workers} worker(s); results in {folder}"
+    )
+    if plan.lm_note:
+        emit(f"  note: {plan.lm_note}")
+    errors: dict[str, dict[str, Any]] = {}
+
+    def on_result(spec: RunSpec, result: dict[str, Any], cached: bool) -> None:
+        if result.get("status") == "error":
+            errors[spec.key()] = result
+        emit(_line(spec, result, cached))
+
+    t0 = time.time()
+    counts = run_jobs(plan.jobs, store, train_fn, workers=n_workers, on_result=on_result)
+    manifest.update(
+        wall_time=time.time() - t0,
+        finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        counts=counts,
+    )
+    store.write_manifest(manifest)
+    summary = render_report(folder, extra=errors)
+    summary["counts"] = counts
+    summary["out"] = str(folder)
+    summary["wall_time"] = manifest["wall_time"]
+    return summary
