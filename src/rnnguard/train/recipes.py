@@ -306,7 +306,7 @@ def _indrnn_relu() -> Recipe:
         num_layers=2,
         layer_kwargs={"nonlinearity": "relu", "max_length": "auto"},
         init="safe",
-        optimizer=OptimConfig(name="adam", lr=1e-3),
+        optimizer=OptimConfig(name="adam", lr=3e-3),
         schedule=_COSINE,
         guard=GuardConfig(mode="norm", max_norm=10.0),
         notes="Li et al. (CVPR 2018). max_length 'auto' binds the bound to the task's length.",
@@ -317,7 +317,7 @@ def _indrnn_relu() -> Recipe:
 def _gru() -> Recipe:
     return Recipe(
         layer="gru",
-        optimizer=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4),
+        optimizer=OptimConfig(name="adamw", lr=5e-3, weight_decay=1e-4),
         schedule=_COSINE,
         guard=GuardConfig(mode="norm", max_norm=1.0),
     )
