@@ -1,0 +1,465 @@
+"""``rnnguard speed``: time and memory of the rnnguard layers against torch.nn, measured in one run.
+
+Every row is timed interleaved with its torch.nn baseline (round robin over all rows, median of
+several repeats), so the ratios hold even on a machine whose load changes during the run. Times
+are wall-clock; "forward" is the forward pass of a training step (train mode, autograd on, masks
+drawn) and "fwd+bwd" adds the backward pass. GFLOP/s counts the matrix-multiply FLOPs only
+(forward 2*B*T*G*H*(I+H) per gated layer, backward twice that). Peak memory is the high-water
+mark of memory allocated through PyTorch during one training step, on top of what existed before
+it (the profiler's allocation events on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["SIZES", "Case", "SpeedResult", "format_report", "main", "register", "run_speed"]
+
+#: Benchmark sizes (batch B, steps T, input I, hidden H).
+SIZES: dict[str, dict[str, int]] = {
+    "small": {"batch": 32, "steps": 200, "input": 64, "hidden": 256},
+    "large": {"batch": 64, "steps": 500, "input": 256, "hidden": 512},
+    "tiny": {"batch": 4, "steps": 20, "input": 8, "hidden": 16},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmarked configuration."""
+
+    name: str
+    family: str  # lstm | gru | rnn | indrnn: sets the FLOP count
+    build: Callable[[int, int], Any]  # (input_size, hidden_size) -> module
+    baseline: str | None = None  # name of the case it is compared against
+    target: float | None = None  # required fwd+bwd ratio to the baseline (<=)
+    num_layers: int = 1
+    reference_of: str | None = None  # this row is the reference loop of that fused row
+    slow: bool = False  # plain reference loops: small size only
+
+
+def _cases() -> list[Case]:
+    from torch import nn
+
+    from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
+
+    extras = {"layer_norm": True, "zoneout": 0.1, "dropconnect": 0.2}
+    return [
+        Case("torch.nn.LSTM", "lstm", lambda i, h: nn.LSTM(i, h)),
+        Case("LSTM", "lstm", lambda i, h: LSTM(i, h), "torch.nn.LSTM", 1.05),
+        Case("LSTM ln+zo.1+dc.2", "lstm", lambda i, h: LSTM(i, h, **extras), "torch.nn.LSTM", 1.5),
+        Case("LSTM ln", "lstm", lambda i, h: LSTM(i, h, layer_norm=True), "torch.nn.LSTM"),
+        Case(
+            "LSTM ln+zo.1+dc.2 [reference]",
+            "lstm",
+            lambda i, h: LSTM(i, h, impl="reference", **extras),
+            "torch.nn.LSTM",
+            reference_of="LSTM ln+zo.1+dc.2",
+            slow=True,
+        ),
+        Case("torch.nn.GRU", "gru", lambda i, h: nn.GRU(i, h)),
+        Case("GRU ln", "gru", lambda i, h: GRU(i, h, layer_norm=True), "torch.nn.GRU", 1.5),
+        Case(
+            "GRU ln [reference]",
+            "gru",
+            lambda i, h: GRU(i, h, layer_norm=True, impl="reference"),
+            "torch.nn.GRU",
+            reference_of="GRU ln",
+            slow=True,
+        ),
+        Case(
+            "RNN relu residual+ln",
+            "rnn",
+            lambda i, h: RNN(i, h, nonlinearity="relu", residual=True, layer_norm=True),
+            "torch.nn.LSTM",
+        ),
+        Case(
+            "IndRNN 2 layers relu",
+            "indrnn",
+            lambda i, h: IndRNN(i, h, num_layers=2),
+            "torch.nn.LSTM",
+            0.33,
+            num_layers=2,
+        ),
+    ]
+
+
+@dataclass
+class SpeedResult:
+    """Measurements of one case at one size (seconds, bytes)."""
+
+    size: str
+    case: str
+    forward_s: float
+    train_s: float
+    gflops: float
+    peak_bytes: int | None
+    baseline: str | None
+    forward_ratio: float | None = None
+    train_ratio: float | None = None
+    target: float | None = None
+    reference_of: str | None = None
+
+
+@dataclass
+class SpeedReport:
+    """A whole run: machine, load, per-size rows, scaling and target verdicts."""
+
+    machine: dict[str, Any]
+    rows: list[SpeedResult] = field(default_factory=list)
+    scaling: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _flops(case: Case, batch: int, steps: int, inp: int, hid: int) -> float:
+    """Matrix-multiply FLOPs of one training step (forward + backward = 3 x forward)."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1, "indrnn": 1}[case.family]
+    total = 0.0
+    for layer in range(case.num_layers):
+        i = inp if layer == 0 else hid
+        rec = 0 if case.family == "indrnn" else hid  # IndRNN's recurrence is element-wise
+        total += 2.0 * batch * steps * gates * hid * (i + rec)
+    return 3.0 * total
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(model: Any, x: Any, device: Any) -> tuple[float, float]:
+    """One training step (forward, backward); returns (forward seconds, total seconds)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out, _ = model(x)
+    _sync(device)
+    t1 = time.perf_counter()
+    out.sum().backward()
+    _sync(device)
+    t2 = time.perf_counter()
+    model.zero_grad(set_to_none=True)
+    return t1 - t0, t2 - t0
+
+
+def _peak_memory(model: Any, x: Any, device: Any) -> int:
+    """High-water mark of memory allocated through PyTorch during one training step."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _step(model, x, device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _step(model, x, device)
+    events = [
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+        if e.name() == "[memory]"
+    ]
+    live = peak = 0
+    for _, nbytes in sorted(events):
+        live += nbytes
+        peak = max(peak, live)
+    return int(peak)
+
+
+def _machine(device: Any) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    if hasattr(os, "getloadavg"):
+        info["load_before"] = [round(v, 2) for v in os.getloadavg()]
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _measure_size(
+    size: str,
+    dims: dict[str, int],
+    cases: list[Case],
+    repeats: int,
+    device: Any,
+    memory: bool,
+    log: Callable[[str], None],
+) -> list[SpeedResult]:
+    import torch
+
+    batch, steps, inp, hid = dims["batch"], dims["steps"], dims["input"], dims["hidden"]
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, inp, device=device)
+    models = {c.name: c.build(inp, hid).to(device).train() for c in cases}
+    for c in cases:  # warm-up: allocator, thread pools, lazy initialisation
+        _step(models[c.name], x, device)
+    times: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cases}
+    for r in range(repeats):
+        for c in cases:  # round robin: every row sees the same machine conditions
+            times[c.name].append(_step(models[c.name], x, device))
+        log(f"  {size}: repeat {r + 1}/{repeats} done")
+    rows = []
+    for c in cases:
+        fwd = statistics.median(t[0] for t in times[c.name])
+        tot = statistics.median(t[1] for t in times[c.name])
+        peak = _peak_memory(models[c.name], x, device) if memory else None
+        rows.append(
+            SpeedResult(
+                size,
+                c.name,
+                fwd,
+                tot,
+                _flops(c, batch, steps, inp, hid) / tot / 1e9,
+                peak,
+                c.baseline,
+                target=c.target,
+                reference_of=c.reference_of,
+            )
+        )
+    by_name = {r.case: r for r in rows}
+    for r in rows:
+        if r.baseline in by_name:
+            base = by_name[r.baseline]
+            r.forward_ratio = r.forward_s / base.forward_s
+            r.train_ratio = r.train_s / base.train_s
+    return rows
+
+
+def _measure_scaling(
+    dims: dict[str, int], lengths: tuple[int, int], repeats: int, device: Any
+) -> list[dict[str, Any]]:
+    """fwd+bwd time at two sequence lengths: linear scaling means ratio ~ length ratio."""
+    import torch
+
+    chosen = {"torch.nn.LSTM", "LSTM ln+zo.1+dc.2", "GRU ln", "IndRNN 2 layers relu"}
+    cases = [c for c in _cases() if c.name in chosen]
+    out = []
+    batch, inp, hid = dims["batch"], dims["input"], dims["hidden"]
+    for c in cases:
+        model = c.build(inp, hid).to(device).train()
+        per_len = []
+        for steps in lengths:
+            x = torch.randn(steps, batch, inp, device=device)
+            _step(model, x, device)
+            per_len.append(statistics.median(_step(model, x, device)[1] for _ in range(repeats)))
+        out.append(
+            {
+                "case": c.name,
+                "steps": list(lengths),
+                "train_s": per_len,
+                "ratio": per_len[1] / per_len[0],
+                "limit": 1.1 * lengths[1] / lengths[0],
+            }
+        )
+    return out
+
+
+def _verdicts(rows: list[SpeedResult], scaling: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        if r.target is not None and r.train_ratio is not None:
+            out.append(
+                {
+                    "check": f"{r.case} fwd+bwd / {r.baseline} ({r.size})",
+                    "value": r.train_ratio,
+                    "limit": r.target,
+                    "ok": r.train_ratio <= r.target,
+                }
+            )
+    by_key = {(r.size, r.case): r for r in rows}
+    for r in rows:
+        fused = by_key.get((r.size, r.reference_of or ""))
+        if fused is not None and fused.peak_bytes is not None and r.peak_bytes:
+            out.append(
+                {
+                    "check": f"peak memory {fused.case} / its reference ({r.size})",
+                    "value": fused.peak_bytes / r.peak_bytes,
+                    "limit": 1.0,
+                    "ok": fused.peak_bytes <= r.peak_bytes,
+                }
+            )
+    for s in scaling:
+        out.append(
+            {
+                "check": f"{s['case']} T={s['steps'][1]} / T={s['steps'][0]}",
+                "value": s["ratio"],
+                "limit": s["limit"],
+                "ok": s["ratio"] <= s["limit"],
+            }
+        )
+    return out
+
+
+def run_speed(
+    sizes: tuple[str, ...] = ("small", "large"),
+    repeats: int = 5,
+    device: str = "auto",
+    memory: bool = True,
+    scaling: tuple[int, int] | None = (100, 1000),
+    reference: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> SpeedReport:
+    """Run the benchmark and return its report (see the module docstring for what is measured)."""
+    import torch
+
+    from rnnguard.errors import ConfigError
+
+    for s in sizes:
+        if s not in SIZES:
+            raise ConfigError(f"sizes must be among {sorted(SIZES)}, got {s!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"repeats must be a positive int, got {repeats!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available")
+    dev = torch.device(device)
+    report = SpeedReport(_machine(dev))
+    all_cases = _cases()
+    for size in sizes:
+        # The plain reference loops are 5-10x slower: only at the small sizes, for memory and speedup.
+        cases = [c for c in all_cases if not c.slow or (reference and size != "large")]
+        log(f"size {size}: {SIZES[size]}")
+        report.rows += _measure_size(size, SIZES[size], cases, repeats, dev, memory, log)
+    if scaling is not None:
+        log(f"scaling: T={scaling[0]} vs T={scaling[1]}")
+        dims = SIZES["tiny"] if sizes == ("tiny",) else SIZES["small"]
+        report.scaling = _measure_scaling(dims, scaling, max(1, min(repeats, 3)), dev)
+    report.verdicts = _verdicts(report.rows, report.scaling)
+    if hasattr(os, "getloadavg"):
+        report.machine["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    return report
+
+
+def format_report(report: SpeedReport) -> str:
+    """The report as Markdown tables."""
+    m = report.machine
+    lines = [
+        f"machine: {m['processor']}, {m['cpus']} CPUs, torch {m['torch']} "
+        f"({m['torch_threads']} threads), device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else ""),
+        f"load average (1/5/15 min): before {m.get('load_before')}, after {m.get('load_after')}",
+        "",
+        "| size | layer / config | forward ms | fwd+bwd ms | vs baseline fwd | vs baseline fwd+bwd | baseline | GFLOP/s | peak MiB |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in report.rows:
+        fr = f"{r.forward_ratio:.2f}x" if r.forward_ratio is not None else "-"
+        tr = f"{r.train_ratio:.2f}x" if r.train_ratio is not None else "-"
+        mem = f"{r.peak_bytes / 2**20:.1f}" if r.peak_bytes is not None else "-"
+        lines.append(
+            f"| {r.size} | {r.case} | {r.forward_s * 1e3:.1f} | {r.train_s * 1e3:.1f} | {fr} | {tr} "
+            f"| {r.baseline or '-'} | {r.gflops:.1f} | {mem} |"
+        )
+    if report.scaling:
+        lines += [
+            "",
+            "| layer / config | steps | fwd+bwd ms | ratio | linear limit |",
+            "|---|---|---|---:|---:|",
+        ]
+        for s in report.scaling:
+            ms = " / ".join(f"{t * 1e3:.1f}" for t in s["train_s"])
+            steps = " / ".join(str(t) for t in s["steps"])
+            lines.append(f"| {s['case']} | {steps} | {ms} | {s['ratio']:.2f} | {s['limit']:.1f} |")
+    if report.verdicts:
+        lines += ["", "| target | measured | limit | met |", "|---|---:|---:|---|"]
+        for v in report.verdicts:
+            lines.append(
+                f"| {v['check']} | {v['value']:.2f} | {v['limit']:.2f} | {'yes' if v['ok'] else 'NO'} |"
+            )
+    return "\n".join(lines)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``speed`` sub-command to the ``rnnguard`` parser."""
+    p = subparsers.add_parser(
+        "speed",
+        help="speed and memory of the rnnguard layers against torch.nn",
+        description=(
+            "Time forward and forward+backward of the rnnguard layers (fused fast paths and the "
+            "reference loop) against torch.nn.LSTM/GRU in the same run, with GFLOP/s, peak memory "
+            "of a training step, T=100/1000 scaling and the speed targets."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test")
+    p.add_argument(
+        "--sizes", nargs="+", default=None, help="small | large | tiny (default: small large)"
+    )
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per row (default 5)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--no-scaling", action="store_true", help="skip the T=100/1000 scaling rows")
+    p.add_argument("--no-reference", action="store_true", help="skip the slow reference-loop rows")
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.set_defaults(func=_cmd_speed)
+
+
+def _cmd_speed(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    from rnnguard.errors import ConfigError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    sizes = tuple(args.sizes or (("tiny",) if args.quick else ("small", "large")))
+    repeats = args.repeats or (2 if args.quick else 5)
+    scaling = None if args.no_scaling else ((10, 100) if args.quick else (100, 1000))
+    report = run_speed(
+        sizes,
+        repeats,
+        args.device,
+        memory=not args.no_memory,
+        scaling=scaling,
+        reference=not args.no_reference,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if args.json:
+        from rnnguard.utils.io import atomic_write_json
+
+        atomic_write_json(args.json, asdict(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rnnguard speed`` with ``argv`` (for ``benchmarks/speed.py``)."""
+    parser = argparse.ArgumentParser(prog="speed")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["speed", *(argv if argv is not None else [])])
+    return int(args.func(args))
