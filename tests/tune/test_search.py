@@ -154,6 +154,8 @@ def _result_recipe(run: Path) -> dict[str, object]:
         (["--task", "nope"], "unknown task 'nope'"),
         (["--device", "tpu"], "device must be one of"),
         (["--length", "0"], "length"),
+        (["--task-arg", "noequals"], "--task-arg must be KEY=VALUE, got 'noequals'"),
+        (["--task-arg", "bogus=1"], "bogus"),
     ],
 )
 def test_cli_bad_arguments_one_line_exit_2(
@@ -206,3 +208,16 @@ def _storage(out: Path):  # type: ignore[no-untyped-def]
     from rnnguard.tune.storage import open_storage, parse_storage
 
     return open_storage(parse_storage(None, out))
+
+
+def test_search_on_a_token_task_follows_its_metric_direction(tmp_path: Path) -> None:
+    task = create_task("copy", length=4)
+    result = search(
+        "copy", 4, 2, budget_steps=4, space="gated", hidden_size=8, batch_size=4,
+        eval_batches=1, out=tmp_path, seed=3, report=False, verbose=False,
+    )  # fmt: skip
+    assert result.direction == ("maximize" if task.higher_is_better else "minimize")
+    assert result.metric_name == task.metric_name
+    assert result.counts.finished == 2 and result.study_name == "copy-T4-gated"
+    assert result.best_recipe is not None and result.best_recipe.layer in ("lstm", "gru")
+    assert not (tmp_path / "best.yaml").exists()  # report=False writes nothing but the study

@@ -25,6 +25,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--task", default="adding", help="task name (default: adding)")
     p.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
+    p.add_argument(
+        "--task-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra task argument (repeatable), e.g. --task-arg data_dir=DIR",
+    )
     p.add_argument("--trials", type=int, default=20, help="trials in the study (default 20)")
     p.add_argument(
         "--budget-steps", type=int, default=300, help="training steps per trial (default 300)"
@@ -57,6 +64,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_tune)
 
 
+def _pairs(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict, values read as YAML scalars (numbers, booleans)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--task-arg must be KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
 def run_tune(args: argparse.Namespace) -> int:
     """Handler of ``rnnguard tune``."""
     from rnnguard.tune.space import list_spaces
@@ -80,6 +103,7 @@ def run_tune(args: argparse.Namespace) -> int:
         out=args.out,
         space=args.space,
         base_recipe=args.base_recipe,
+        task_kwargs=_pairs(args.task_arg),
         hidden_size=args.hidden_size,
         batch_size=args.batch_size,
         eval_every=args.eval_every,

@@ -104,6 +104,8 @@ class TrainObjective:
     task: str
     length: int
     budget_steps: int
+    task_kwargs: dict[str, Any] | None = None
+    """Extra task arguments (e.g. a data folder)."""
     space: str = "default"
     base_recipe: dict[str, Any] | None = None
     """Starting recipe as a dict (``None``: ``Recipe()`` with ``hidden_size``)."""
@@ -136,7 +138,7 @@ class TrainObjective:
 
         recipe = self.recipe(trial)
         trial.set_user_attr("recipe", recipe.to_dict())
-        task = create_task(self.task, length=self.length)
+        task = create_task(self.task, length=self.length, **(self.task_kwargs or {}))
         config = TrainConfig(
             steps=self.budget_steps,
             batch_size=self.batch_size,

@@ -77,6 +77,7 @@ def search(
     out: str | os.PathLike[str] | None = None,
     space: str = "default",
     base_recipe: Any = None,
+    task_kwargs: dict[str, Any] | None = None,
     hidden_size: int | None = None,
     batch_size: int = 32,
     eval_every: int | None = None,
@@ -129,7 +130,10 @@ def search(
     # Checked here, before the study exists, rather than in every worker's first trial.
     TrainConfig(steps=budget_steps, batch_size=batch_size, eval_every=eval_every, device=device)
     search_space = get_space(space)
-    the_task = create_task(task, length=length)
+    if task_kwargs is not None and not isinstance(task_kwargs, dict):
+        raise ConfigError(f"task_kwargs must be a mapping, got {task_kwargs!r}")
+    task_kwargs = dict(task_kwargs or {})
+    the_task = create_task(task, length=length, **task_kwargs)
     length = int(the_task.length)
     base = _base_recipe(base_recipe, hidden_size)
 
@@ -141,6 +145,7 @@ def search(
     # Trials of one study must be comparable: refuse to mix budgets, tasks or spaces.
     meta = {
         "task": task,
+        "task_kwargs": task_kwargs,
         "length": length,
         "budget_steps": budget_steps,
         "space": search_space.name,
@@ -158,6 +163,7 @@ def search(
     objective = TrainObjective(
         task=task,
         length=length,
+        task_kwargs=task_kwargs,
         budget_steps=budget_steps,
         space=search_space.name,
         base_recipe=base.to_dict(),
