@@ -7,7 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from rnnguard.diagnose.jacobian import dense_jacobian, jacobian_spectrum, top_singular_values
+from rnnguard.diagnose.jacobian import (
+    Linearization,
+    dense_jacobian,
+    jacobian_spectrum,
+    top_singular_values,
+)
 from rnnguard.errors import ConfigError
 
 from .helpers import LinearRNN, TanhRNN, orthogonal
@@ -32,7 +37,7 @@ def test_power_iteration_matches_svd_on_small_state() -> None:
     def f(state: torch.Tensor) -> torch.Tensor:
         return step(x_t, state)
 
-    sig, v = top_singular_values(f, s, k=3, iters=40)
+    sig, v = top_singular_values(step, x_t, s, k=3, iters=40)
     for b in range(4):
         jac = torch.autograd.functional.jacobian(
             lambda z, b=b: step(x_t[b : b + 1], z.unsqueeze(0))[0], s[b]
@@ -43,6 +48,12 @@ def test_power_iteration_matches_svd_on_small_state() -> None:
     jac0 = torch.autograd.functional.jacobian(lambda z: step(x_t[:1], z.unsqueeze(0))[0], s[0])
     torch.testing.assert_close(dense_jacobian(f, s)[0], jac0)
     assert v.shape == (4, 20, 7)  # 3 + 4 oversampled directions
+    # the linearisation gives the same dense Jacobian and applies J and J^T consistently
+    lin = Linearization(step, x_t, s, 20)
+    torch.testing.assert_close(lin.dense(), dense_jacobian(f, s))
+    vecs = torch.randn(4, 20, 3, dtype=torch.float64)
+    torch.testing.assert_close(lin.j(vecs), dense_jacobian(f, s) @ vecs)
+    torch.testing.assert_close(lin.jt(vecs), dense_jacobian(f, s).transpose(1, 2) @ vecs)
 
 
 @pytest.mark.parametrize("method", ["exact", "power"])
@@ -88,4 +99,4 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="step must be"):
         jacobian_spectrum(None, x, s0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="k must be"):
-        top_singular_values(lambda s: s, s0, k=0)
+        top_singular_values(model.step, x[:, 0], s0, k=0)

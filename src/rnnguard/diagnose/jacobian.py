@@ -25,12 +25,11 @@ from rnnguard.errors import ConfigError
 
 __all__ = [
     "FlatStep",
+    "Linearization",
     "Spectrum",
     "dense_jacobian",
     "jacobian_spectrum",
-    "jvp",
     "top_singular_values",
-    "vjp",
 ]
 
 #: ``step(x_t, s) -> s_next`` on flat states (B, D); rows must not interact.
@@ -42,17 +41,67 @@ EXACT_MAX_DIM = 64
 _TINY = 1e-300
 
 
-def jvp(f: MapFn, s: Tensor, v: Tensor) -> Tensor:
-    """Per-sample ``J(s) v`` by forward-mode differentiation."""
-    return torch.func.jvp(f, (s,), (v,))[1].detach()
+class Linearization:
+    """The per-sample Jacobian ``J`` of ``s -> step(x_t, s)`` at one state, applied without forming it.
 
+    The step runs once on ``width`` copies of every sample, with a graph kept for reuse, so that
+    ``J V`` and ``J^T U`` for blocks of up to ``width`` vectors per sample each cost one backward
+    pass (``J V`` by differentiating ``J^T u`` with respect to ``u``).
+    """
 
-def vjp(f: MapFn, s: Tensor, u: Tensor) -> Tensor:
-    """Per-sample ``J(s)^T u`` by reverse-mode differentiation."""
-    with torch.enable_grad():
-        s_req = s.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(f(s_req), s_req, u)
-    return g.detach()
+    def __init__(self, step: FlatStep, x_t: Tensor, s: Tensor, width: int) -> None:
+        self.batch, self.dim = s.shape
+        self.width = width
+        with torch.enable_grad():
+            # row b * width + j is copy j of sample b
+            self._s = s.detach().repeat_interleave(width, 0).requires_grad_(True)
+            self._out = step(x_t.detach().repeat_interleave(width, 0), self._s)
+            if self._out.shape != self._s.shape:
+                raise ConfigError(
+                    f"step must map a (batch, {self.dim}) state to the same shape, got {tuple(self._out.shape)}"
+                )
+            self._u = torch.zeros_like(self._out, requires_grad=True)
+            (g,) = torch.autograd.grad(
+                self._out, self._s, self._u, create_graph=True, allow_unused=True
+            )
+        self._g = g
+        #: the next state, step(x_t, s), for each sample (B, D)
+        self.value = self._out[::width].detach()
+
+    def _fold(self, v: Tensor) -> tuple[Tensor, int]:
+        cols = v.shape[2]
+        if cols > self.width:
+            raise ConfigError(f"at most {self.width} vectors per sample, got {cols}")
+        if cols < self.width:
+            v = torch.cat([v, v.new_zeros(self.batch, self.dim, self.width - cols)], dim=2)
+        return v.permute(0, 2, 1).reshape(self.batch * self.width, self.dim), cols
+
+    def _unfold(self, g: Tensor | None, cols: int) -> Tensor:
+        if g is None:  # the step does not depend on the state at all
+            return torch.zeros(
+                self.batch, self.dim, cols, dtype=self._s.dtype, device=self._s.device
+            )
+        return g.detach().reshape(self.batch, self.width, self.dim).permute(0, 2, 1)[:, :, :cols]
+
+    def jt(self, u: Tensor) -> Tensor:
+        """``J^T U`` for ``U`` of shape (B, D, m), m <= width."""
+        flat, cols = self._fold(u)
+        (g,) = torch.autograd.grad(self._out, self._s, flat, retain_graph=True, allow_unused=True)
+        return self._unfold(g, cols)
+
+    def j(self, v: Tensor) -> Tensor:
+        """``J V`` for ``V`` of shape (B, D, m), m <= width."""
+        flat, cols = self._fold(v)
+        if self._g is None or not self._g.requires_grad:
+            # J^T u does not depend on u only when J is zero
+            return self._unfold(None, cols)
+        (g,) = torch.autograd.grad(self._g, self._u, flat, retain_graph=True, allow_unused=True)
+        return self._unfold(g, cols)
+
+    def dense(self) -> Tensor:
+        """The full Jacobians (B, D, D); needs ``width == D``."""
+        eye = torch.eye(self.dim, dtype=self._s.dtype, device=self._s.device)
+        return self.jt(eye.expand(self.batch, self.dim, self.dim)).transpose(1, 2)
 
 
 def dense_jacobian(f: MapFn, s: Tensor) -> Tensor:
@@ -72,14 +121,24 @@ def _orthonormal(v: Tensor) -> Tensor:
     return torch.linalg.qr(v).Q
 
 
-def _apply(f: MapFn, s: Tensor, v: Tensor, transpose: bool = False) -> Tensor:
-    """Apply ``J`` (or ``J^T``) to each column of ``v`` (B, D, k)."""
-    op = vjp if transpose else jvp
-    return torch.stack([op(f, s, v[:, :, j].contiguous()) for j in range(v.shape[2])], dim=2)
+def _power(
+    lin: Linearization, k: int, iters: int, start: Tensor | None, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    width = min(lin.dim, lin.width)
+    if start is None or start.shape[2] != width:
+        start = torch.randn(lin.batch, lin.dim, width, generator=generator, dtype=torch.float64)
+        start = start.to(lin.value.device, lin.value.dtype)
+    v = _orthonormal(start)
+    for _ in range(iters):
+        v = _orthonormal(lin.jt(lin.j(v)))
+    # Rayleigh-Ritz: the singular values of J V are the best estimates within span(V)
+    _, sig, vh = torch.linalg.svd(lin.j(v), full_matrices=False)
+    return sig[:, :k], v @ vh.transpose(1, 2)
 
 
 def top_singular_values(
-    f: MapFn,
+    step: FlatStep,
+    x_t: Tensor,
     s: Tensor,
     k: int = 1,
     *,
@@ -88,31 +147,20 @@ def top_singular_values(
     start: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Top-``k`` singular values (B, k) of each sample's Jacobian of ``f`` at ``s``, matrix-free.
+    """Top-``k`` singular values (B, k) of each sample's Jacobian of ``step(x_t, .)`` at ``s``.
 
-    Block power iteration on ``J^T J`` with ``oversample`` extra directions (they speed up
-    convergence when singular values cluster) and a Rayleigh-Ritz step. Returns the values and
-    the right singular block (B, D, k + oversample), which can warm-start the next call.
+    Matrix-free block power iteration on ``J^T J`` with ``oversample`` extra directions (they
+    speed up convergence when singular values cluster) and a Rayleigh-Ritz step. Returns the
+    values and the right singular block (B, D, k + oversample), which can warm-start the next call.
     """
     check_positive_int("k", k)
     check_positive_int("iters", iters)
     check_positive_int("oversample", oversample, minimum=0)
-    batch, dim = s.shape
+    dim = s.shape[1]
     if k > dim:
         raise ConfigError(f"k must be <= the state size {dim}, got {k}")
-    width = min(dim, k + oversample)
-    if start is None or start.shape[2] != width:
-        start = torch.randn(batch, dim, width, generator=generator, dtype=torch.float64)
-        start = start.to(s.device, s.dtype)
-    v = _orthonormal(start)
-    for _ in range(iters):
-        w = _apply(f, s, _apply(f, s, v), transpose=True)
-        v = _orthonormal(w)
-    u = _apply(f, s, v)
-    # Rayleigh-Ritz: the singular values of J V are the best estimates within span(V)
-    _, sig, vh = torch.linalg.svd(u, full_matrices=False)
-    v = v @ vh.transpose(1, 2)
-    return sig[:, :k], v
+    lin = Linearization(step, x_t, s, min(dim, k + oversample))
+    return _power(lin, k, iters, start, generator)
 
 
 @dataclass
@@ -170,6 +218,7 @@ def jacobian_spectrum(
     method: str = "auto",
     iters: int = 30,
     warm_iters: int = 4,
+    oversample: int = 4,
     warmup: int | None = None,
     generator: torch.Generator | None = None,
     label: str = "recurrence",
@@ -196,6 +245,7 @@ def jacobian_spectrum(
     check_positive_int("lyapunov_k", lyapunov_k, minimum=0)
     check_positive_int("iters", iters)
     check_positive_int("warm_iters", warm_iters)
+    check_positive_int("oversample", oversample, minimum=0)
     batch, length = x.shape[0], x.shape[1]
     dim = s0.shape[1]
     if k > dim or lyapunov_k > dim:
@@ -217,22 +267,18 @@ def jacobian_spectrum(
         q0 = torch.randn(batch, dim, lyapunov_k, generator=gen, dtype=torch.float64)
         q = _orthonormal(q0).to(s0.device, s0.dtype)
     v_warm = None
+    width = dim if exact else min(dim, max(k + oversample, lyapunov_k))
     s = s0.detach()
     for t in range(length):
-        x_t = x[:, t]
-
-        def f(state: Tensor, x_t: Tensor = x_t) -> Tensor:
-            return step(x_t, state)
-
+        lin = Linearization(step, x[:, t], s, width)
         if exact:
-            jac = dense_jacobian(f, s)
+            jac = lin.dense()
             sig = torch.linalg.svdvals(jac)[:, :k]
             jq = jac @ q if q is not None else None
         else:
-            sig, v_warm = top_singular_values(
-                f, s, k, iters=iters if v_warm is None else warm_iters, start=v_warm, generator=gen
-            )
-            jq = _apply(f, s, q) if q is not None else None
+            n_iter = iters if v_warm is None else warm_iters
+            sig, v_warm = _power(lin, k, n_iter, v_warm, gen)
+            jq = lin.j(q) if q is not None else None
         sig64 = sig.detach().double().cpu()
         singular[t] = sig64.mean(0).numpy()
         log_sig[t] = torch.log(sig64[:, 0].clamp_min(_TINY)).mean().item()
@@ -241,8 +287,7 @@ def jacobian_spectrum(
             if t >= warmup:
                 diag = torch.diagonal(r, dim1=1, dim2=2).detach().double().abs().cpu()
                 lyap_sum += torch.log(diag.clamp_min(_TINY))
-        with torch.no_grad():
-            s = f(s).detach()
+        s = lin.value
     counted = length - warmup
     lyap = (lyap_sum / counted).sort(dim=1, descending=True).values.mean(0).numpy()
     return Spectrum(
