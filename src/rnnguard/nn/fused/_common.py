@@ -79,6 +79,22 @@ def act_grad(out: Tensor, name: str) -> Tensor:
     raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
 
 
+_A = torch.ops.aten
+
+
+def act_backward_into(grad: Tensor, out: Tensor, name: str, dest: Tensor) -> Tensor:
+    """``dest = grad * act'(.)`` from the activation's output ``out``, one aten call."""
+    if name == "tanh":
+        return _A.tanh_backward.grad_input(grad, out, grad_input=dest)  # type: ignore[no-any-return]
+    if name == "relu":  # out > 0 exactly where the input is > 0
+        return _A.threshold_backward.grad_input(grad, out, 0, grad_input=dest)  # type: ignore[no-any-return]
+    if name == "leaky_relu":
+        return _A.leaky_relu_backward.grad_input(  # type: ignore[no-any-return]
+            grad, out, LEAKY_SLOPE, True, grad_input=dest
+        )
+    raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
+
+
 def keep_of(carry: Carry) -> Carry:
     """The weight ``1 - m`` of the new candidate state."""
     if carry is None:

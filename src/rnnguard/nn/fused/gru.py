@@ -16,12 +16,11 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.fused._common import (
     Carry,
+    add_scaled_,
     keep_of,
-    ln_backward,
+    ln_backward_affine,
     ln_forward,
-    ln_weight_grad,
     recurrent_weight_grad,
-    shifted,
     steps_of,
 )
 
@@ -90,54 +89,68 @@ class _GRURecurrence(torch.autograd.Function):
         h0, w_hh, ln_hh, hs = ctx.saved_tensors
         rz, n, raw, u_n, carry = ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry
         steps, batch, hid = hs.shape
-        r, z = rz[:, :, :hid], rz[:, :, hid:]
+        g3 = 3 * hid
 
-        # dh_t -> gradients of every quantity of step t, as factors for all steps at once.
-        keep = keep_of(carry)
-        k_n = (1.0 - z) * (1.0 - n * n)  # d(a_n + r u_n)
-        k_z = (shifted(h0, hs) - n) * z * (1.0 - z)  # d(a_z + u_z)
-        k_h = z  # direct path to h_{t-1}
-        if keep is not None:
-            k_n = k_n * keep
-            k_z = k_z * keep
-            k_h = k_h * keep + carry
-        k_r = k_n * u_n * r * (1.0 - r)  # d(a_r + u_r)
-        k_pre = torch.stack((k_r, k_z, k_n), dim=2)  # -> d pre_t
-        k_u = torch.stack((k_r, k_z, k_n * r), dim=2)  # -> d u_t
+        d_h = d_hs.clone()  # accumulates the gradient of every h_t
+        d_pre = hs.new_empty(steps, batch, g3)  # gradient of a = LN(W_ih x) + b_ih
+        d_u = hs.new_empty(steps, batch, g3)  # gradient of u = LN(W_hh h) + b_hh
+        d_raw = hs.new_empty(steps, batch, g3) if raw is not None else d_u
+        d_gains: list[Tensor] = []
 
-        d_h = d_hs.clone()
-        d_pre = hs.new_empty(steps, batch, 3, hid)
-        d_u = hs.new_empty(steps, batch, 3, hid)
-        d_raw: list[Tensor] = []
-        dh_l, dp_l, du_l = d_h.unbind(0), d_pre.unbind(0), d_u.unbind(0)
-        kp_l, ku_l, kh_l = k_pre.unbind(0), k_u.unbind(0), k_h.unbind(0)
+        # Per-step views made once; the derivative factors are computed inside the loop on
+        # (B, H) slices that stay in cache (cheaper than (T, B, H) temporaries for all steps).
+        dh_l, dp_l, du_l, draw_l = d_h.unbind(0), d_pre.unbind(0), d_u.unbind(0), d_raw.unbind(0)
+        dpr_l, dpz_l, dpn_l = (d_pre[:, :, k * hid : (k + 1) * hid].unbind(0) for k in range(3))
+        dun_l = d_u[:, :, 2 * hid :].unbind(0)
+        r_l, z_l, n_l, un_l = (
+            rz[:, :, :hid].unbind(0),
+            rz[:, :, hid:].unbind(0),
+            n.unbind(0),
+            u_n.unbind(0),
+        )
+        hprev_l = (h0, *hs[:-1].unbind(0))
+        m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
         if raw is not None:
             raw_l = raw.unbind(0)
             mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
-            d_raw = [d_h[0]] * steps
         d_h0 = h0.new_empty(0)
 
         for t in range(steps - 1, -1, -1):
-            dh = dh_l[t].unsqueeze(1)
-            torch.mul(dh, kp_l[t], out=dp_l[t])
-            du = torch.mul(dh, ku_l[t], out=du_l[t]).view(batch, 3 * hid)
+            dh = dh_l[t]
+            r, z, nt = r_l[t], z_l[t], n_l[t]
+            dht = dh if carry is None else dh * keep_l[t]  # gradient of the candidate h~_t
+            # h~ = (1 - z) n + z h_{t-1}
+            dz_h = dht * z  # direct path to h_{t-1}
+            dn = dht - dz_h  # d n
+            dn.addcmul_(dn * nt, nt, value=-1.0)  # d(a_n + r u_n) = dn (1 - n^2)
+            dpn_l[t].copy_(dn)
+            # d(a_z + u_z) = dh~ (h_{t-1} - n) z (1 - z)
+            torch.mul(dht, hprev_l[t] - nt, out=dpz_l[t]).mul_(torch.addcmul(z, z, z, value=-1.0))
+            # d(a_r + u_r) = dn u_n r (1 - r)
+            torch.mul(dn, un_l[t], out=dpr_l[t]).mul_(torch.addcmul(r, r, r, value=-1.0))
+            du = du_l[t]
+            du[:, : 2 * hid].copy_(dp_l[t][:, : 2 * hid])
+            torch.mul(dn, r, out=dun_l[t])
             if raw is not None:
-                du = ln_backward(du, raw_l[t], mu_l[t], rs_l[t], ln_hh)
-                d_raw[t] = du
+                dr, dg, _ = ln_backward_affine(du, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
+                draw_l[t].copy_(dr)
+                d_gains.append(dg)
+            else:
+                dr = du
             if t > 0:
                 target = dh_l[t - 1]
-                target.addmm_(du, w_hh)
+                target.addmm_(dr, w_hh)
             else:
-                target = d_h0 = torch.mm(du, w_hh)
-            target.addcmul_(dh_l[t], kh_l[t])
+                target = d_h0 = torch.mm(dr, w_hh)
+            target.add_(dz_h)
+            if carry is not None:
+                add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
 
         need = ctx.needs_input_grad
-        d_u_all = d_u.view(steps, batch, 3 * hid)
-        d_raw_all = torch.stack(d_raw) if raw is not None else d_u_all
-        d_w = recurrent_weight_grad(d_raw_all, h0, hs) if need[2] else None
-        d_b = d_u_all.sum((0, 1)) if need[3] else None
-        d_ln = ln_weight_grad(d_u_all, raw, *ctx.stats) if raw is not None and need[4] else None
-        return d_pre.view(steps, batch, 3 * hid), d_h0, d_w, d_b, d_ln, None
+        d_w = recurrent_weight_grad(d_raw, h0, hs) if need[2] else None
+        d_b = d_u.sum((0, 1)) if need[3] else None
+        d_ln = torch.stack(d_gains).sum(0) if d_gains and need[4] else None
+        return d_pre, d_h0, d_w, d_b, d_ln, None
 
 
 def gru_recurrence(

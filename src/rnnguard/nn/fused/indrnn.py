@@ -13,7 +13,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnguard.nn.fused._common import Carry, act_, act_grad, keep_of, shifted, steps_of
+from rnnguard.nn.fused._common import (
+    Carry,
+    act_,
+    act_backward_into,
+    add_scaled_,
+    keep_of,
+    shifted,
+    steps_of,
+)
 
 __all__ = ["indrnn_recurrence"]
 
@@ -42,29 +50,24 @@ class _IndRNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, u, hs = ctx.saved_tensors
-        carry = ctx.carry
+        carry, act = ctx.carry, ctx.act
         steps = hs.shape[0]
-        k_a = act_grad(ctx.a, ctx.act)
-        keep = keep_of(carry)
-        if keep is not None:
-            k_a = k_a * keep
         d_h = d_hs.clone()
         d_a = torch.empty_like(hs)
-        dh_l, da_l, ka_l = d_h.unbind(0), d_a.unbind(0), k_a.unbind(0)
-        m_l = steps_of(carry, steps)
+        dh_l, da_l, a_l = d_h.unbind(0), d_a.unbind(0), ctx.a.unbind(0)
+        m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
         d_h0 = h0.new_empty(0)
         for t in range(steps - 1, -1, -1):
-            da = torch.mul(dh_l[t], ka_l[t], out=da_l[t])
+            dh = dh_l[t]
+            dht = dh if carry is None else dh * keep_l[t]
+            da = act_backward_into(dht, a_l[t], act, da_l[t])
             if t > 0:
                 target = dh_l[t - 1]
                 target.addcmul_(da, u)
             else:
                 target = d_h0 = da * u
-            m = m_l[t]
-            if isinstance(m, Tensor):
-                target.addcmul_(m, dh_l[t])
-            elif m is not None:
-                target.add_(dh_l[t], alpha=m)
+            if carry is not None:
+                add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
         d_u = (d_a * shifted(h0, hs)).sum((0, 1)) if ctx.needs_input_grad[2] else None
         return d_a, d_h0, d_u, None, None
 

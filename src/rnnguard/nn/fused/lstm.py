@@ -114,7 +114,8 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_h = d_hs.clone()  # accumulates the gradient of every h_t
         d_c = d_c_last.clone()
         d_z = gates.new_empty(steps, batch, g4)  # gradient of the gate pre-activations
-        d_raw: list[Tensor] = [d_z[0]] * steps
+        d_raw = gates.new_empty(steps, batch, g4) if raw is not None else d_z
+        draw_l = d_raw.unbind(0)
         d_gains: list[Tensor] = []  # per-step gradients of ln_hh
         d_c_gains: list[Tensor] = []  # per-step gradients of ln_c_weight and ln_c_bias
 
@@ -164,7 +165,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             dzg.addcmul_(dzg * g, g, value=-1.0)  # * (1 - g^2)
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
-                d_raw[t] = dr
+                draw_l[t].copy_(dr)
                 d_gains.append(dg)
             else:
                 dr = dz_l[t]
@@ -177,8 +178,7 @@ class _LSTMRecurrence(torch.autograd.Function):
                 add_scaled_(target, mh_l[t], dh)  # type: ignore[arg-type]
 
         need = ctx.needs_input_grad
-        d_raw_all = torch.stack(d_raw) if raw is not None else d_z
-        d_w = recurrent_weight_grad(d_raw_all, h0, hs) if need[3] else None
+        d_w = recurrent_weight_grad(d_raw, h0, hs) if need[3] else None
         d_ln_hh = torch.stack(d_gains).sum(0) if d_gains else None
         d_ln_c_w = d_ln_c_b = None
         if d_c_gains:

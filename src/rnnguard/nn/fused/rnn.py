@@ -11,11 +11,11 @@ from torch.autograd.function import once_differentiable
 from rnnguard.nn.fused._common import (
     Carry,
     act_,
-    act_grad,
+    act_backward_into,
+    add_scaled_,
     keep_of,
-    ln_backward,
+    ln_backward_affine,
     ln_forward,
-    ln_weight_grad,
     recurrent_weight_grad,
     steps_of,
 )
@@ -77,46 +77,41 @@ class _RNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, ln_hh, hs = ctx.saved_tensors
-        a, raw, carry, residual = ctx.a, ctx.raw, ctx.carry, ctx.residual
+        a, raw, carry, residual, act = ctx.a, ctx.raw, ctx.carry, ctx.residual, ctx.act
         steps = hs.shape[0]
-        keep = keep_of(carry)
-        k_a = act_grad(a, ctx.act)
-        if keep is not None:
-            k_a = k_a * keep
-        # Direct path dh_t -> dh_{t-1}: m (+ (1 - m) through the residual; m + 1 - m = 1).
-        k_h: Tensor | float | None = 1.0 if residual else carry
-
         d_h = d_hs.clone()
-        d_a = torch.empty_like(hs)
-        dh_l, da_l, ka_l = d_h.unbind(0), d_a.unbind(0), k_a.unbind(0)
-        kh_l = steps_of(k_h, steps)
-        d_raw: list[Tensor] = []
+        d_a = torch.empty_like(hs)  # gradient of the activation's input
+        d_raw = torch.empty_like(hs) if raw is not None else d_a
+        dh_l, da_l, draw_l, a_l = d_h.unbind(0), d_a.unbind(0), d_raw.unbind(0), a.unbind(0)
+        m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
+        d_gains: list[Tensor] = []
         if raw is not None:
             raw_l = raw.unbind(0)
             mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
-            d_raw = [d_a[0]] * steps
         d_h0 = h0.new_empty(0)
 
         for t in range(steps - 1, -1, -1):
-            dr = torch.mul(dh_l[t], ka_l[t], out=da_l[t])
+            dh = dh_l[t]
+            dht = dh if carry is None else dh * keep_l[t]
+            dr = act_backward_into(dht, a_l[t], act, da_l[t])
             if raw is not None:
-                dr = ln_backward(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh)
-                d_raw[t] = dr
+                dr, dg, _ = ln_backward_affine(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
+                draw_l[t].copy_(dr)
+                d_gains.append(dg)
             if t > 0:
                 target = dh_l[t - 1]
                 target.addmm_(dr, w_hh)
             else:
                 target = d_h0 = torch.mm(dr, w_hh)
-            kh = kh_l[t]
-            if isinstance(kh, Tensor):
-                target.addcmul_(kh, dh_l[t])
-            elif kh is not None:
-                target.add_(dh_l[t], alpha=kh)
+            # Direct path to h_{t-1}: m + (1 - m) through the residual, i.e. 1; else m.
+            if residual:
+                target.add_(dh)
+            elif carry is not None:
+                add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
 
         need = ctx.needs_input_grad
-        d_raw_all = torch.stack(d_raw) if raw is not None else d_a
-        d_w = recurrent_weight_grad(d_raw_all, h0, hs) if need[2] else None
-        d_ln = ln_weight_grad(d_a, raw, *ctx.stats) if raw is not None and need[3] else None
+        d_w = recurrent_weight_grad(d_raw, h0, hs) if need[2] else None
+        d_ln = torch.stack(d_gains).sum(0) if d_gains and need[3] else None
         return d_a, d_h0, d_w, d_ln, None, None, None
 
 
