@@ -48,7 +48,8 @@ def test_report_when_every_trial_was_pruned(tmp_path: Path) -> None:
     assert not (tmp_path / "best.yaml").exists()
     text = (tmp_path / "report.md").read_text()
     assert "No trial has completed yet." in text and text.count("diverged: non-finite loss") == 3
-    assert "3 trials: 3 pruned" in rep.table
+    assert "3 trials: 3 pruned (3 diverged)" in rep.table
+    assert all(t.user_attrs["diverged"] is True for t in study.trials)
     # Plots that need completed trials are skipped with a reason instead of failing the report.
     assert set(rep.plots) | set(rep.skipped_plots) == {
         "optimization_history",

@@ -83,6 +83,7 @@ def test_nan_loss_trial_is_pruned_as_diverged() -> None:
     (trial,) = study.trials
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs[PRUNED_REASON_ATTR] == "diverged: non-finite loss (nan) at step 1"
+    assert trial.user_attrs["diverged"] is True
     assert trial.user_attrs["recipe"]["hidden_size"] == 4
 
 

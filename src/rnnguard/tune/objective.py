@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnguard.train.callbacks import Callback
-from rnnguard.tune.study import PRUNED_REASON_ATTR
+from rnnguard.tune.study import DIVERGED_ATTR, PRUNED_REASON_ATTR
 
 
 def prune(trial: Any, reason: str) -> None:
@@ -18,6 +18,8 @@ def prune(trial: Any, reason: str) -> None:
     import optuna
 
     trial.set_user_attr(PRUNED_REASON_ATTR, reason)
+    # A flag as well as the text, so diverged trials can be filtered without parsing reasons.
+    trial.set_user_attr(DIVERGED_ATTR, reason.startswith("diverged"))
     raise optuna.TrialPruned(reason)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rnnguard.tune.study import FAIL_REASON_ATTR, PRUNED_REASON_ATTR, count_trials
+from rnnguard.tune.study import DIVERGED_ATTR, FAIL_REASON_ATTR, PRUNED_REASON_ATTR, count_trials
 from rnnguard.utils.io import atomic_write_text
 
 # Parameters shown in the table, in this order, when a trial has them.
@@ -92,6 +92,9 @@ def top_trials_table(study: Any, top: int = 10, metric: str = "value") -> str:
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    diverged = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DIVERGED_ATTR))
+    if diverged:
+        counts[f"pruned ({diverged} diverged)"] = counts.pop("pruned")
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     lines.append(f"{sum(counts.values())} trials: {summary or 'none'}")
     return "\n".join(lines)

@@ -35,7 +35,9 @@ HEARTBEAT_ATTR = "rnnguard:heartbeat"
 FAIL_REASON_ATTR = "rnnguard:fail_reason"
 META_ATTR = "rnnguard"
 PRUNED_REASON_ATTR = "pruned_reason"
-"""User attribute saying why a trial was pruned (``"median"`` or ``"diverged: ..."``)."""
+"""User attribute saying why a trial was pruned (``"median: ..."`` or ``"diverged: ..."``)."""
+DIVERGED_ATTR = "diverged"
+"""User attribute: True on trials pruned because training diverged."""
 
 DEFAULT_HEARTBEAT_S = 30.0
 
@@ -331,6 +333,7 @@ def run_trial(
                 raise
             if not math.isfinite(value):
                 trial.set_user_attr(PRUNED_REASON_ATTR, f"diverged: objective value {value}")
+                trial.set_user_attr(DIVERGED_ATTR, True)
                 study.tell(trial, state=TrialState.PRUNED)
                 return "pruned"
             study.tell(trial, value)
