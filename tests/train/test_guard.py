@@ -185,3 +185,14 @@ def test_state_dict_round_trip() -> None:
 def test_bad_arguments_raise_config_error(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         GradientGuard(**kwargs)  # type: ignore[arg-type]
+
+
+def test_nonfinite_below_min_loss_scale_counts_as_explosion() -> None:
+    p = nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([p], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=0.5)
+    scaler.scale(torch.tensor(1.0))  # the scaler initialises its scale on first use
+    p.grad = torch.tensor([float("inf"), 1.0])
+    report = GradientGuard(mode="norm", min_loss_scale=1.0).step(opt, scaler=scaler)
+    assert report.skipped and report.exploded and not report.overflow
+    assert torch.equal(p.detach(), torch.ones(2))

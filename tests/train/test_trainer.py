@@ -299,3 +299,13 @@ def test_evaluation_is_fixed_held_out_batches() -> None:
 
     eval_x, _ = task.batch(5, torch.Generator().manual_seed(1 + EVAL_SEED_OFFSET))
     assert not torch.equal(train_x, eval_x)
+
+
+def test_progress_bar_shows_loss_norm_and_explosions(capsys: pytest.CaptureFixture[str]) -> None:
+    fit(
+        _tiny(),
+        AddingTask(5),
+        TrainConfig(steps=20, batch_size=4, eval_every=10, progress=True, eval_batches=1),
+    )
+    err = capsys.readouterr().err
+    assert "loss=" in err and "gnorm=" in err and "expl=0" in err and "eval mse=" in err

@@ -24,6 +24,7 @@ CSV_COLUMNS = (
     "lr",
     "clipped",
     "skipped",
+    "overflow",
     "exploded",
     "explosions",
     "loss_scale",
@@ -142,7 +143,9 @@ class ProgressBar(Callback):
     def on_eval_end(self, ctx: TrainContext, metrics: dict[str, float]) -> None:
         if self.bar is not None:
             name = ctx.metric_name
-            self.bar.write(f"step {ctx.step}: eval {name}={metrics.get(name, float('nan')):.4g}")
+            value = metrics.get(name, float("nan"))
+            # Beside the bar on stderr, so stdout keeps only the final summary line.
+            self.bar.write(f"step {ctx.step}: eval {name}={value:.4g}", file=sys.stderr)
 
     def on_train_end(self, ctx: TrainContext, result: FitResult) -> None:
         if self.bar is not None:
