@@ -192,7 +192,7 @@ class _PoisonTask(AddingTask):
         return x, y
 
 
-def test_divergence_rolls_back_and_lowers_lr() -> None:
+def test_divergence_rolls_back_and_lowers_lr(caplog: pytest.LogCaptureFixture) -> None:
     task = _PoisonTask(6, bad=set(range(8, 11)))
     # eval_every=0: evaluation only at the end, so batch draws map one-to-one onto steps.
     cfg = TrainConfig(
@@ -205,7 +205,9 @@ def test_divergence_rolls_back_and_lowers_lr() -> None:
         **SMALL,
     )
     recipe = _tiny(**{"schedule.name": "constant", "optimizer.lr": 0.01})
-    result = fit(recipe, task, cfg)
+    with caplog.at_level("WARNING", logger="rnnguard.train.trainer"):
+        result = fit(recipe, task, cfg)
+    assert "rolled back" in caplog.text and "x0.5" in caplog.text
     events = [r for r in result.history if r["kind"] == "event"]
     assert [e["event"] for e in events] == ["rollback"] and events[0]["step"] == 10
     assert result.rollbacks == 1 and not result.diverged and result.steps == 15
@@ -309,3 +311,48 @@ def test_progress_bar_shows_loss_norm_and_explosions(capsys: pytest.CaptureFixtu
     )
     err = capsys.readouterr().err
     assert "loss=" in err and "gnorm=" in err and "expl=0" in err and "eval mse=" in err
+
+
+def test_tensorboard_writer_gets_scalars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    written: list[tuple[str, float, int]] = []
+
+    class FakeWriter:
+        def __init__(self, logdir: str) -> None:
+            self.logdir = logdir
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            written.append((tag, value, step))
+
+        def close(self) -> None:
+            written.append(("closed", 0.0, 0))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    cfg = TrainConfig(
+        steps=4,
+        batch_size=2,
+        eval_every=2,
+        log_every=2,
+        tensorboard=True,
+        out=str(tmp_path),
+        **SMALL,
+    )
+    fit(_tiny(), AddingTask(5), cfg)
+    tags = {t for t, _, _ in written}
+    assert {"train/loss", "train/grad_norm", "eval/mse", "closed"} <= tags
+    assert ("eval/mse", 4) in {(t, s) for t, _, s in written}
+
+
+@pytest.mark.slow
+def test_lstm_ln_clip_solves_adding_t50() -> None:
+    task = create_task("adding", length=50)
+    result = fit(
+        get_recipe("lstm-ln-clip").replace(hidden_size=64),
+        task,
+        TrainConfig(steps=800, batch_size=32, eval_every=50, eval_batches=2, **SMALL),
+    )
+    assert result.solved, result.metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
 import random
 import re
@@ -33,6 +34,8 @@ from rnnguard.train.optim import build_optimizer
 from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.schedule import build_scheduler
 from rnnguard.utils.io import atomic_torch_save
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
@@ -603,6 +606,14 @@ def _fit(
                 event["lr_scale"] = lr_scale
             history.append(event)
             ctx.extra_records.append(event)
+            logger.warning(
+                "step %d: %d consecutive non-finite/exploding steps: %s",
+                ctx.step,
+                config.divergence_patience,
+                "giving up (diverged)"
+                if diverged
+                else f"rolled back to the last good weights, learning rate x{lr_scale:g}",
+            )
 
         at_end = ctx.step >= config.steps
         if (config.eval_every and ctx.step % config.eval_every == 0) or at_end:
