@@ -126,3 +126,13 @@ def test_parallel_workers_and_resume(tmp_path: Path) -> None:
     )
     assert any("cached" in line for line in lines)
     assert again["rows"] == first["rows"]
+
+
+def test_ptb_skipped_with_a_note_when_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnguard.bench.runner import plan_preset
+
+    monkeypatch.delenv("RNNGUARD_DATA", raising=False)
+    plan = plan_preset(get_preset("quick"))
+    assert plan.lm_task is None and plan.lm_runs is None
+    assert "PTB-char skipped" in plan.lm_note and "RNNGUARD_DATA" in plan.lm_note
+    assert len(plan.searches) == 2 * len(plan.recipes)  # synthetic tasks always run

@@ -139,17 +139,17 @@ class Preset:
 _QUICK = Preset(
     name="quick",
     description=(
-        "every recipe, width 32; adding (T=10/20/50) and copy (T=2/5/10) with up to 600 steps "
-        "per length; a 150-step PTB-char run (width 64) on a 200k-character slice when the data "
-        "is present"
+        "every recipe, width 32; adding (T=10/20/50, up to 1000 steps per length) and copy "
+        "(T=2/5/10, up to 600 steps); a 200-step PTB-char run (width 64) on a 200k-character "
+        "slice when the data is present"
     ),
     length_tasks=(
-        LengthSettings("adding", (10, 20, 50), steps=600, batch_size=32, eval_every=100),
+        LengthSettings("adding", (10, 20, 50), steps=1000, batch_size=32, eval_every=100),
         LengthSettings("copy", (2, 5, 10), steps=600, batch_size=32, eval_every=100),
     ),
     lm=LMSettings(
         length=50,
-        steps=150,
+        steps=200,
         batch_size=16,
         train_tokens=200_000,
         eval_tokens=20_000,

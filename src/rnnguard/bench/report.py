@@ -400,6 +400,7 @@ def _plots(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
             valid = r.get("metrics", {}).get("valid_bpc")
             if valid is not None and r.get("curve"):
                 ax.plot([r["curve"][-1][1]], [valid], "o", color=line[0].get_color())
+        ax.set_yscale("log")  # a diverging run must not flatten every other curve
         ax.set_xlabel("wall time (s)")
         ax.set_ylabel("training BPC (line), valid BPC (dot)")
         ax.legend(fontsize=7)
