@@ -53,6 +53,14 @@ def _boot_id() -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    # Containers sharing a host (and its host name) have their own pid numbering.
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _process_start(pid: int) -> str:
     # Start time of a process (Linux), so a recycled pid is not mistaken for the original worker.
     try:
@@ -64,11 +72,12 @@ def _process_start(pid: int) -> str:
 
 
 def worker_identity() -> dict[str, Any]:
-    """Who runs a trial: host, boot id, pid and process start time."""
+    """Who runs a trial: host, boot id, pid namespace, pid and process start time."""
     pid = os.getpid()
     return {
         "host": socket.gethostname(),
         "boot": _boot_id(),
+        "pidns": _pid_namespace(),
         "pid": pid,
         "start": _process_start(pid),
     }
@@ -253,7 +262,7 @@ def reap_stale(study: Any, stale_after: float) -> list[int]:
         if beat is None and t.datetime_start is not None:
             beat = t.datetime_start.timestamp()  # died before its first heartbeat
         reason = None
-        same_machine = who.get("host") == me["host"] and who.get("boot", "") == me["boot"]
+        same_machine = all(who.get(k, "") == me[k] for k in ("host", "boot", "pidns"))
         if (
             same_machine
             and who.get("pid")
