@@ -353,6 +353,6 @@ def test_lstm_ln_clip_solves_adding_t50() -> None:
     result = fit(
         get_recipe("lstm-ln-clip").replace(hidden_size=64),
         task,
-        TrainConfig(steps=800, batch_size=32, eval_every=50, eval_batches=2, **SMALL),
+        TrainConfig(steps=800, batch_size=32, eval_every=50, progress=False, eval_batches=2),
     )
     assert result.solved, result.metrics
