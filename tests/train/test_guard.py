@@ -58,8 +58,9 @@ def test_no_clip_below_threshold() -> None:
 def test_value_mode_clamps_elements() -> None:
     model, opt = _model_with_grads([3.0, -0.5], [-4.0])
     opt.param_groups[0]["lr"] = 1.0
-    GradientGuard(mode="value", clip_value=1.0).step(opt)
+    report = GradientGuard(mode="value", clip_value=1.0).step(opt)
     assert torch.allclose(model.a.grad, torch.tensor([1.0, -0.5]))
+    assert report.clipped and report.norm_after == pytest.approx(1.5)  # sqrt(1 + 0.25 + 1)
     assert torch.allclose(model.b.detach(), torch.tensor([2.0]))
 
 

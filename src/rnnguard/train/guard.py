@@ -206,7 +206,7 @@ class GradientGuard:
             report.exploded = self._is_explosion(norm_before)
             threshold = self._clip(params, norm_before)
             report.threshold = threshold
-            if threshold is not None or self.mode == "agc":
+            if self.mode != "none":
                 report.norm_after = self._total_norm(grads)  # type: ignore[arg-type]
                 report.clipped = report.norm_after < norm_before * (1 - 1e-6)
             self.history.append(norm_before)
