@@ -33,6 +33,9 @@ def test_key_depends_on_recipe_task_length_seed_and_budget() -> None:
     keys = {v.key() for v in variants} | {base.key()}
     assert len(keys) == len(variants) + 1
     assert RunSpec.from_dict(base.to_dict()) == base
+    here = spec(task_kwargs=(("data_dir", "/a"), ("eval_tokens", 10)))
+    there = spec(task_kwargs=(("data_dir", "/b"), ("eval_tokens", 10)))
+    assert here.key() == there.key() != spec(task_kwargs=(("eval_tokens", 11),)).key()
 
 
 def test_bad_specs_and_presets() -> None:

@@ -78,7 +78,10 @@ class RunSpec:
 
     def key(self) -> str:
         """Stable short hash of the spec: recipe, task, length, seed and the whole budget."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        data = self.to_dict()
+        # Where PTB-char lives does not change the run: moving the data must not redo the grid.
+        data["task_kwargs"].pop("data_dir", None)
+        text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     @property
