@@ -1,4 +1,4 @@
-"""Two gloo processes under torchrun on CPU: DDP keeps parameters identical across ranks."""
+"""Two gloo processes under torchrun on CPU: identical parameters across ranks, exact resume."""
 
 from __future__ import annotations
 
@@ -33,8 +33,23 @@ SCRIPT = textwrap.dedent(
     cfg = TrainConfig(steps=12, batch_size=8, eval_every=6, eval_batches=1, checkpoint_every=6,
                       progress=False, stop_when_solved=False, out=os.path.join(out_dir, "run"))
     result = fit(recipe, create_task("adding", length=10), cfg, [keep])
+
+    # Exact resume under DDP: 6 steps, then resume to 12, against 12 uninterrupted steps.
+    # The process group is created here once (fit then uses it and leaves it alone).
+    torch.distributed.init_process_group("gloo")
+    flat = recipe.replace(**{"schedule.name": "constant"})
+    part = cfg.replace(eval_every=0, checkpoint_every=3)
+    task = create_task("adding", length=10)
+    straight = Keep()
+    fit(flat, task, part.replace(out=os.path.join(out_dir, "straight")), [straight])
+    fit(flat, task, part.replace(steps=6, out=os.path.join(out_dir, "split")))
+    resumed = Keep()
+    fit(flat, task, part.replace(out=os.path.join(out_dir, "split"), resume=True), [resumed])
+    torch.distributed.destroy_process_group()
     torch.save({"params": keep.params, "losses": keep.losses, "world": keep.world,
-                "stats": result.guard_stats, "steps": result.steps},
+                "stats": result.guard_stats, "steps": result.steps,
+                "straight": straight.params, "resumed": resumed.params,
+                "resumed_losses": resumed.losses, "straight_losses": straight.losses},
                os.path.join(out_dir, f"rank{keep.rank}.pt"))
     """
 )
@@ -66,6 +81,10 @@ def test_two_process_gloo_ddp_ends_with_identical_parameters(tmp_path: Path) -> 
         assert torch.equal(v, r1["params"][k]), k
     assert r0["losses"] != r1["losses"], "both ranks drew the same batches"
     assert r0["stats"] == r1["stats"]
+    for r in (r0, r1):  # each rank continued its own batch stream exactly after the resume
+        assert r["resumed_losses"] == r["straight_losses"][6:]
+        for k, v in r["straight"].items():
+            assert torch.equal(v, r["resumed"][k]), k
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "ckpt-00000006.pt",
