@@ -163,3 +163,16 @@ def test_bad_arguments() -> None:
         doctor(_lstm_forget_bias(2.0), _x(1))
     with pytest.raises(ConfigError, match=r"model must accept a \(batch, time, features\)"):
         doctor(UserModel(nn.LSTM(5, H, batch_first=True)), _x(10))
+
+
+def test_doctor_on_a_token_task_uses_the_task_length_in_commands() -> None:
+    from rnnguard.tasks.registry import create_task
+    from rnnguard.train.recipes import get_recipe
+
+    task = create_task("copy", length=10)
+    model = get_recipe("vanilla").replace(hidden_size=8).build_model(task.spec, length=10)
+    d = doctor(model, task, config=DoctorConfig(batch_size=4), recipe="vanilla")
+    assert d.length == 30 and d.task_length == 10 and d.task == task.name  # T + 20 input steps
+    assert "core.l0" in d.spectra  # measured on the embedded tokens
+    for p in d.to_dict()["prescriptions"]:
+        assert "--length 10" in p["command"] and "--task copy" in p["command"]

@@ -85,3 +85,14 @@ def test_bidirectional_labels_and_reverse_distances() -> None:
     assert len(hs.hidden["core.l0.reverse"].norms) == 4  # steps 5..8, upstream for the reverse pass
     d = hs.to_dict()
     assert d["hidden"]["core.l0"]["max_distance"] == 5
+
+
+def test_chaotic_layers_are_traced_despite_amplified_rounding() -> None:
+    # W = 3 x orthogonal makes a tanh RNN chaotic: float rounding differences between the fused
+    # kernel and the step-by-step unroll grow exponentially, which must not be taken for a bug
+    rnn = nn.RNN(2, 32, batch_first=True)
+    with torch.no_grad():
+        q, _ = torch.linalg.qr(torch.randn(32, 32))
+        rnn.weight_hh_l0.copy_(3.0 * q)
+    hs = gradient_horizons(Wrap(rnn, 32, 1), torch.randn(4, 300, 2))
+    assert hs.input.peak_ratio > 100  # the gradient from the far past explodes

@@ -201,6 +201,12 @@ class Diagnosis:
     model_info: dict[str, Any] = field(default_factory=dict)
     task: str | None = None
     recipe: str | None = None
+    task_length: int | None = None
+
+    @property
+    def command_length(self) -> int:
+        """The task's own length (what ``--length`` means), which may differ from the input's."""
+        return self.task_length if self.task_length is not None else self.length
 
     @property
     def healthy(self) -> bool:
@@ -219,7 +225,7 @@ class Diagnosis:
                 for f in self.findings
             ],
             "prescriptions": [
-                asdict(p) | {"command": p.command(self.task or "adding", self.length)}
+                asdict(p) | {"command": p.command(self.task or "adding", self.command_length)}
                 for p in self.prescriptions
             ],
             "horizons": self.horizons.to_dict(),
@@ -231,6 +237,7 @@ class Diagnosis:
             "config": asdict(self.config),
             "model": self.model_info,
             "task": self.task,
+            "task_length": self.task_length,
             "recipe": self.recipe,
         }
 
@@ -265,7 +272,7 @@ class Diagnosis:
                 lines.append(
                     f"  {p.rank}. {p.recipe} {p.overrides or ''}".rstrip() + f": {p.reason}"
                 )
-                lines.append(f"     {p.command(self.task or 'adding', self.length)}")
+                lines.append(f"     {p.command(self.task or 'adding', self.command_length)}")
         return "\n".join(lines)
 
 
@@ -624,6 +631,7 @@ def doctor(
         model_info=info,
         task=task_name,
         recipe=recipe,
+        task_length=getattr(data, "length", None) if task_name is not None else None,
     )
 
 

@@ -88,7 +88,7 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
             over = f" + {e(json.dumps(p.overrides))}" if p.overrides else ""
             parts.append(
                 f"<tr><td>{p.rank}</td><td><code>{e(p.recipe)}</code>{over}</td><td>{e(p.reason)}</td>"
-                f"<td><code>{e(p.command(d.task or 'adding', d.length))}</code></td></tr>"
+                f"<td><code>{e(p.command(d.task or 'adding', d.command_length))}</code></td></tr>"
             )
         parts.append("</table>")
     hz = d.horizons.input
