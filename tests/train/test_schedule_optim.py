@@ -113,3 +113,21 @@ def test_build_optimizer(name: str, cls: type) -> None:
 def test_build_optimizer_bad_args(kwargs: dict[str, object], word: str) -> None:
     with pytest.raises(ConfigError, match=word):
         build_optimizer(_Tiny(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_param_groups_on_real_layers() -> None:
+    from rnnguard.nn.registry import create_layer
+
+    lstm = create_layer("lstm", input_size=3, hidden_size=4, layer_norm=True, weight_norm=True)
+    indrnn = create_layer("indrnn", input_size=3, hidden_size=4, layer_norm=True)
+    for model in (lstm, indrnn):
+        groups = param_groups(model, 0.1)
+        names = {id(p): n for n, p in model.named_parameters()}
+        decayed = sorted(names[id(p)] for p in groups[0]["params"])  # type: ignore[union-attr]
+        if model is lstm:
+            assert decayed == [
+                "parametrizations.weight_hh_l0.original1",
+                "parametrizations.weight_ih_l0.original1",
+            ]
+        else:
+            assert decayed == ["weight_ih_l0"]  # not the recurrent vector weight_hh_l0

@@ -17,9 +17,17 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
 
     Biases, norm gains/shifts, IndRNN recurrent vectors (``weight_hh_l*`` of shape ``(H,)``) and
     other per-unit vectors are all 1-D: decaying them pulls gates and recurrences towards zero,
-    which is a bias, not a regulariser.
+    which is a bias, not a regulariser. Weight-norm magnitudes are gains too.
     """
-    return param.ndim <= 1 or name.endswith("bias") or ".bias" in name
+    if param.ndim <= 1 or name.endswith("bias") or ".bias" in name:
+        return True
+    # torch's weight_norm stores the per-unit magnitude g as "parametrizations.<w>.original0"
+    # with shape (out, 1): a gain in all but shape.
+    return (
+        ".original0" in name
+        and name.startswith("parametrizations.")
+        or (".parametrizations." in name and name.endswith(".original0"))
+    )
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
