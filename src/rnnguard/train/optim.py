@@ -23,11 +23,7 @@ def no_decay(name: str, param: torch.Tensor) -> bool:
         return True
     # torch's weight_norm stores the per-unit magnitude g as "parametrizations.<w>.original0"
     # with shape (out, 1): a gain in all but shape.
-    return (
-        ".original0" in name
-        and name.startswith("parametrizations.")
-        or (".parametrizations." in name and name.endswith(".original0"))
-    )
+    return "parametrizations." in name and name.endswith(".original0")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
