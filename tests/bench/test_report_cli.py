@@ -7,11 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from rnnguard.bench.benchmark import run_benchmark
-from rnnguard.bench.grid import LengthSettings, LMSettings, get_preset
+from rnnguard.bench.grid import LengthSettings, LMSettings, SingleSettings, get_preset
 from rnnguard.bench.report import COLUMNS
 from rnnguard.bench.store import ResultStore
 from rnnguard.cli import main
@@ -22,6 +23,21 @@ def write_ptb(folder: Path) -> Path:
     for i, name in enumerate(("train.txt", "valid.txt", "test.txt")):
         lines = [" a b _ c a \n", " b _ < u n k > \n", " N _ a \n"] * (60 if i == 0 else 10)
         (folder / name).write_text("".join(lines[i:] + lines[:i]), encoding="utf-8")
+    return folder
+
+
+def write_mnist(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (20, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(20) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (8, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(8) % 10,
+    }
+    for name, arr in arrays.items():
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        (folder / name).write_bytes(header + arr.astype(np.uint8).tobytes())
     return folder
 
 
@@ -36,6 +52,7 @@ def tiny_preset() -> object:
         lm=LMSettings(length=6, steps=3, batch_size=2, eval_tokens=60, steps_per_epoch=2),
         hidden_size=8,
         lm_hidden_size=8,
+        single_tasks=(SingleSettings("smnist", 28, steps=2, batch_size=4, eval_limit=8),),
     )
 
 
@@ -43,6 +60,7 @@ def tiny_preset() -> object:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("bench")
     data = write_ptb(root / "data" / "ptb-char")
+    write_mnist(root / "data" / "mnist")
     out = root / "out"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread avoids contention on a shared machine
@@ -70,6 +88,13 @@ def test_every_column_filled_for_every_recipe(tiny_run: tuple[Path, dict]) -> No
             assert "n/a" not in value and "failed" not in value, (recipe, header, value)
         float(row["bpc_valid"]), float(row["bpc_test"]), float(row["wall"])
     assert summary["complete"]
+    # MNIST, run once per recipe, has its own table with a measured accuracy per recipe.
+    singles = summary["single_rows"]
+    assert {r["recipe"] for r in singles} == set(rows) and {r["task"] for r in singles} == {
+        "smnist"
+    }
+    for r in singles:
+        assert 0.0 <= float(r["accuracy"]) <= 100.0
     # The guide's claims appear only in their own column, for the four rows it has.
     assert rows["vanilla"]["guide"] == "20 / 1.57 / 47"
     assert rows["lru"]["guide"] == "–"
@@ -80,7 +105,7 @@ def test_report_files_and_rerender(
 ) -> None:
     out, _ = tiny_run
     md = (out / "report.md").read_text()
-    assert "not measured" in md and "| vanilla |" in md
+    assert "not measured" in md and "| vanilla |" in md and "## Sequential / permuted MNIST" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # plots are inline: the page stands alone
     assert "src='plots/" not in page

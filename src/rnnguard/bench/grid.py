@@ -20,10 +20,11 @@ __all__ = [
     "LengthSettings",
     "Preset",
     "RunSpec",
+    "SingleSettings",
     "get_preset",
 ]
 
-KINDS = ("length", "lm")
+KINDS = ("length", "lm", "single")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class RunSpec:
     steps: int
     batch_size: int
     kind: str = "length"
-    """``length`` (a point of the effective-length search) or ``lm`` (language-model run)."""
+    """``length`` (effective-length search), ``lm`` (language model) or ``single`` (e.g. MNIST)."""
     hidden_size: int | None = None
     """Override of the recipe's width (None: the recipe's own)."""
     num_layers: int | None = None
@@ -115,6 +116,20 @@ class LMSettings:
 
 
 @dataclass(frozen=True)
+class SingleSettings:
+    """A task run once per recipe and scored by its own metric (sequential / permuted MNIST)."""
+
+    task: str
+    length: int
+    steps: int
+    batch_size: int = 64
+    eval_every: int = 0
+    eval_limit: int | None = None
+    """Score on the first this many test examples (None: all)."""
+    hidden_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Preset:
     """A named benchmark grid."""
 
@@ -133,6 +148,8 @@ class Preset:
     """Width override for the language-model run (None: ``hidden_size``)."""
     lm_num_layers: int | None = None
     device: str = "cpu"
+    single_tasks: tuple[SingleSettings, ...] = ()
+    """Tasks run once per recipe when their data is found (MNIST)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **changes: Any) -> Preset:
@@ -204,6 +221,10 @@ _PAPER = Preset(
     lm_hidden_size=1000,
     lm_num_layers=1,
     device="auto",
+    single_tasks=(
+        SingleSettings("smnist", 784, steps=20000, batch_size=64, hidden_size=128),
+        SingleSettings("pmnist", 784, steps=20000, batch_size=64, hidden_size=128),
+    ),
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (_QUICK, _STANDARD, _PAPER)}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnguard.bench.effective import LengthSearch
-from rnnguard.bench.references import GUIDE_CLAIMS, PUBLISHED, TRIVIAL
+from rnnguard.bench.references import GUIDE_CLAIMS, MNIST_PUBLISHED, PUBLISHED, TRIVIAL
 from rnnguard.bench.runner import plan_from_manifest
 from rnnguard.bench.store import ResultStore
 from rnnguard.errors import ConfigError
@@ -114,6 +114,10 @@ def summarize(
                     **plan.lm_runs.results[spec.key()],
                     "spec": spec.to_dict(),
                 }
+    single_rows = []
+    if plan.single_runs is not None:
+        complete &= _feed(plan.single_runs, runs)
+        single_rows = _single_rows(plan.single_runs)
     length_runs = _length_runs(plan.searches)
     rows = [_row(r, plan, searches, lm_results, runs, length_runs) for r in plan.recipes]
     return {
@@ -125,7 +129,29 @@ def summarize(
         "lm_note": plan.lm_note,
         "lm_results": lm_results,
         "length_runs": length_runs,
+        "single_rows": single_rows,
+        "single_notes": list(plan.single_notes),
     }
+
+
+def _single_rows(job: Any) -> list[dict[str, str]]:
+    """One row per (recipe, task) of the once-per-recipe runs (MNIST)."""
+    rows = []
+    for spec in job.specs:
+        r = job.results.get(spec.key())
+        if r is None:
+            value = "incomplete"
+        elif r.get("status") == "error":
+            value = f"failed: {r.get('error')}"
+        else:
+            value = _fmt(100.0 * float(r.get("metrics", {}).get("accuracy", float("nan"))), 1)
+        pub = MNIST_PUBLISHED.get(spec.recipe, {}).get(spec.task, "–")
+        rows.append({
+            "recipe": spec.recipe, "task": spec.task, "accuracy": value,
+            "steps": str(spec.steps), "wall": _fmt(float(r.get("wall_time", 0.0)), 1) if r else "n/a",
+            "published": pub,
+        })  # fmt: skip
+    return rows
 
 
 def _length_runs(searches: list[LengthSearch]) -> dict[str, list[dict[str, Any]]]:
@@ -228,13 +254,15 @@ def _row(
 
 
 # ---------------------------------------------------------------------- rendering
-def _markdown_table(rows: list[dict[str, str]]) -> str:
+def _markdown_table(
+    rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...] = COLUMNS
+) -> str:
     def cell(v: str) -> str:
         return v.replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(cell(r.get(k, "n/a")) for k, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cell(r.get(k, "n/a")) for k, _ in columns) + " |")
     return "\n".join(lines)
 
 
@@ -271,6 +299,8 @@ def _context_lines(summary: dict[str, Any]) -> list[str]:
             lines.append(f"- language-model baseline (unigram, valid): {first['baseline']:.3f} BPC")
     if summary["lm_note"]:
         lines.append(f"- note: {summary['lm_note']}")
+    for note in summary.get("single_notes", []):
+        lines.append(f"- note: {note}")
     if not summary["complete"]:
         lines.append(
             "- **incomplete**: some runs have not finished; rerun the same command to resume."
@@ -291,9 +321,22 @@ The last two columns are not our measurements: the guide's numbers have no state
 published ones use other model sizes and far larger budgets."""
 
 
+SINGLE_COLUMNS = (
+    ("recipe", "recipe"),
+    ("task", "task"),
+    ("accuracy", "test accuracy (%)"),
+    ("steps", "steps"),
+    ("wall", "wall time (s)"),
+    ("published", "published accuracy (%) — not measured"),
+)
+
+
 def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     lines = ["# rnnguard long-range benchmark", "", *_context_lines(summary), "",
              _markdown_table(summary["rows"]), "", _DEFINITIONS, ""]  # fmt: skip
+    if summary.get("single_rows"):
+        lines += ["## Sequential / permuted MNIST", "",
+                  _markdown_table(summary["single_rows"], SINGLE_COLUMNS), ""]  # fmt: skip
     for title, name in plots.items():
         lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
     return "\n".join(lines)
@@ -307,6 +350,16 @@ def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
         for r in summary["rows"]
     )
     context = "".join(f"<li>{esc(line[2:])}</li>" for line in _context_lines(summary))
+    single = ""
+    if summary.get("single_rows"):
+        shead = "".join(f"<th>{esc(h)}</th>" for _, h in SINGLE_COLUMNS)
+        sbody = "".join(
+            "<tr>"
+            + "".join(f"<td>{esc(r.get(k, 'n/a'))}</td>" for k, _ in SINGLE_COLUMNS)
+            + "</tr>"
+            for r in summary["single_rows"]
+        )
+        single = f"<h2>Sequential / permuted MNIST</h2><table><tr>{shead}</tr>{sbody}</table>"
     figures = ""
     for title, path in plot_files.items():
         data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -323,7 +376,7 @@ def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rnnguard benchmark</title>"
         f"<style>{style}</style></head><body><h1>rnnguard long-range benchmark</h1>"
         f"<ul>{context}</ul><table><tr>{head}</tr>{body}</table>"
-        f"<p>{esc(_DEFINITIONS)}</p>{figures}</body></html>\n"
+        f"<p>{esc(_DEFINITIONS)}</p>{single}{figures}</body></html>\n"
     )
 
 

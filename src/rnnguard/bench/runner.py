@@ -44,21 +44,26 @@ class BenchPlan:
     """The jobs of one benchmark invocation and what they stand for."""
 
     def __init__(self, preset: Preset, searches: list[LengthSearch], lm_runs: SingleRuns | None,
-                 lm_task: str | None, lm_note: str) -> None:  # fmt: skip
+                 lm_task: str | None, lm_note: str, single_runs: SingleRuns | None = None,
+                 single_notes: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.preset = preset
         self.searches = searches
         self.lm_runs = lm_runs
         self.lm_task = lm_task
         self.lm_note = lm_note
+        self.single_runs = single_runs
+        self.single_notes = single_notes
 
     @property
     def jobs(self) -> list[Job]:
-        return [*self.searches, *([self.lm_runs] if self.lm_runs else [])]
+        extra = [j for j in (self.lm_runs, self.single_runs) if j is not None]
+        return [*self.searches, *extra]
 
     @property
     def recipes(self) -> list[str]:
         names = [s.recipe for s in self.searches]
         names += [s.recipe for s in (self.lm_runs.specs if self.lm_runs else [])]
+        names += [s.recipe for s in (self.single_runs.specs if self.single_runs else [])]
         return list(dict.fromkeys(names))
 
     def to_manifest(self) -> dict[str, Any]:
@@ -76,6 +81,12 @@ class BenchPlan:
                 "task": self.lm_task,
                 "note": self.lm_note,
                 "specs": [sp.to_dict() for sp in (self.lm_runs.specs if self.lm_runs else [])],
+            },
+            "single": {
+                "notes": list(self.single_notes),
+                "specs": [
+                    sp.to_dict() for sp in (self.single_runs.specs if self.single_runs else [])
+                ],
             },
         }
 
@@ -104,8 +115,11 @@ def plan_from_manifest(manifest: dict[str, Any]) -> BenchPlan:
     if preset is None:
         preset = Preset(str(manifest.get("preset", "custom")), str(manifest.get("description", "")),
                         (), LMSettings())  # fmt: skip
+    single = manifest.get("single") or {}
+    singles = [RunSpec.from_dict(d) for d in single.get("specs", [])]
     return BenchPlan(preset, searches, SingleRuns(specs) if specs else None, lm.get("task"),
-                     str(lm.get("note", "")))  # fmt: skip
+                     str(lm.get("note", "")), SingleRuns(singles) if singles else None,
+                     tuple(single.get("notes", [])))  # fmt: skip
 
 
 def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> list[str]:
@@ -134,8 +148,12 @@ def plan_preset(
     _check_names("recipes", chosen, known_recipes)
     length_names = [s.task for s in preset.length_tasks]
     lm_names = ["ptb-char", "text"]
-    wanted = list(tasks) if tasks else [*length_names, "text" if text else "ptb-char"]
-    _check_names("tasks", wanted, [*length_names, *lm_names])
+    single_names = [s.task for s in preset.single_tasks] or []
+    mnist_names = sorted({*single_names, "smnist", "pmnist"})
+    wanted = (
+        list(tasks) if tasks else [*length_names, "text" if text else "ptb-char", *single_names]
+    )
+    _check_names("tasks", wanted, [*length_names, *lm_names, *mnist_names])
     if "text" in wanted and text is None:
         raise ConfigError("tasks includes 'text' but no text file was given (--text FILE)")
     h, nl = preset.hidden_size, preset.num_layers
@@ -201,7 +219,43 @@ def plan_preset(
                     f"{lm_task}: a slice ({lm.train_tokens or 'all'} training tokens, "
                     f"{lm.eval_tokens or 'all'} valid/test tokens), not the full benchmark"
                 )
-    return BenchPlan(preset, searches, lm_runs, lm_task, note)
+    single_specs, notes = [], []
+    settings_by_task = {s.task: s for s in preset.single_tasks}
+    for task in [t for t in wanted if t in mnist_names]:
+        from rnnguard.bench.grid import SingleSettings
+        from rnnguard.tasks.mnist import find_mnist_dir
+
+        cfg = settings_by_task.get(task) or SingleSettings(task, 784, steps=2000, eval_limit=2000)
+        try:
+            folder = str(find_mnist_dir(data_dir))
+        except DataError as exc:
+            if tasks and task in tasks:
+                raise
+            notes.append(f"{task} skipped: {exc}")
+            continue
+        kw: dict[str, Any] = {"data_dir": folder}
+        if cfg.eval_limit is not None:
+            kw["eval_limit"] = cfg.eval_limit
+        single_specs += [
+            RunSpec(
+                recipe,
+                task,
+                cfg.length,
+                preset.seeds[0],
+                steps=cfg.steps,
+                batch_size=cfg.batch_size,
+                kind="single",
+                hidden_size=cfg.hidden_size or h,
+                num_layers=nl,
+                eval_every=cfg.eval_every,
+                eval_batches=1,
+                task_kwargs=tuple(sorted(kw.items())),
+                device=preset.device,
+            )
+            for recipe in chosen
+        ]
+    singles = SingleRuns(single_specs) if single_specs else None
+    return BenchPlan(preset, searches, lm_runs, lm_task, note, singles, tuple(notes))
 
 
 # ---------------------------------------------------------------------- the real training run
