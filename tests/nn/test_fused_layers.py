@@ -6,6 +6,8 @@ they must agree in the masks (bit for bit) and in every value and gradient (floa
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -87,17 +89,29 @@ def _check_same(ref: nn.Module, fast: nn.Module, x, hx=None, atol: float = 2e-5)
 @pytest.mark.parametrize(("cls", "kw"), CONFIGS, ids=IDS)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_fused_matches_reference_training(cls, kw, bidirectional: bool) -> None:
-    gen = torch.Generator().manual_seed(hash((cls.__name__, bidirectional)) % 1000)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{cls.__name__}{kw}{bidirectional}".encode()))
     steps, batch = (
         int(torch.randint(3, 9, (1,), generator=gen)),
         int(torch.randint(1, 5, (1,), generator=gen)),
     )
-    hidden = int(torch.randint(2, 7, (1,), generator=gen))
+    hidden = int(
+        torch.randint(3, 7, (1,), generator=gen)
+    )  # LayerNorm over 1-2 units is ill-conditioned
     inp = hidden * (2 if bidirectional else 1) if cls is IndRNN and kw.get("residual") else 5
     ref, fast = _pair(cls, kw, input_size=inp, hidden_size=hidden, num_layers=2,
                       bidirectional=bidirectional, dropout=0.25)  # fmt: skip
     x = torch.randn(steps, batch, inp, requires_grad=True)
     _check_same(ref.train(), fast.train(), x)
+
+
+@pytest.mark.parametrize(("cls", "kw"), CONFIGS, ids=IDS)
+def test_fused_matches_reference_float64_tightly(cls, kw) -> None:
+    """In float64 the two paths agree to 1e-9: float32 gaps are rounding, not maths."""
+    inp = 4 if cls is IndRNN and kw.get("residual") else 3
+    ref, fast = _pair(cls, kw, input_size=inp, hidden_size=2, num_layers=2, bidirectional=True,
+                      dtype=torch.float64)  # fmt: skip
+    x = torch.randn(5, 3, inp, dtype=torch.float64, requires_grad=True)
+    _check_same(ref.train(), fast.train(), x, atol=1e-9)
 
 
 @pytest.mark.parametrize(("cls", "kw"), CONFIGS[::2], ids=IDS[::2])
