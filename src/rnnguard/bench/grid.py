@@ -50,6 +50,8 @@ class RunSpec:
     """Extra task arguments as sorted (name, value) pairs (e.g. PTB slice sizes)."""
     horizon: bool = True
     """Measure the gradient horizon at init and at the end."""
+    horizon_length: int | None = None
+    """Sequence length the horizon is measured at (None: the run's), the same for every recipe."""
     device: str = "cpu"
 
     def __post_init__(self) -> None:

@@ -77,7 +77,10 @@ def _horizon_text(result: dict[str, Any] | None) -> str:
     init, end = result.get("horizon_init"), result.get("horizon_end")
     if not init and not end:
         return "n/a"
-    return f"{one(init)} → {one(end)} (T={result['spec']['length']})"
+    probe = next((h["max_distance"] + 1 for h in (init, end) if h and "max_distance" in h), None)
+    trained = result["spec"]["length"]
+    where = f"T={probe}" + (f", trained at T={trained}" if probe and probe != trained else "")
+    return f"{one(init)} → {one(end)} ({where})"
 
 
 def summarize(
@@ -471,7 +474,7 @@ def _plots(summary: dict[str, Any], folder: Path) -> dict[str, Path]:
                 h = r.get(key) or {}
                 if "curve" in h:
                     ax.plot([p[0] for p in h["curve"]], [max(p[1], 1e-12) for p in h["curve"]],
-                            label=f"{recipe} (T={r['length']})")  # fmt: skip
+                            label=f"{recipe} (trained at T={r['length']})")  # fmt: skip
         for ax, title in zip(axes, ("at initialisation", "after training")):
             ax.set_yscale("log")
             ax.axhline(1e-3, color="grey", ls="--", lw=1)

@@ -168,6 +168,7 @@ def plan_preset(
                     _r, _s.task, length, seed, steps=_s.steps, batch_size=_s.batch_size,
                     kind="length", hidden_size=h, num_layers=nl, eval_every=_s.eval_every,
                     eval_batches=_s.eval_batches, device=preset.device,
+                    horizon_length=max(_s.lengths),
                 )  # fmt: skip
 
             searches.append(
@@ -275,6 +276,10 @@ def _horizon_batch(task: Any, spec: RunSpec) -> Any:
         data = task.data.get("valid", task.data["train"])
         t = min(spec.length, data.numel() // 4)
         return data[: 4 * t].view(4, t)
+    if spec.horizon_length and spec.horizon_length != spec.length:
+        from rnnguard.tasks.registry import create_task
+
+        task = create_task(spec.task, length=spec.horizon_length, **dict(spec.task_kwargs))
     x, _ = task.batch(8, torch.Generator().manual_seed(4242))
     return x
 
