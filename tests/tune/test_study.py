@@ -81,6 +81,7 @@ def test_two_worker_processes_finish_exactly_n_trials(
     _assert_exact(study, n)
     pids = {t.system_attrs[WORKER_ATTR]["pid"] for t in study.trials}
     assert len(pids) == 2 and os.getpid() not in pids  # both children took part
+    assert count_trials(study).cancelled == 0  # tickets were issued before the workers started
     calls = log.read_text().split()
     assert sorted(calls) == sorted(set(calls)) and len(calls) == n  # no trial ran twice
     # A second run of the same search has nothing left to do.
@@ -180,6 +181,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
             run_worker(_study(url), ToyObjective(), bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="workers must be a positive int, got 0"):
         run_jobs(WorkerJob(url, "s", 1, ToyObjective()), 0)
+    with pytest.raises(ConfigError, match="trials must be a positive int, got 0"):
+        run_jobs(WorkerJob(url, "s", 0, ToyObjective()), 2)
 
 
 class _Boom:

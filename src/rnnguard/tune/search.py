@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,8 +106,8 @@ def search(
     from rnnguard.tune.objective import TrainObjective
     from rnnguard.tune.report import write_report
     from rnnguard.tune.space import get_space
-    from rnnguard.tune.storage import FileLock, open_storage, parse_storage
-    from rnnguard.tune.study import count_trials, ensure_study, top_up
+    from rnnguard.tune.storage import open_storage, parse_storage
+    from rnnguard.tune.study import count_trials, ensure_study
     from rnnguard.tune.workers import WorkerJob, load_study, run_jobs
 
     trials = _positive_int("trials", trials)
@@ -154,11 +153,7 @@ def search(
         "base_recipe": base.to_dict(),
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
-    created = ensure_study(open_storage(spec), study_name, direction, meta)
-    lock_path = spec.claim_lock_path
-    with FileLock(lock_path) if lock_path else nullcontext():
-        # Issue the tickets here, before the workers start, so they do not race to add them.
-        top_up(created, trials)
+    ensure_study(open_storage(spec), study_name, direction, meta)
 
     objective = TrainObjective(
         task=task,

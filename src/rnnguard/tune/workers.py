@@ -7,12 +7,13 @@ import os
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
 from rnnguard.errors import ConfigError
 from rnnguard.tune.storage import FileLock, StorageSpec, open_storage, parse_storage
-from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, WorkerOutcome, run_worker
+from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, WorkerOutcome, run_worker, top_up
 
 
 @dataclass(frozen=True)
@@ -142,11 +143,18 @@ def run_jobs(job: WorkerJob, workers: int) -> list[int]:
     Processes are *spawned* (not forked): forking a parent that already started torch's thread
     pools can deadlock the child.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ConfigError(f"workers must be a positive int, got {workers!r}")
+    for name, value in (("workers", workers), ("trials", job.n_trials)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a positive int, got {value!r}")
     if workers == 1:
         run_job(job)
         return [0]
+    spec = parse_storage(job.storage, ".")
+    lock_path = spec.claim_lock_path
+    with FileLock(lock_path) if lock_path else nullcontext():
+        # Issue the tickets before the workers start, so they do not race to add them (the
+        # surplus would be cancelled, but would clutter the study).
+        top_up(load_study(job, spec), job.n_trials)
     threads = job.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     procs = [
