@@ -365,11 +365,12 @@ def _findings(
                 else "",
             )
         )
-    for label, spec in spectra.items():
-        lam = spec.top_lyapunov
-        if not math.isfinite(lam):
-            continue
-        if lam * far < log_thr:
+    exponents = {k: s.top_lyapunov for k, s in spectra.items() if math.isfinite(s.top_lyapunov)}
+    # A dependency can ride on any one layer's recurrence and reach the others through their
+    # inputs, so the recurrences forget only if every layer does; one growing layer is enough
+    # to blow the gradient up.
+    if exponents and max(exponents.values()) * far < log_thr:
+        for label, lam in exponents.items():
             vanish.append(
                 Evidence(
                     "top Lyapunov exponent x distance",
@@ -380,7 +381,8 @@ def _findings(
                     f"exponent {lam:.3g}/step: perturbations shrink by {math.exp(lam):.3g} per step",
                 )
             )
-        elif lam * far > log_ratio:
+    for label, lam in exponents.items():
+        if lam * far > log_ratio:
             explode.append(
                 Evidence(
                     "top Lyapunov exponent x distance",

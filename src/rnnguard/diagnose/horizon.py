@@ -3,7 +3,12 @@
 For a loss ``L`` at step ``s`` the horizon curve is ``g(k) = mean_b ||dL_b / dx_{b, s-k}||`` for
 k = 0..s, the batch average of per-sample gradient norms. It works on any module mapping
 (batch, time, features) to outputs, recurrent or not. Summaries: the fitted per-step log-rate of
-``g`` and the horizon, the first distance at which ``g(k) / g(0)`` falls below a threshold.
+``g`` and the horizon, the distance from which ``g(k) / ref`` stays below a threshold.
+
+The reference ``ref`` is the mean of ``g`` over distances 1..10, the nearest inputs whose
+influence travels through time: the current input's direct path is special in every architecture
+(a Transformer's residual stream gives it far more weight than any single past position, an RNN
+skips the recurrence for it).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ __all__ = [
     "summarize_curve",
 ]
 
+#: Distances averaged for the reference norm and for the running mean of ``peak_ratio``.
+WINDOW = 10
 #: Norms below this fraction of the reference are treated as numerically zero when fitting rates.
 _FIT_FLOOR = 1e-30
 
@@ -45,9 +52,10 @@ class Horizon:
     """A gradient-horizon curve and its summaries.
 
     ``norms[k]`` is the batch-averaged gradient norm at distance k from the loss step;
-    ``normalized`` divides by the reference norm (the one at k = 0, or the first non-zero one).
+    ``normalized`` divides by the reference (the mean norm over distances 1..``WINDOW``).
     ``rate`` is the least-squares slope of ``log norms`` per step (< 0 decay, > 0 growth);
-    ``horizon`` the first k with ``normalized[k] < threshold`` (None: never within the sequence).
+    ``horizon`` the distance from which ``normalized`` stays below ``threshold`` up to the start
+    of the sequence (None: it does not), so a single dip of an oscillating curve does not count.
     """
 
     norms: np.ndarray
@@ -75,9 +83,16 @@ class Horizon:
 
     @property
     def peak_ratio(self) -> float:
-        """Largest normalised norm over all distances (> 1 means the far past dominates)."""
-        finite = self.normalized[np.isfinite(self.normalized)]
-        return float(finite.max()) if finite.size else math.inf
+        """Largest running mean (window ``WINDOW``) of the normalised norms at distances >= 1.
+
+        > 1 means the farther past weighs more than the near past; averaging over a window keeps
+        single spiky steps (inputs that happen to open a gate) from counting as growth.
+        """
+        past = self.normalized[1:]
+        if not np.all(np.isfinite(past)):
+            return math.inf
+        w = min(WINDOW, len(past))
+        return float(np.convolve(past, np.ones(w) / w, mode="valid").max())
 
     @property
     def finite(self) -> bool:
@@ -132,11 +147,17 @@ def summarize_curve(norms: np.ndarray, threshold: float = 1e-3, label: str = "in
         raise ConfigError(
             f"norms must be a 1-d array with at least 2 values, got shape {norms.shape}"
         )
-    positive = np.flatnonzero(np.isfinite(norms) & (norms > 0))
-    ref = norms[positive[0]] if positive.size else 0.0
+    # reference: the mean over the nearest WINDOW past distances (robust to one spiky step)
+    near = norms[1 : 1 + WINDOW]
+    near = near[np.isfinite(near)]
+    ref = float(near.mean()) if near.size else 0.0
+    if not ref > 0:
+        positive = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+        ref = float(norms[positive[0]]) if positive.size else 0.0
     normalized = norms / ref if ref > 0 else np.where(np.isfinite(norms), 0.0, np.inf)
-    below = np.flatnonzero(normalized[1:] < threshold)
-    horizon = int(below[0]) + 1 if below.size else None
+    above = np.flatnonzero(~(normalized[1:] < threshold)) + 1  # NaN/inf count as above
+    last_above = int(above[-1]) if above.size else 0
+    horizon = last_above + 1 if last_above + 1 < len(norms) else None
     return Horizon(norms, normalized, fit_log_rate(norms), horizon, threshold, label)
 
 
