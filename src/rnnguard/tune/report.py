@@ -196,7 +196,8 @@ def write_report(
     else:
         md.append("No trial has completed yet.")
     md += ["", "## Top trials", "", "```", report.table, "```", ""]
-    pruned = [t for t in _visible(study) if _reason(t)]
+    # A reaper may have tagged a trial that then finished after all: only list unfinished ones.
+    pruned = [t for t in _visible(study) if t.state.name != "COMPLETE" and _reason(t)]
     if pruned:
         md += ["## Pruned and failed trials", ""]
         md += [f"- trial {t.number} ({t.state.name.lower()}): {_reason(t)}" for t in pruned]
