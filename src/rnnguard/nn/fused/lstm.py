@@ -28,6 +28,11 @@ from rnnguard.nn.fused._common import (
 
 __all__ = ["lstm_recurrence"]
 
+# One aten call each for grad * s (1 - s) and grad * (1 - t^2), from the activation's output.
+_sigmoid_bwd = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_bwd = torch.ops.aten.tanh_backward.default
+_tanh_bwd_into = torch.ops.aten.tanh_backward.grad_input
+
 
 class _LSTMRecurrence(torch.autograd.Function):
     @staticmethod
@@ -117,14 +122,14 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_raw = gates.new_empty(steps, batch, g4) if raw is not None else d_z
         draw_l = d_raw.unbind(0)
         d_gains: list[Tensor] = []  # per-step gradients of ln_hh
-        d_c_gains: list[Tensor] = []  # per-step gradients of ln_c_weight and ln_c_bias
+        d_c_gains: list[Tensor] = []  # per-step gradients of ln_c_weight
+        d_c_shifts: list[Tensor] = []  # and of ln_c_bias
 
         # Per-step views, made once. The derivative factors are computed inside the loop, on
         # (B, H) slices that stay in cache: precomputing them for all steps at once costs more
         # (every temporary is a fresh (T, B, H) allocation streamed through memory).
         gv, dzv = gates.view(steps, batch, 4, hid), d_z.view(steps, batch, 4, hid)
         i_l, f_l, g_l, o_l = (gv[:, :, k].unbind(0) for k in range(4))
-        if_l = gv[:, :, :2].unbind(0)
         dzi_l, dzf_l, dzg_l, dzo_l = (dzv[:, :, k].unbind(0) for k in range(4))
         dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc.unbind(0), ct.unbind(0)
         cprev_l = (c0, *cs[:-1].unbind(0))
@@ -141,15 +146,13 @@ class _LSTMRecurrence(torch.autograd.Function):
             dh = dh_l[t]
             dht = dh if carry_h is None else dh * kh_l[t]  # gradient of the candidate h~_t
             i, f, g, o, tct = i_l[t], f_l[t], g_l[t], o_l[t], tc_l[t]
-            sig_if = torch.addcmul(if_l[t], if_l[t], if_l[t], value=-1.0)  # i(1-i), f(1-f)
-            # o: dz_o = dh~ * tanh(.) * o (1 - o)
-            torch.mul(dht, tct, out=dzo_l[t]).mul_(torch.addcmul(o, o, o, value=-1.0))
-            # the tanh input: dh~ * o * (1 - tanh^2)
-            dt = dht * o
-            dt.addcmul_(dt * tct, tct, value=-1.0)
+            # o: dz_o = dh~ * tanh(.) * o (1 - o); the tanh input: dh~ * o * (1 - tanh^2)
+            _sigmoid_bwd(dht * tct, o, grad_input=dzo_l[t])
+            dt = _tanh_bwd(dht * o, tct)
             if ln_c_w is not None:
                 dcn, dgc, dbc = ln_backward_affine(dt, ct_l[t], muc_l[t], rsc_l[t], ln_c_w, True)
-                d_c_gains.append(torch.stack((dgc, dbc)))  # type: ignore[arg-type]
+                d_c_gains.append(dgc)
+                d_c_shifts.append(dbc)  # type: ignore[arg-type]
             else:
                 dcn = dt
             if carry_c is None:
@@ -159,10 +162,10 @@ class _LSTMRecurrence(torch.autograd.Function):
                 add_scaled_(dcn, kc_l[t], d_c)  # type: ignore[arg-type]
                 d_c = d_c * mc_l[t]
                 d_c.addcmul_(f, dcn)
-            torch.mul(dcn, g, out=dzi_l[t]).mul_(sig_if[:, 0])
-            torch.mul(dcn, cprev_l[t], out=dzf_l[t]).mul_(sig_if[:, 1])
-            dzg = torch.mul(dcn, i, out=dzg_l[t])
-            dzg.addcmul_(dzg * g, g, value=-1.0)  # * (1 - g^2)
+            # c~ = f c_{t-1} + i g
+            _sigmoid_bwd(dcn * g, i, grad_input=dzi_l[t])
+            _sigmoid_bwd(dcn * cprev_l[t], f, grad_input=dzf_l[t])
+            _tanh_bwd_into(dcn * i, g, grad_input=dzg_l[t])
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
                 draw_l[t].copy_(dr)
@@ -182,7 +185,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_ln_hh = torch.stack(d_gains).sum(0) if d_gains else None
         d_ln_c_w = d_ln_c_b = None
         if d_c_gains:
-            d_ln_c_w, d_ln_c_b = torch.stack(d_c_gains).sum(0).unbind(0)
+            d_ln_c_w, d_ln_c_b = torch.stack(d_c_gains).sum(0), torch.stack(d_c_shifts).sum(0)
         return d_z, d_h0, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None
 
 
