@@ -96,3 +96,11 @@ def test_chaotic_layers_are_traced_despite_amplified_rounding() -> None:
         rnn.weight_hh_l0.copy_(3.0 * q)
     hs = gradient_horizons(Wrap(rnn, 32, 1), torch.randn(4, 300, 2))
     assert hs.input.peak_ratio > 100  # the gradient from the far past explodes
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections:UserWarning")
+def test_projected_lstm_is_skipped_but_still_gets_an_input_horizon() -> None:
+    model = Wrap(nn.LSTM(3, 6, proj_size=4, batch_first=True), 4)
+    assert find_recurrent(model) == []
+    hs = gradient_horizons(model, torch.randn(2, 8, 3))
+    assert hs.hidden == {} and hs.input.norms.shape == (8,)

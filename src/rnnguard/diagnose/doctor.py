@@ -259,6 +259,11 @@ class Diagnosis:
             if math.isfinite(hz.rate)
             else f"input gradient horizon: {reach}"
         )
+        for label, h in self.horizons.hidden.items():
+            reach = (
+                f"{h.horizon} steps" if h.horizon is not None else f"beyond {h.max_distance} steps"
+            )
+            lines.append(f"{label}: hidden-state gradient horizon {reach}")
         for label, spec in self.spectra.items():
             lines.append(
                 f"{label}: top Lyapunov exponent {spec.top_lyapunov:.4g}/step, mean sigma_max {float(spec.sigma_max.mean()):.4g}"
@@ -477,6 +482,12 @@ def _candidates(
                     {},
                     "linear recurrence with eigenvalues initialised near the unit circle",
                     2.5,
+                ),
+                (
+                    "transformer",
+                    {},
+                    "attention reaches every step directly, trained with warmup + cosine decay",
+                    2.0,
                 ),
             ]
         return out

@@ -28,6 +28,7 @@ __all__ = [
     "find_recurrent",
     "flat_step",
     "flatten_state",
+    "supported",
     "trace_recurrent",
 ]
 
@@ -38,9 +39,18 @@ def find_recurrent(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Recurrent sequence layers inside ``model`` by type, as (qualified name, module)."""
     found: list[tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
-        if isinstance(m, (nn.RNNBase, *_RNNGUARD_LAYERS)):
+        if isinstance(m, (nn.RNNBase, *_RNNGUARD_LAYERS)) and supported(m):
             found.append((name or type(m).__name__.lower(), m))
     return found
+
+
+def supported(module: nn.Module) -> bool:
+    """Whether a recurrent layer can be unrolled step by step (torch's projected LSTM cannot)."""
+    if isinstance(module, nn.RNNBase) and not isinstance(module, _RNNGUARD_LAYERS):
+        return module.mode in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU") and not getattr(
+            module, "proj_size", 0
+        )
+    return True
 
 
 def flatten_state(state: State) -> Tensor:
