@@ -51,10 +51,10 @@ VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead-units")
 class DoctorConfig:
     """Named thresholds of the verdicts, and how much to measure.
 
-    vanishing: the normalised input gradient falls below ``horizon_threshold`` before reaching
-    the start of the sequence, or a recurrence's top Lyapunov exponent predicts that over it.
+    vanishing: the normalised input gradient falls below ``horizon_threshold`` and stays below up to
+    the start of the sequence, or the top Lyapunov exponents of all recurrent layers predict that.
     exploding: the gradient from the far past exceeds the near one ``exploding_ratio`` times (or
-    is not finite), a Lyapunov exponent predicts that, or a training log flags more than
+    is not finite), any layer's top Lyapunov exponent predicts that, or a training log flags more than
     ``explosion_rate`` of its steps. saturated: a layer's fraction of closed forget gates,
     flat sigmoid gates or saturated tanh units exceeds its threshold. dead-units: more than
     ``dead_units`` of a ReLU layer's units never fire on the batch.
