@@ -200,11 +200,12 @@ def _row(
         row[f"eff_{task}"] = text
     adding = searches.get((recipe, "adding"))
     if adding and adding["complete"]:
-        row["steps_to_solve"] = (
-            str(adding["steps_to_solve"])
-            if adding["steps_to_solve"] is not None
-            else "never solved"
-        )
+        if adding["steps_to_solve"] is not None:
+            row["steps_to_solve"] = f"{adding['steps_to_solve']} (T={adding['effective_length']})"
+        elif adding["candidate_length"]:
+            row["steps_to_solve"] = "no length confirmed by both seeds"
+        else:
+            row["steps_to_solve"] = "never solved"
     else:
         row["steps_to_solve"] = "not run" if adding is None else "incomplete"
     lm_run = lm.get(recipe)
