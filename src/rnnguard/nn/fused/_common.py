@@ -22,7 +22,8 @@ LN_EPS = 1e-5
 LEAKY_SLOPE = 0.01
 ACTIVATIONS = ("tanh", "relu", "leaky_relu")
 
-_ln_backward_op = torch.ops.aten.native_layer_norm_backward.default
+_A = torch.ops.aten
+_ln_backward_op = _A.native_layer_norm_backward.default
 
 
 def ln_forward(
@@ -30,11 +31,6 @@ def ln_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """LayerNorm over the last dim; returns (output, mean, rstd) so backward need not recompute."""
     return torch.native_layer_norm(v, (v.shape[-1],), weight, bias, LN_EPS)
-
-
-def ln_backward(dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None) -> Tensor:
-    """Gradient of LayerNorm's output ``dy`` with respect to its input ``v`` (one aten call)."""
-    return _ln_backward_op(dy, v, [v.shape[-1]], mean, rstd, weight, None, [True, False, False])[0]
 
 
 def ln_backward_affine(
@@ -51,12 +47,6 @@ def ln_backward_affine(
     return dx, dw, (db if with_bias else None)
 
 
-def ln_weight_grad(dy: Tensor, v: Tensor, mean: Tensor, rstd: Tensor) -> Tensor:
-    """Gradient of a LayerNorm gain from every step at once: sum of ``dy * normalised(v)``."""
-    dims = tuple(range(dy.dim() - 1))
-    return (dy * ((v - mean) * rstd)).sum(dims)
-
-
 def act_(v: Tensor, name: str) -> Tensor:
     """Apply the named activation in place."""
     if name == "tanh":
@@ -66,20 +56,6 @@ def act_(v: Tensor, name: str) -> Tensor:
     if name == "leaky_relu":
         return F.leaky_relu_(v, LEAKY_SLOPE)
     raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
-
-
-def act_grad(out: Tensor, name: str) -> Tensor:
-    """Derivative of the activation, from its output (the sign of the output is the sign of the input)."""
-    if name == "tanh":
-        return 1.0 - out * out
-    if name == "relu":
-        return (out > 0).to(out.dtype)
-    if name == "leaky_relu":
-        return torch.where(out > 0, 1.0, LEAKY_SLOPE).to(out.dtype)
-    raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
-
-
-_A = torch.ops.aten
 
 
 def act_backward_into(grad: Tensor, out: Tensor, name: str, dest: Tensor) -> Tensor:
@@ -114,11 +90,6 @@ def steps_of(carry: Carry, steps: int) -> list[Tensor] | list[float] | list[None
     if isinstance(carry, Tensor):
         return list(carry.unbind(0))
     return [carry] * steps  # type: ignore[list-item]
-
-
-def shifted(first: Tensor, seq: Tensor) -> Tensor:
-    """``[first, seq[0], ..., seq[T-2]]``: the previous state of every step."""
-    return torch.cat([first.unsqueeze(0), seq[:-1]], 0)
 
 
 def recurrent_weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor) -> Tensor:

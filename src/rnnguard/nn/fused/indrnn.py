@@ -19,7 +19,6 @@ from rnnguard.nn.fused._common import (
     act_backward_into,
     add_scaled_,
     keep_of,
-    shifted,
     steps_of,
 )
 
@@ -57,10 +56,16 @@ class _IndRNNRecurrence(torch.autograd.Function):
         dh_l, da_l, a_l = d_h.unbind(0), d_a.unbind(0), ctx.a.unbind(0)
         m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
         d_h0 = h0.new_empty(0)
+        # u's gradient sum_t da_t * h_{t-1}, accumulated while both are in cache.
+        want_u = ctx.needs_input_grad[2]
+        d_u_rows = torch.zeros_like(h0) if want_u else None
+        hprev_l = (h0, *hs[:-1].unbind(0))
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
             dht = dh if carry is None else dh * keep_l[t]
             da = act_backward_into(dht, a_l[t], act, da_l[t])
+            if d_u_rows is not None:
+                d_u_rows.addcmul_(da, hprev_l[t])
             if t > 0:
                 target = dh_l[t - 1]
                 target.addcmul_(da, u)
@@ -68,7 +73,7 @@ class _IndRNNRecurrence(torch.autograd.Function):
                 target = d_h0 = da * u
             if carry is not None:
                 add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
-        d_u = (d_a * shifted(h0, hs)).sum((0, 1)) if ctx.needs_input_grad[2] else None
+        d_u = d_u_rows.sum(0) if d_u_rows is not None else None
         return d_a, d_h0, d_u, None, None
 
 
