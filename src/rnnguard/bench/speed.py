@@ -49,7 +49,7 @@ def _cases() -> list[Case]:
 
     from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
 
-    extras = {"layer_norm": True, "zoneout": 0.1, "dropconnect": 0.2}
+    extras: dict[str, Any] = {"layer_norm": True, "zoneout": 0.1, "dropconnect": 0.2}
     return [
         Case("torch.nn.LSTM", "lstm", lambda i, h: nn.LSTM(i, h)),
         Case("LSTM", "lstm", lambda i, h: LSTM(i, h), "torch.nn.LSTM", 1.05),
@@ -223,10 +223,10 @@ def _measure_size(
     for c in cases:  # warm-up: allocator, thread pools, lazy initialisation
         _step(models[c.name], x, device)
     times: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cases}
-    for r in range(repeats):
+    for rep in range(repeats):
         for c in cases:  # round robin: every row sees the same machine conditions
             times[c.name].append(_step(models[c.name], x, device))
-        log(f"  {size}: repeat {r + 1}/{repeats} done")
+        log(f"  {size}: repeat {rep + 1}/{repeats} done")
     rows = []
     for c in cases:
         fwd = statistics.median(t[0] for t in times[c.name])

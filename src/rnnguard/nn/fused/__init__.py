@@ -69,10 +69,10 @@ def run_direction(
     final: State
     if kind == "lstm":
         carry_c = frame.carry(masks.zoneout_c, opts.zoneout_cell, opts.training, x)
+        c0 = state0[1]  # type: ignore[misc]
         hs, c_last = lstm_recurrence(
-            pre, h0, state0[1], w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias,
-            carry_h, carry_c,
-        )  # fmt: skip
+            pre, h0, c0, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias, carry_h, carry_c
+        )
         final = LSTMState(hs[-1], c_last)
     elif kind == "gru":
         hs = gru_recurrence(pre, h0, w_hh, params.bias_hh, params.ln_hh, carry_h)

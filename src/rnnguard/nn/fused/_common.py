@@ -9,6 +9,8 @@ masked steps copy the state bit for bit.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -85,11 +87,11 @@ def add_scaled_(target: Tensor, weight: Tensor | float, x: Tensor) -> Tensor:
     return target.add_(x, alpha=weight)
 
 
-def steps_of(carry: Carry, steps: int) -> list[Tensor] | list[float] | list[None]:
+def steps_of(carry: Carry, steps: int) -> list[Any]:
     """Per-step views of a carry weight (a constant repeats)."""
     if isinstance(carry, Tensor):
         return list(carry.unbind(0))
-    return [carry] * steps  # type: ignore[list-item]
+    return [carry] * steps
 
 
 def recurrent_weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
