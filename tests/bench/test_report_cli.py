@@ -161,3 +161,19 @@ def test_ptb_skipped_with_a_note_when_absent(monkeypatch: pytest.MonkeyPatch) ->
     assert plan.lm_task is None and plan.lm_runs is None
     assert "PTB-char skipped" in plan.lm_note and "RNNGUARD_DATA" in plan.lm_note
     assert len(plan.searches) == 2 * len(plan.recipes)  # synthetic tasks always run
+
+
+@pytest.mark.slow
+def test_quick_preset_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's main job, as a user runs it (minutes; PTB-char only if RNNGUARD_DATA is set)."""
+    import time
+
+    t0 = time.time()
+    assert main(["bench", "--preset", "quick", "--out", str(tmp_path)]) == 0
+    assert time.time() - t0 < 600
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["complete"]
+    for row in summary["rows"]:
+        for key, header in COLUMNS:
+            assert row[key] and row[key] not in ("n/a", "incomplete"), (row["recipe"], header)
+    assert "| transformer |" in capsys.readouterr().out
