@@ -88,7 +88,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Rebuild the benchmark's jobs from ``out``'s manifest and stored runs and compute the table.
 
-    ``extra`` maps run keys to results not in the store (e.g. runs that raised this session).
+    ``extra`` maps run keys to results not in the store (e.g. runs that raised during this invocation).
     """
     store = ResultStore(out)
     manifest = store.manifest()
