@@ -33,7 +33,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("explosions", "explosions / epoch"),
     ("horizon", "gradient horizon init → end"),
     ("params", "parameters (adding / LM)"),
-    ("wall", "wall time (s)"),
+    ("wall", "training time, all runs (s)"),
     ("guide", "guide's claim (eff. length / BPC / explosions) — not measured"),
     ("published", "published references (other sizes and budgets) — not measured"),
 )
