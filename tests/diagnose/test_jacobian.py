@@ -100,3 +100,22 @@ def test_bad_arguments() -> None:
         jacobian_spectrum(None, x, s0)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="k must be"):
         top_singular_values(model.step, x[:, 0], s0, k=0)
+
+
+def test_layer_norm_lstm_step_power_matches_exact() -> None:
+    import rnnguard.nn as rnn_nn
+    from rnnguard.diagnose.trajectory import flat_step, flatten_state
+    from rnnguard.nn.functional import layer_step_function
+
+    lstm = rnn_nn.LSTM(3, 12, layer_norm=True, batch_first=True).double().eval()
+    fn = layer_step_function(lstm)
+    step = flat_step(fn)
+    x = torch.randn(2, 15, 3, dtype=torch.float64)
+    s0 = flatten_state(fn.initial_state(2, dtype=torch.float64))
+    exact = jacobian_spectrum(step, x, s0, k=2, lyapunov_k=3, method="exact")
+    power = jacobian_spectrum(
+        step, x, s0, k=2, lyapunov_k=3, method="power", iters=60, warm_iters=30
+    )
+    assert exact.state_size == 24  # (h, c)
+    np.testing.assert_allclose(power.singular, exact.singular, rtol=1e-3)
+    np.testing.assert_allclose(power.lyapunov, exact.lyapunov, atol=1e-8)
