@@ -98,6 +98,18 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
         f"fitted per-step factor {_fmt(math.exp(hz.rate)) if math.isfinite(hz.rate) else '-'}; "
         f"normalised gradient at the first step {_fmt(hz.far_ratio)}</p>"
     )
+    if d.horizons.hidden:
+        parts.append(
+            "<table><tr><th>hidden state</th><th>horizon</th><th>per-step factor</th>"
+            "<th>normalised gradient at the first step</th></tr>"
+        )
+        for label, h in d.horizons.hidden.items():
+            reach = _fmt(h.horizon) if h.horizon is not None else f"beyond {h.max_distance}"
+            factor = _fmt(math.exp(h.rate)) if math.isfinite(h.rate) else "-"
+            parts.append(
+                f"<tr><td>{e(label)}</td><td>{reach}</td><td>{factor}</td><td>{_fmt(h.far_ratio)}</td></tr>"
+            )
+        parts.append("</table>")
     parts.append(_img(images["horizon"], "gradient horizon"))
     if d.spectra:
         parts.append(
