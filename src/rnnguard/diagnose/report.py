@@ -138,10 +138,10 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
         parts.append("</table>")
         parts.append(_img(images["saturation"], "saturation"))
     if "history" in images and d.history is not None:
-        h = d.history
+        log = d.history
         parts.append(
-            f"<h2>Training log</h2><p>{h.explosions} explosions, {len(h.skipped_steps)} skipped steps of "
-            f"{h.total_steps}</p>" + _img(images["history"], "explosion history")
+            f"<h2>Training log</h2><p>{log.explosions} explosions, {len(log.skipped_steps)} skipped "
+            f"steps of {log.total_steps}</p>" + _img(images["history"], "explosion history")
         )
     if verify is not None:
         parts.append("<h2>Verification</h2>")
