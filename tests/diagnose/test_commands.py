@@ -151,3 +151,18 @@ def test_bad_input_gives_one_line_errors(
     assert len(lines) == 1 and lines[0].startswith("rnnguard doctor: error: ")
     assert message in lines[0]
     assert "Traceback" not in err
+
+
+def test_doctor_recipe_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnguard.train.recipes import get_recipe
+
+    path = tmp_path / "tuned.yaml"
+    get_recipe("gru").replace(name="tuned-gru", hidden_size=4).to_yaml(path)
+    rc, out, _ = _run(
+        capsys, "doctor", "--recipe-file", str(path), "--length", "12", "--batch-size", "2"
+    )
+    assert rc == 0 and out.startswith("verdict: ")
+    rc, _, err = _run(
+        capsys, "doctor", "--recipe-file", str(tmp_path / "missing.yaml"), "--length", "12"
+    )
+    assert rc == 2 and "recipe file must be a readable YAML file" in err

@@ -176,3 +176,18 @@ def test_doctor_on_a_token_task_uses_the_task_length_in_commands() -> None:
     assert "core.l0" in d.spectra  # measured on the embedded tokens
     for p in d.to_dict()["prescriptions"]:
         assert "--length 10" in p["command"] and "--task copy" in p["command"]
+
+
+def test_doctor_builds_a_recipe_for_a_task() -> None:
+    from rnnguard.tasks.registry import create_task
+    from rnnguard.train.recipes import get_recipe
+
+    task = create_task("adding", length=40)
+    d = doctor(
+        get_recipe("vanilla").replace(hidden_size=8), task, config=DoctorConfig(batch_size=4)
+    )
+    assert d.recipe == "vanilla" and d.task_length == 40 and "core.l0" in d.spectra
+    with pytest.raises(TypeError, match="needs a Task"):
+        doctor("vanilla", _x(10))
+    with pytest.raises(TypeError, match="or a recipe"):
+        doctor(3, task)

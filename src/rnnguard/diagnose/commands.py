@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--recipe", help="registered recipe name (see `rnnguard list`)")
+    src.add_argument("--recipe-file", help="recipe YAML file (e.g. written by `rnnguard tune`)")
     src.add_argument(
         "--model",
         metavar="MODULE:FACTORY",
@@ -133,8 +134,10 @@ def _doctor(args: argparse.Namespace) -> int:
     task = create_task(args.task, length=args.length)
     config = DoctorConfig(batch_size=args.batch_size, seed=args.seed)
     recipe = None
-    if args.recipe is not None:
-        recipe = get_recipe(args.recipe)
+    if args.recipe is not None or args.recipe_file is not None:
+        from rnnguard.train.recipes import Recipe
+
+        recipe = get_recipe(args.recipe) if args.recipe else Recipe.from_yaml(args.recipe_file)
         if args.hidden_size is not None:
             recipe = recipe.replace(hidden_size=args.hidden_size)
         torch.manual_seed(args.seed)
@@ -150,7 +153,8 @@ def _doctor(args: argparse.Namespace) -> int:
             torch.manual_seed(args.seed)
             return _build_user_model(factory, spec)
 
-    diagnosis = doctor(model, task, config=config, history=args.log, recipe=args.recipe)
+    name = recipe.name if recipe is not None and args.recipe else None
+    diagnosis = doctor(model, task, config=config, history=args.log, recipe=name)
     if args.hidden_size is not None:  # prescriptions keep the size asked for, so runs compare
         for p in diagnosis.prescriptions:
             p.overrides = {**p.overrides, "hidden_size": args.hidden_size}

@@ -597,7 +597,7 @@ def _batch_from(
 
 
 def doctor(
-    model: nn.Module,
+    model: nn.Module | str | Any,
     data: Any,
     *,
     config: DoctorConfig | None = None,
@@ -606,14 +606,18 @@ def doctor(
 ) -> Diagnosis:
     """Diagnose ``model`` on a batch (tensor or ``(x, y)``) or a Task, and prescribe cures.
 
+    ``model`` may also be a recipe (name or Recipe) when ``data`` is a Task: its model is built
+    with ``config.seed`` and the recipe's name is used for prescriptions.
     ``history``: a training run folder, its ``metrics.jsonl``, an :class:`ExplosionHistory` or a
     list of trainer records, adding the run's explosion rate to the evidence. ``recipe``: the
     registered recipe the model came from, so a prescription can be "the same, plus a fix".
     """
-    check_module(model)
     cfg = config if config is not None else DoctorConfig()
     if not isinstance(cfg, DoctorConfig):
         raise TypeError(f"config must be a DoctorConfig, got {type(cfg).__name__}")
+    if not isinstance(model, nn.Module):
+        model, recipe = _model_from_recipe(model, data, cfg, recipe)
+    check_module(model)
     device, dtype = model_device_dtype(model)
     x, task_name = _batch_from(data, cfg, device, dtype)
     check_sequence_batch(x)
@@ -649,6 +653,22 @@ def doctor(
 
 
 diagnose = doctor
+
+
+def _model_from_recipe(
+    recipe: Any, data: Any, cfg: DoctorConfig, name: str | None
+) -> tuple[nn.Module, str | None]:
+    from rnnguard.train.recipes import Recipe, get_recipe
+
+    if not isinstance(recipe, (str, Recipe)):
+        raise TypeError(
+            f"model must be a torch.nn.Module or a recipe (name or Recipe), got {type(recipe).__name__}"
+        )
+    if not (hasattr(data, "batch") and hasattr(data, "spec")):
+        raise TypeError("a recipe needs a Task as data (to know the input and output sizes)")
+    built = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    torch.manual_seed(cfg.seed)
+    return built.build_model(data.spec, length=getattr(data, "length", None)), name or built.name
 
 
 def _history(history: Any) -> ExplosionHistory | None:
