@@ -23,7 +23,7 @@ from rnnguard.nn.functional import (
 from rnnguard.nn.fused._common import LN_EPS, TimeFrame
 from rnnguard.nn.fused.gru import gru_recurrence
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
-from rnnguard.nn.fused.lstm import lstm_recurrence
+from rnnguard.nn.fused.lstm import gate_scale, lstm_recurrence, lstm_recurrence_prescaled
 from rnnguard.nn.fused.rnn import rnn_recurrence
 
 __all__ = [
@@ -63,15 +63,22 @@ def run_direction(
     w_hh = drop_connect(params.weight_hh, opts.dropconnect, masks.dropconnect, opts.training)
     # The input side of every step in one matrix multiply. b_hh joins b_ih there (so the loop
     # never adds it) except in the GRU, whose reset gate multiplies b_hh's n-part.
-    pre = frame.to_frame(_project_input(x, params, fold_bias_hh=kind in ("lstm", "rnn")))
+    scale = gate_scale(params.weight_ih.shape[0], x) if kind == "lstm" else None
+    pre = frame.to_frame(_project_input(x, params, kind in ("lstm", "rnn"), scale))
     carry_h = frame.carry(masks.zoneout_h, opts.zoneout, opts.training, x)
     h0 = state0[0]
     final: State
     if kind == "lstm":
         carry_c = frame.carry(masks.zoneout_c, opts.zoneout_cell, opts.training, x)
         c0 = state0[1]  # type: ignore[misc]
-        hs, c_last = lstm_recurrence(
-            pre, h0, c0, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias, carry_h, carry_c
+        assert scale is not None
+        # The fused LSTM wants its g-gate inputs and cell LayerNorm doubled (see lstm.py).
+        ln_hh = params.ln_hh * scale if params.ln_hh is not None else None
+        w_rec = w_hh * scale.unsqueeze(1) if ln_hh is None else w_hh
+        ln_cw = 2.0 * params.ln_c_weight if params.ln_c_weight is not None else None
+        ln_cb = 2.0 * params.ln_c_bias if params.ln_c_bias is not None else None
+        hs, c_last = lstm_recurrence_prescaled(
+            pre, h0, c0, w_rec, ln_hh, ln_cw, ln_cb, carry_h, carry_c
         )
         final = LSTMState(hs[-1], c_last)
     elif kind == "gru":
@@ -88,12 +95,22 @@ def run_direction(
     return frame.zero_padding(frame.from_frame(hs)), final
 
 
-def _project_input(x: Tensor, params: LayerParams, fold_bias_hh: bool) -> Tensor:
-    """``LN(W_ih x) + b_ih (+ b_hh)`` for all steps, the bias fused into the matmul or the LayerNorm."""
+def _project_input(
+    x: Tensor, params: LayerParams, fold_bias_hh: bool, scale: Tensor | None = None
+) -> Tensor:
+    """``LN(W_ih x) + b_ih (+ b_hh)`` for all steps, the bias fused into the matmul or the LayerNorm.
+
+    ``scale`` (G,) multiplies the result's features, folded into the weight (or LayerNorm gain)
+    and the bias, so it costs no pass over the (T, B, G) result.
+    """
     bias = params.bias_ih
     if fold_bias_hh and params.bias_hh is not None:
         bias = params.bias_hh if bias is None else bias + params.bias_hh
+    if scale is not None and bias is not None:
+        bias = bias * scale
     if params.ln_ih is None:
-        return F.linear(x, params.weight_ih, bias)
+        w = params.weight_ih if scale is None else params.weight_ih * scale.unsqueeze(1)
+        return F.linear(x, w, bias)
+    gain = params.ln_ih if scale is None else params.ln_ih * scale
     v = F.linear(x, params.weight_ih)
-    return F.layer_norm(v, (v.shape[-1],), params.ln_ih, bias, LN_EPS)
+    return F.layer_norm(v, (v.shape[-1],), gain, bias, LN_EPS)

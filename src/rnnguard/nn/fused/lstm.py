@@ -26,7 +26,7 @@ from rnnguard.nn.fused._common import (
     steps_of,
 )
 
-__all__ = ["lstm_recurrence"]
+__all__ = ["gate_scale", "lstm_recurrence", "lstm_recurrence_prescaled"]
 
 # One aten call each for grad * s (1 - s) and grad * (1 - t^2), from the activation's output.
 _sigmoid_bwd = torch.ops.aten.sigmoid_backward.grad_input
@@ -60,9 +60,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         stats_c: list[tuple[Tensor, Tensor]] = []
 
         pre_l, z_l = pre.unbind(0), gates.unbind(0)
-        sig_if = gates[:, :, : 2 * hid].unbind(0)
-        tanh_g = gates[:, :, 2 * hid : 3 * hid].unbind(0)
-        sig_o = gates[:, :, 3 * hid :].unbind(0)
         gv = gates.view(steps, batch, 4, hid)
         i_l, f_l, g_l, o_l = (gv[:, :, k].unbind(0) for k in range(4))
         hs_l, cs_l, ct_l, tc_l = hs.unbind(0), cs.unbind(0), ct.unbind(0), tc.unbind(0)
@@ -80,16 +77,17 @@ class _LSTMRecurrence(torch.autograd.Function):
                 torch.add(y, pre_l[t], out=z)
             else:
                 torch.addmm(pre_l[t], h, wt, out=z)
-            sig_if[t].sigmoid_()
-            tanh_g[t].tanh_()
-            sig_o[t].sigmoid_()
+            # One sigmoid over all four gates; the g-gate arrives doubled, so that
+            # tanh(z_g) = 2 sigmoid(2 z_g) - 1 (torch's tanh is several times slower on CPU).
+            z.sigmoid_()
+            g_l[t].mul_(2.0).sub_(1.0)
             cn = ct_l[t]
             torch.mul(f_l[t], c, out=cn)
             cn.addcmul_(i_l[t], g_l[t])
             if ln_c_w is not None:
-                yc, muc, rsc = ln_forward(cn, ln_c_w, ln_c_b)
+                yc, muc, rsc = ln_forward(cn, ln_c_w, ln_c_b)  # affine doubled, as for g
                 stats_c.append((muc, rsc))
-                torch.tanh(yc, out=tc_l[t])
+                torch.sigmoid(yc, out=tc_l[t]).mul_(2.0).sub_(1.0)
             else:
                 torch.tanh(cn, out=tc_l[t])
             if carry_h is None:
@@ -150,6 +148,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             _sigmoid_bwd(dht * tct, o, grad_input=dzo_l[t])
             dt = _tanh_bwd(dht * o, tct)
             if ln_c_w is not None:
+                dt.mul_(0.5)  # the LayerNorm output was doubled
                 dcn, dgc, dbc = ln_backward_affine(dt, ct_l[t], muc_l[t], rsc_l[t], ln_c_w, True)
                 d_c_gains.append(dgc)
                 d_c_shifts.append(dbc)  # type: ignore[arg-type]
@@ -165,7 +164,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             # c~ = f c_{t-1} + i g
             _sigmoid_bwd(dcn * g, i, grad_input=dzi_l[t])
             _sigmoid_bwd(dcn * cprev_l[t], f, grad_input=dzf_l[t])
-            _tanh_bwd_into(dcn * i, g, grad_input=dzg_l[t])
+            _tanh_bwd_into(dcn * i, g, grad_input=dzg_l[t]).mul_(0.5)  # z_g came doubled
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
                 draw_l[t].copy_(dr)
@@ -195,6 +194,33 @@ def _stack_stats(stats: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] | 
     return torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats])
 
 
+def gate_scale(gates: int, like: Tensor) -> Tensor:
+    """(4H,) ones with 2 on the g-gate block: the factor the fused loop wants its g inputs scaled by."""
+    scale = torch.ones(gates, device=like.device, dtype=like.dtype)
+    scale[gates // 2 : 3 * gates // 4] = 2.0
+    return scale
+
+
+def lstm_recurrence_prescaled(
+    pre: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_hh: Tensor,
+    ln_hh: Tensor | None,
+    ln_c_weight: Tensor | None,
+    ln_c_bias: Tensor | None,
+    carry_h: Carry,
+    carry_c: Carry,
+) -> tuple[Tensor, Tensor]:
+    """:func:`lstm_recurrence` with the doubling already folded into the parameters.
+
+    The g-gate rows of ``pre`` and of the recurrent term (``w_hh``'s rows, or ``ln_hh`` with
+    LayerNorm) and the cell LayerNorm's ``ln_c_weight``/``ln_c_bias`` are twice their true values.
+    Folding the factor into the (small) parameters costs nothing per step.
+    """
+    return _LSTMRecurrence.apply(pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)  # type: ignore[no-any-return]
+
+
 def lstm_recurrence(
     pre: Tensor,
     h0: Tensor,
@@ -214,4 +240,13 @@ def lstm_recurrence(
     """
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
-    return _LSTMRecurrence.apply(pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)  # type: ignore[no-any-return]
+    scale = gate_scale(pre.shape[-1], pre)
+    if ln_hh is None:
+        w_hh = w_hh * scale.unsqueeze(1)
+    else:
+        ln_hh = ln_hh * scale
+    if ln_c_weight is not None and ln_c_bias is not None:
+        ln_c_weight, ln_c_bias = 2.0 * ln_c_weight, 2.0 * ln_c_bias
+    return lstm_recurrence_prescaled(
+        pre * scale, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c
+    )
