@@ -35,8 +35,8 @@ SCRIPT = textwrap.dedent(
     result = fit(recipe, create_task("adding", length=10), cfg, [keep])
 
     # Exact resume under DDP: 6 steps, then resume to 12, against 12 uninterrupted steps.
-    # The process group is created here once (fit then uses it and leaves it alone).
-    torch.distributed.init_process_group("gloo")
+    # The first fit joined the process group and left it up; these fits reuse it.
+    assert torch.distributed.is_initialized()
     flat = recipe.replace(**{"schedule.name": "constant"})
     part = cfg.replace(eval_every=0, checkpoint_every=3)
     task = create_task("adding", length=10)
@@ -45,7 +45,8 @@ SCRIPT = textwrap.dedent(
     fit(flat, task, part.replace(steps=6, out=os.path.join(out_dir, "split")))
     resumed = Keep()
     fit(flat, task, part.replace(out=os.path.join(out_dir, "split"), resume=True), [resumed])
-    torch.distributed.destroy_process_group()
+    from rnnguard.train.distributed import shutdown
+    shutdown()
     torch.save({"params": keep.params, "losses": keep.losses, "world": keep.world,
                 "stats": result.guard_stats, "steps": result.steps,
                 "straight": straight.params, "resumed": resumed.params,

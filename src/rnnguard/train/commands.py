@@ -169,7 +169,12 @@ def run_train(args: argparse.Namespace) -> int:
         changes["stop_when_solved"] = False
     config = base.replace(**changes)
 
-    result = fit(recipe, task, config)
+    try:
+        result = fit(recipe, task, config)
+    finally:
+        from rnnguard.train.distributed import shutdown
+
+        shutdown()
     if _is_main_rank():
         stats = result.guard_stats
         print(

@@ -23,7 +23,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     initialized_here: bool = False
-    """Whether :func:`setup` created the process group (and :func:`cleanup` should destroy it)."""
+    """Whether :func:`setup` created the process group in this call."""
 
     @property
     def is_main(self) -> bool:
@@ -59,9 +59,13 @@ def setup(use_cuda: bool) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, initialized_here=True)
 
 
-def cleanup(info: DistInfo) -> None:
-    """Destroy the process group if :func:`setup` created it."""
-    if info.initialized_here and dist.is_initialized():
+def shutdown() -> None:
+    """Destroy the default process group if there is one (call once, at the end of the process).
+
+    ``fit`` leaves the group it joined alive so a script can call ``fit`` again: re-creating the
+    default group in the same process is not reliable under torchrun's rendezvous store.
+    """
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -300,7 +300,8 @@ def fit(
     With a ``nn.Module`` the optimiser, schedule and guard settings come from ``recipe`` (default:
     ``Recipe()``: AdamW, warmup+cosine, clip 1). The module must map ``x`` to ``(outputs, state)``
     like :class:`~rnnguard.models.SequenceModel`. Under ``torchrun`` the model is wrapped in
-    DistributedDataParallel; rank 0 writes logs and checkpoints.
+    DistributedDataParallel; rank 0 writes logs and checkpoints. The process group stays up for
+    further calls; :func:`rnnguard.train.distributed.shutdown` ends it.
 
     Example:
         >>> from rnnguard.tasks import create_task
@@ -320,10 +321,7 @@ def fit(
         config.device == "auto" and torch.cuda.is_available()
     )
     dist_info = distributed.setup(want_cuda)
-    try:
-        return _fit(model_or_recipe, task, config, list(callbacks), recipe, dist_info)
-    finally:
-        distributed.cleanup(dist_info)
+    return _fit(model_or_recipe, task, config, list(callbacks), recipe, dist_info)
 
 
 def _fit(
