@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rnnguard.bench.benchmark import run_benchmark
-from rnnguard.bench.grid import LengthSettings, LMSettings, SingleSettings, get_preset
+from rnnguard.bench.grid import LengthSettings, LMSettings, RunSpec, SingleSettings, get_preset
 from rnnguard.bench.report import COLUMNS
 from rnnguard.bench.store import ResultStore
 from rnnguard.cli import main
@@ -177,3 +177,30 @@ def test_quick_preset_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixt
         for key, header in COLUMNS:
             assert row[key] and row[key] not in ("n/a", "incomplete"), (row["recipe"], header)
     assert "| transformer |" in capsys.readouterr().out
+
+
+def test_table_cells_from_a_fake_trainer(tmp_path: Path) -> None:
+    """Known outcomes in, exact cells out: the report shows what the runs measured."""
+    data = write_ptb(tmp_path / "data" / "ptb-char")
+    limits = {"vanilla": 4, "lstm": 8, "gru": 0}
+
+    def fake(s: RunSpec) -> dict:
+        if s.recipe == "indrnn-relu":  # seed 0 solves everything, seed 1 fails at 8
+            solved = not (s.length == 8 and s.seed == 1)
+        else:
+            solved = s.length <= limits[s.recipe]
+        return {"solved": solved, "solved_step": 10 * s.length if solved else None,
+                "metric": 0.0, "metrics": {"valid_bpc": 1.5, "test_bpc": 1.625}, "num_params": 7,
+                "wall_time": 0.5, "explosions_total": 3, "explosions_per_epoch": 1.5, "steps": 100}  # fmt: skip
+
+    summary = run_benchmark(tiny_preset(), out=tmp_path / "out", data_dir=data.parent, workers=1,
+                            recipes=["vanilla", "lstm", "gru", "indrnn-relu"], train_fn=fake,
+                            log=None)  # type: ignore[arg-type]  # fmt: skip
+    rows = {r["recipe"]: r for r in summary["rows"]}
+    assert rows["vanilla"]["eff_adding"] == "4" and rows["vanilla"]["steps_to_solve"] == "40 (T=4)"
+    assert rows["lstm"]["eff_adding"] == "≥8 (grid max)"
+    assert rows["gru"]["eff_adding"] == "<4" and rows["gru"]["steps_to_solve"] == "never solved"
+    assert rows["indrnn-relu"]["eff_adding"] == "4 (seed 0: 8)"
+    assert rows["lstm"]["bpc_valid"] == "1.500" and rows["lstm"]["bpc_test"] == "1.625"
+    assert rows["lstm"]["explosions"] == "1.50" and rows["lstm"]["params"] == "7 / 7"
+    assert rows["lstm"]["horizon"] == "n/a"  # the fake trainer measured none: said, not invented
