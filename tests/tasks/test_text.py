@@ -166,3 +166,28 @@ def test_real_ptb_char_matches_published_counts() -> None:
     splits, vocab = load_ptb_char(None)
     assert len(vocab) == 50
     assert [len(splits[s]) for s in ("train", "valid", "test")] == [5_017_483, 393_043, 442_424]
+
+
+def test_ranks_read_different_streams_and_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnnguard.tasks.text as text
+
+    splits = {
+        "train": [str(i % 7) for i in range(400)],
+        "valid": list("0123"),
+        "test": list("0123"),
+    }
+    vocab = [str(i) for i in range(7)]
+    windows = []
+    for rank in (0, 1):
+        monkeypatch.setattr(text, "_rank_and_world", lambda r=rank: (r, 2))
+        windows.append(CharLMTask(splits, vocab, length=5).batch(4, torch.Generator())[0])
+    assert not torch.equal(windows[0], windows[1])
+    assert torch.equal(windows[1][0, 0], torch.tensor(4 * 50 % 7))  # rank 1 starts at stream 4
+    monkeypatch.setattr(text, "_rank_and_world", lambda: (0, 1))
+    task = CharLMTask(splits, vocab, length=5)
+    task.batch(4, torch.Generator())
+    state = task.state_dict()
+    expected = task.batch(4, torch.Generator())[0]
+    fresh = CharLMTask(splits, vocab, length=5)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.batch(4, torch.Generator())[0], expected)

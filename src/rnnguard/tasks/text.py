@@ -118,6 +118,14 @@ def read_text_corpus(
     return splits, sorted(set(chars))
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 outside torch.distributed)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class CharLMTask(BaseTask):
     """Next-symbol prediction over a token stream, scored in bits per character.
 
@@ -204,15 +212,19 @@ class CharLMTask(BaseTask):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The next ``(x, y)`` window (B, length) of the training streams (wraps around at the end)."""
         b = check_batch_size(batch_size)
+        rank, world = _rank_and_world()
         data = self.data["train"]
-        per_stream = data.numel() // b
+        # Under torchrun every rank reads its own b of the world * b streams (different batches).
+        n_streams = b * world
+        per_stream = data.numel() // n_streams
         if per_stream < self.length + 1:
             raise ConfigError(
-                f"batch_size must leave each stream > length={self.length} tokens, got {b} "
+                f"batch_size must leave each stream > length={self.length} tokens, got {n_streams} "
                 f"streams of {per_stream} tokens"
             )
         if self._streams is None or self._streams.shape[0] != b:
-            self._streams = data[: per_stream * b].view(b, per_stream)
+            all_streams = data[: per_stream * n_streams].view(n_streams, per_stream)
+            self._streams = all_streams[rank * b : (rank + 1) * b]
             self._cursor = 0
         if self._cursor + self.length + 1 > per_stream:
             self._cursor = 0  # next epoch over the training text
@@ -229,10 +241,10 @@ class CharLMTask(BaseTask):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the training stream where :meth:`state_dict` left it."""
+        self._streams = None
         if state.get("streams"):
-            n = int(state["streams"])
-            per = self.data["train"].numel() // n
-            self._streams = self.data["train"][: per * n].view(n, per)
+            self.batch(int(state["streams"]), torch.Generator())  # rebuilds this rank's streams
         self._cursor = int(state.get("cursor", 0))
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
