@@ -1,15 +1,17 @@
-"""rnnguard.nn: recurrent layers, cells, initialisers and the layer registry."""
+"""rnnguard.nn: recurrent layers, cells, regulariser modules, initialisers and the layer registry."""
 
 from rnnguard.nn import init
 from rnnguard.nn.cells import GRUCell, IndRNNCell, LSTMCell, RNNCell
 from rnnguard.nn.functional import HiddenState, LSTMState, layer_step_function
 from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
 from rnnguard.nn.registry import create_layer, list_layers, register_layer
+from rnnguard.nn.regularisers import DropConnect, Zoneout
 
 __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "DropConnect",
     "GRUCell",
     "HiddenState",
     "IndRNN",
@@ -17,6 +19,7 @@ __all__ = [
     "LSTMCell",
     "LSTMState",
     "RNNCell",
+    "Zoneout",
     "create_layer",
     "init",
     "layer_step_function",

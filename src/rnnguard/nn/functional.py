@@ -124,24 +124,46 @@ def _ln(v: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 # --------------------------------------------------------------------------- regularisers
 
 
-def zoneout(prev: Tensor, new: Tensor, p: float, mask: Tensor | None, training: bool) -> Tensor:
-    """Zoneout: keep ``prev`` where ``mask`` is 1 (train) or mix by the expectation ``p`` (eval)."""
+def zoneout(
+    prev: Tensor, new: Tensor, p: float, mask: Tensor | None = None, training: bool = True
+) -> Tensor:
+    """Zoneout: keep ``prev`` where ``mask`` is 1 (train) or mix by the expectation ``p`` (eval).
+
+    ``p`` in [0, 1) is the probability of keeping the previous value. In training, ``mask``
+    (broadcastable to ``new``; 1 keeps ``prev``) is drawn as ``Bernoulli(p)`` when not given.
+    Module form: :class:`rnnguard.nn.Zoneout`.
+    """
     if p == 0.0:
         return new
+    _check_rate(p)
     if training:
         if mask is None:
-            mask = torch.empty_like(new).bernoulli_(p)
+            mask = _bernoulli(new.shape, p, new)
         return mask * prev + (1.0 - mask) * new
     return p * prev + (1.0 - p) * new
 
 
-def drop_connect(weight: Tensor, p: float, mask: Tensor | None, training: bool) -> Tensor:
-    """DropConnect on a weight tensor, applied functionally (the parameter is never replaced)."""
+def drop_connect(
+    weight: Tensor, p: float, mask: Tensor | None = None, training: bool = True
+) -> Tensor:
+    """DropConnect on a weight tensor, applied functionally (the parameter is never replaced).
+
+    ``p`` in [0, 1) is the drop probability. In training the result is ``weight * mask``, with
+    ``mask`` (already scaled by ``1 / (1 - p)``) drawn as ``Bernoulli(1 - p) / (1 - p)`` when not
+    given; in eval ``weight`` itself is returned. Module form: :class:`rnnguard.nn.DropConnect`.
+    """
     if p == 0.0 or not training:
         return weight
+    _check_rate(p)
     if mask is None:
         mask = _bernoulli(weight.shape, 1.0 - p, weight) / (1.0 - p)
     return weight * mask
+
+
+def _check_rate(p: float) -> None:
+    # Only reached for p != 0, so the common no-regulariser path pays nothing.
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"p must be a probability in [0, 1), got {p}")
 
 
 def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
