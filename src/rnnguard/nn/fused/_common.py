@@ -73,11 +73,11 @@ def act_backward_into(grad: Tensor, out: Tensor, name: str, dest: Tensor) -> Ten
     raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
 
 
-def keep_of(carry: Carry) -> Carry:
-    """The weight ``1 - m`` of the new candidate state."""
-    if carry is None:
-        return None
-    return 1.0 - carry
+def times_keep(x: Tensor, m: Tensor | float) -> Tensor:
+    """``x * (1 - m)`` for one step, without materialising ``1 - m`` for every step."""
+    if isinstance(m, Tensor):
+        return torch.addcmul(x, x, m, value=-1.0)
+    return x * (1.0 - m)
 
 
 def add_scaled_(target: Tensor, weight: Tensor | float, x: Tensor) -> Tensor:

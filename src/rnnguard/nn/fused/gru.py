@@ -17,14 +17,16 @@ from torch.autograd.function import once_differentiable
 from rnnguard.nn.fused._common import (
     Carry,
     add_scaled_,
-    keep_of,
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
     steps_of,
+    times_keep,
 )
 
 __all__ = ["gru_recurrence"]
+
+_tanh_bwd_into = torch.ops.aten.tanh_backward.grad_input
 
 
 class _GRURecurrence(torch.autograd.Function):
@@ -45,7 +47,7 @@ class _GRURecurrence(torch.autograd.Function):
         rz = pre.new_empty(steps, batch, 2 * hid)  # activated r, z
         n = pre.new_empty(steps, batch, hid)
         raw = pre.new_empty(steps, batch, g3) if ln else None  # W_hh h before LayerNorm
-        u_n: list[Tensor] = []  # n-part of the recurrent projection (after LN and bias)
+        u_n = pre.new_empty(steps, batch, hid)  # n-part of the recurrent projection (LN, bias)
         stats: list[tuple[Tensor, Tensor]] = []
 
         pre_rz = pre[:, :, : 2 * hid].unbind(0)
@@ -68,7 +70,7 @@ class _GRURecurrence(torch.autograd.Function):
                 u = torch.mm(h, wt)
             torch.add(pre_rz[t], u[:, : 2 * hid], out=rz_l[t]).sigmoid_()
             un = u[:, 2 * hid :]
-            u_n.append(un)
+            u_n[t].copy_(un)  # keep only this part of u alive for backward
             torch.addcmul(pre_n[t], r_l[t], un, out=n_l[t]).tanh_()
             if carry is None:
                 torch.lerp(n_l[t], h, z_l[t], out=hs_l[t])  # (1 - z) n + z h
@@ -76,7 +78,7 @@ class _GRURecurrence(torch.autograd.Function):
                 torch.lerp(torch.lerp(n_l[t], h, z_l[t]), h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
 
-        ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry = rz, n, raw, torch.stack(u_n), carry
+        ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry = rz, n, raw, u_n, carry
         ctx.stats = (
             (torch.stack([a for a, _ in stats]), torch.stack([b for _, b in stats])) if ln else None
         )
@@ -93,8 +95,11 @@ class _GRURecurrence(torch.autograd.Function):
 
         d_h = d_hs.clone()  # accumulates the gradient of every h_t
         d_pre = hs.new_empty(steps, batch, g3)  # gradient of a = LN(W_ih x) + b_ih
-        d_u = hs.new_empty(steps, batch, g3)  # gradient of u = LN(W_hh h) + b_hh
-        d_raw = hs.new_empty(steps, batch, g3) if raw is not None else d_u
+        # Gradient of u = LN(W_hh h) + b_hh: without LayerNorm it is also W_hh h's, kept for the
+        # weight gradient; with LayerNorm one step's worth suffices (b_hh's gradient is summed).
+        d_raw = hs.new_empty(steps, batch, g3)
+        d_u = d_raw if raw is None else hs.new_empty(1, batch, g3).expand(steps, batch, g3)
+        d_b_rows = torch.zeros_like(d_u[0]) if raw is not None and ctx.needs_input_grad[3] else None
         d_gains: list[Tensor] = []
 
         # Per-step views made once; the derivative factors are computed inside the loop on
@@ -109,7 +114,7 @@ class _GRURecurrence(torch.autograd.Function):
             u_n.unbind(0),
         )
         hprev_l = (h0, *hs[:-1].unbind(0))
-        m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
+        m_l = steps_of(carry, steps)
         if raw is not None:
             raw_l = raw.unbind(0)
             mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
@@ -118,12 +123,11 @@ class _GRURecurrence(torch.autograd.Function):
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
             r, z, nt = r_l[t], z_l[t], n_l[t]
-            dht = dh if carry is None else dh * keep_l[t]  # gradient of the candidate h~_t
+            dht = dh if carry is None else times_keep(dh, m_l[t])  # gradient of the candidate h~_t
             # h~ = (1 - z) n + z h_{t-1}
             dz_h = dht * z  # direct path to h_{t-1}
-            dn = dht - dz_h  # d n
-            dn.addcmul_(dn * nt, nt, value=-1.0)  # d(a_n + r u_n) = dn (1 - n^2)
-            dpn_l[t].copy_(dn)
+            # d(a_n + r u_n) = dn (1 - n^2) with dn = dh~ (1 - z)
+            dn = _tanh_bwd_into(dht - dz_h, nt, grad_input=dpn_l[t])
             # d(a_z + u_z) = dh~ (h_{t-1} - n) z (1 - z)
             torch.mul(dht, hprev_l[t] - nt, out=dpz_l[t]).mul_(torch.addcmul(z, z, z, value=-1.0))
             # d(a_r + u_r) = dn u_n r (1 - r)
@@ -134,6 +138,8 @@ class _GRURecurrence(torch.autograd.Function):
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(du, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
                 draw_l[t].copy_(dr)
+                if d_b_rows is not None:
+                    d_b_rows.add_(du)
                 d_gains.append(dg)
             else:
                 dr = du
@@ -148,7 +154,12 @@ class _GRURecurrence(torch.autograd.Function):
 
         need = ctx.needs_input_grad
         d_w = recurrent_weight_grad(d_raw, h0, hs) if need[2] else None
-        d_b = d_u.sum((0, 1)) if need[3] else None
+        if not need[3]:
+            d_b = None
+        elif d_b_rows is not None:
+            d_b = d_b_rows.sum(0)
+        else:
+            d_b = d_u.sum((0, 1))
         d_ln = torch.stack(d_gains).sum(0) if d_gains and need[4] else None
         return d_pre, d_h0, d_w, d_b, d_ln, None
 

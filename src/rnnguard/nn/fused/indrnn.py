@@ -18,8 +18,8 @@ from rnnguard.nn.fused._common import (
     act_,
     act_backward_into,
     add_scaled_,
-    keep_of,
     steps_of,
+    times_keep,
 )
 
 __all__ = ["indrnn_recurrence"]
@@ -54,7 +54,7 @@ class _IndRNNRecurrence(torch.autograd.Function):
         d_h = d_hs.clone()
         d_a = torch.empty_like(hs)
         dh_l, da_l, a_l = d_h.unbind(0), d_a.unbind(0), ctx.a.unbind(0)
-        m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
+        m_l = steps_of(carry, steps)
         d_h0 = h0.new_empty(0)
         # u's gradient sum_t da_t * h_{t-1}, accumulated while both are in cache.
         want_u = ctx.needs_input_grad[2]
@@ -62,7 +62,7 @@ class _IndRNNRecurrence(torch.autograd.Function):
         hprev_l = (h0, *hs[:-1].unbind(0))
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
-            dht = dh if carry is None else dh * keep_l[t]
+            dht = dh if carry is None else times_keep(dh, m_l[t])
             da = act_backward_into(dht, a_l[t], act, da_l[t])
             if d_u_rows is not None:
                 d_u_rows.addcmul_(da, hprev_l[t])

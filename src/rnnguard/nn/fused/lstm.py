@@ -19,11 +19,11 @@ from torch.autograd.function import once_differentiable
 from rnnguard.nn.fused._common import (
     Carry,
     add_scaled_,
-    keep_of,
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
     steps_of,
+    times_keep,
 )
 
 __all__ = ["gate_scale", "lstm_recurrence", "lstm_recurrence_prescaled"]
@@ -132,7 +132,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc.unbind(0), ct.unbind(0)
         cprev_l = (c0, *cs[:-1].unbind(0))
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
-        kh_l, kc_l = steps_of(keep_of(carry_h), steps), steps_of(keep_of(carry_c), steps)
         if ctx.stats_c is not None:
             muc_l, rsc_l = ctx.stats_c[0].unbind(0), ctx.stats_c[1].unbind(0)
         if ctx.stats_hh is not None:
@@ -142,7 +141,9 @@ class _LSTMRecurrence(torch.autograd.Function):
 
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
-            dht = dh if carry_h is None else dh * kh_l[t]  # gradient of the candidate h~_t
+            dht = (
+                dh if carry_h is None else times_keep(dh, mh_l[t])
+            )  # gradient of the candidate h~_t
             i, f, g, o, tct = i_l[t], f_l[t], g_l[t], o_l[t], tc_l[t]
             # o: dz_o = dh~ * tanh(.) * o (1 - o); the tanh input: dh~ * o * (1 - tanh^2)
             _sigmoid_bwd(dht * tct, o, grad_input=dzo_l[t])
@@ -158,9 +159,9 @@ class _LSTMRecurrence(torch.autograd.Function):
                 dcn.add_(d_c)
                 d_c = f * dcn
             else:
-                add_scaled_(dcn, kc_l[t], d_c)  # type: ignore[arg-type]
-                d_c = d_c * mc_l[t]
-                d_c.addcmul_(f, dcn)
+                kept = d_c * mc_l[t]  # the part of dc_t that flows straight to c_{t-1}
+                dcn.add_(d_c).sub_(kept)  # + (1 - m) dc_t
+                d_c = kept.addcmul_(f, dcn)
             # c~ = f c_{t-1} + i g
             _sigmoid_bwd(dcn * g, i, grad_input=dzi_l[t])
             _sigmoid_bwd(dcn * cprev_l[t], f, grad_input=dzf_l[t])

@@ -13,11 +13,11 @@ from rnnguard.nn.fused._common import (
     act_,
     act_backward_into,
     add_scaled_,
-    keep_of,
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
     steps_of,
+    times_keep,
 )
 
 __all__ = ["rnn_recurrence"]
@@ -83,7 +83,7 @@ class _RNNRecurrence(torch.autograd.Function):
         d_a = torch.empty_like(hs)  # gradient of the activation's input
         d_raw = torch.empty_like(hs) if raw is not None else d_a
         dh_l, da_l, draw_l, a_l = d_h.unbind(0), d_a.unbind(0), d_raw.unbind(0), a.unbind(0)
-        m_l, keep_l = steps_of(carry, steps), steps_of(keep_of(carry), steps)
+        m_l = steps_of(carry, steps)
         d_gains: list[Tensor] = []
         if raw is not None:
             raw_l = raw.unbind(0)
@@ -92,7 +92,7 @@ class _RNNRecurrence(torch.autograd.Function):
 
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
-            dht = dh if carry is None else dh * keep_l[t]
+            dht = dh if carry is None else times_keep(dh, m_l[t])
             dr = act_backward_into(dht, a_l[t], act, da_l[t])
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
