@@ -2,12 +2,26 @@
 
 Contract: ``forward(x_t, state=None) -> (out_t, new_state)`` with ``state`` a NamedTuple
 (:class:`~rnnguard.nn.functional.LSTMState` or :class:`~rnnguard.nn.functional.HiddenState`).
-The step is :func:`rnnguard.nn.functional.cell_forward`, the same one the layers run. Random masks
-(DropConnect, zoneout) are drawn afresh on every call, i.e. every step.
+The step is :func:`rnnguard.nn.functional.cell_forward`, the same one the layers run.
+
+Random masks (DropConnect, zoneout) are drawn afresh on every training-mode call, i.e. every step.
+A layer instead shares one DropConnect mask over the whole sequence; to get that from a cell you
+unroll yourself, hold the masks for the sequence::
+
+    with cell.hold_masks():             # one DropConnect mask until the block ends
+        state = cell.initial_state(batch)
+        for x_t in x:
+            out, state = cell(x_t, state)
+
+``cell.hold_masks()`` also works as a plain call (hold from now on, each call starts a new
+sequence) and ``cell.release_masks()`` returns to fresh masks per call. With ``steps=T`` the cell
+also draws the zoneout masks of all ``T`` steps at once, exactly as a layer does, so an unrolled
+cell reproduces the layer's numbers under the same seed.
 """
 
 from __future__ import annotations
 
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -27,6 +41,35 @@ from rnnguard.nn.functional import (
 from rnnguard.nn.layers import InitArg
 
 __all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "RNNCell"]
+
+
+class _HeldMasks:
+    """The masks a cell holds for one sequence; drawn on the first training-mode call."""
+
+    def __init__(self, steps: int | None) -> None:
+        self.steps = steps
+        self.masks: DirectionMasks | None = None
+        self.batch = 0
+        self.t = 0  # the next step's index into held zoneout masks
+
+
+class MaskHold:
+    """Returned by :meth:`hold_masks`; as a context manager, restores the previous holding on exit."""
+
+    def __init__(self, cell: _Cell, previous: _HeldMasks | None) -> None:
+        self._cell = cell
+        self._previous = previous
+
+    def __enter__(self) -> _Cell:
+        return self._cell
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cell._held = self._previous
 
 
 class _Cell(RecurrentBase):
@@ -61,6 +104,7 @@ class _Cell(RecurrentBase):
         )  # fmt: skip
         self._make_params([self.input_size], {"device": device, "dtype": dtype})
         self._finish_init()
+        self._held: _HeldMasks | None = None
 
     @property
     def output_size(self) -> int:
@@ -77,6 +121,62 @@ class _Cell(RecurrentBase):
         w: Tensor = self.layer_params().weight_ih
         z = torch.zeros(batch, self.hidden_size, device=device or w.device, dtype=dtype or w.dtype)
         return LSTMState(z, z.clone()) if self.kind == "lstm" else HiddenState(z)
+
+    def hold_masks(self, steps: int | None = None) -> MaskHold:
+        """Share one DropConnect mask over the calls from now on (a new sequence starts here).
+
+        The masks are drawn on the next training-mode call, from that call's device and dtype, in
+        the layers' order (docs/equations.md). Without ``steps`` zoneout masks stay per call; with
+        ``steps=T`` the zoneout masks of ``T`` steps are drawn up front as a layer draws them, and
+        the batch size is then fixed and a call past step ``T`` is an error. Use as a context
+        manager to restore the previous behaviour afterwards, or call :meth:`release_masks`.
+        """
+        if steps is not None:
+            _checks.positive_int("steps", steps)
+        previous = getattr(self, "_held", None)
+        self._held = _HeldMasks(steps)
+        return MaskHold(self, previous)
+
+    def release_masks(self) -> None:
+        """Back to the default: fresh masks on every training-mode call."""
+        self._held = None
+
+    def _step_masks(self, x: Tensor) -> DirectionMasks | None:
+        """This call's masks: fresh ones, or the held sequence's masks for the current step."""
+        if not self.training or not (self.dropconnect or self.zoneout or self.zoneout_cell):
+            return None
+        held = getattr(self, "_held", None)
+        batch = x.shape[0]
+        if held is None:
+            return _at(self._draw(1, batch, x, self.dropconnect), 0)
+        if held.masks is None:  # the sequence's first step: draw as a layer's forward does
+            held.masks = self._draw(held.steps or 1, batch, x, self.dropconnect)
+            held.batch, held.t = batch, 0
+            step = _at(held.masks, 0)
+        elif held.steps is None:  # zoneout per call, DropConnect held
+            step = _at(self._draw(1, batch, x, 0.0), 0)
+            step = step._replace(dropconnect=held.masks.dropconnect)
+        else:
+            if batch != held.batch:
+                raise ConfigError(
+                    f"x_t batch size must stay {held.batch} while masks are held for "
+                    f"steps={held.steps}, got {batch}; call hold_masks() to start a new sequence"
+                )
+            if held.t >= held.steps:
+                raise ConfigError(
+                    f"masks are held for steps={held.steps} and all are used; call hold_masks() "
+                    "to start a new sequence"
+                )
+            step = _at(held.masks, held.t)
+        held.t += 1
+        return step
+
+    def _draw(self, steps: int, batch: int, like: Tensor, dropconnect: float) -> DirectionMasks:
+        return sample_masks(
+            self.kind, num_layers=1, num_directions=1, hidden_size=self.hidden_size, steps=steps,
+            batch=batch, like=like, dropconnect=dropconnect, zoneout=self.zoneout,
+            zoneout_cell=self.zoneout_cell,
+        )[0].directions[0]  # fmt: skip
 
     def _coerce_state(self, state: Any, batch: int, batched: bool) -> State:
         parts: tuple[Any, ...]
@@ -120,20 +220,8 @@ class _Cell(RecurrentBase):
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
         else:
             state = self._coerce_state(state, batch, batched)
-        opts = self.step_options()
-        masks = None
-        if self.training and (self.dropconnect > 0 or self.zoneout > 0 or self.zoneout_cell > 0):
-            m = sample_masks(
-                self.kind, num_layers=1, num_directions=1, hidden_size=self.hidden_size, steps=1,
-                batch=batch, like=x, dropconnect=self.dropconnect, zoneout=self.zoneout,
-                zoneout_cell=self.zoneout_cell,
-            )[0].directions[0]  # fmt: skip
-            masks = DirectionMasks(
-                m.dropconnect,
-                m.zoneout_h[0] if m.zoneout_h is not None else None,
-                m.zoneout_c[0] if m.zoneout_c is not None else None,
-            )
-        new = cell_forward(self.kind, x, state, self.layer_params(), opts, masks)
+        masks = self._step_masks(x)
+        new = cell_forward(self.kind, x, state, self.layer_params(), self.step_options(), masks)
         if not batched:
             new = type(new)(*(t.squeeze(0) for t in new))
         return new[0], new
@@ -145,6 +233,15 @@ class _Cell(RecurrentBase):
         if self.kind in ("rnn", "indrnn"):
             s.append(f"nonlinearity={self.nonlinearity!r}")
         return ", ".join(s + self._extra_options())
+
+
+def _at(m: DirectionMasks, t: int) -> DirectionMasks:
+    """Step ``t`` of per-sequence masks: the shared DropConnect mask and that step's zoneout masks."""
+    return DirectionMasks(
+        m.dropconnect,
+        m.zoneout_h[t] if m.zoneout_h is not None else None,
+        m.zoneout_c[t] if m.zoneout_c is not None else None,
+    )
 
 
 class LSTMCell(_Cell):
