@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -25,10 +29,11 @@ LAYERS = [rn.RNN, rn.LSTM, rn.GRU, rn.IndRNN]
         ({"input_size": 3, "hidden_size": 4, "num_layers": 0}, ConfigError, ["num_layers", "0"]),
         ({"input_size": 3.0, "hidden_size": 4}, TypeError, ["input_size", "float"]),
         (
-            {"input_size": 3, "hidden_size": 4, "dropout": 1.0},
+            {"input_size": 3, "hidden_size": 4, "dropout": 1.5},
             ConfigError,
-            ["dropout", "[0, 1)", "1.0"],
+            ["dropout", "[0, 1]", "1.5"],
         ),
+        ({"input_size": 3, "hidden_size": 4, "dropout": "0.1"}, TypeError, ["dropout", "str"]),
         ({"input_size": 3, "hidden_size": 4, "zoneout": -0.1}, ConfigError, ["zoneout", "-0.1"]),
         (
             {"input_size": 3, "hidden_size": 4, "dropconnect": 1.5},
@@ -160,9 +165,39 @@ def test_bad_registry_init_and_step_function_arguments():
         RF.layer_step_function(nn.LSTM(3, 4, proj_size=2))
 
 
-def test_dropout_on_a_single_layer_warns_like_torch():
-    with pytest.warns(UserWarning, match=r"num_layers > 1.*dropout=0.5"):
-        rn.LSTM(3, 4, dropout=0.5)
+@pytest.mark.parametrize(
+    "value",
+    [0, 1, 0.0, 0.5, 1.0, np.float32(0.25), Fraction(1, 3), -0.1, 1.5, float("nan"), True, "0.5", None, 1j],
+)  # fmt: skip
+@pytest.mark.parametrize(("cls", "torch_cls"), [(rn.LSTM, nn.LSTM), (rn.GRU, nn.GRU), (rn.RNN, nn.RNN), (rn.IndRNN, nn.RNN)])  # fmt: skip
+def test_dropout_accepts_exactly_what_torch_accepts(cls, torch_cls, value):
+    def accepts(make):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                make(3, 4, num_layers=2, dropout=value)
+            except (ValueError, TypeError):
+                return False
+        return True
+
+    assert accepts(cls) == accepts(torch_cls)
+    if accepts(cls):
+        assert cls(3, 4, num_layers=2, dropout=value).dropout == float(value)
+
+
+@pytest.mark.parametrize("value", [0.5, 1])
+def test_dropout_on_a_single_layer_warns_like_torch(value):
+    with pytest.warns(UserWarning) as ours:
+        rn.LSTM(3, 4, dropout=value)
+    with pytest.warns(UserWarning) as theirs:
+        nn.LSTM(3, 4, dropout=value)
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs]
+    assert f"dropout={value} and num_layers=1" in str(ours[0].message)
+    assert ours[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rn.GRU(3, 4, dropout=0.0)
+        rn.GRU(3, 4, num_layers=2, dropout=1.0)
 
 
 def test_run_direction_requires_masks_in_training():

@@ -150,3 +150,33 @@ def test_state_dict_round_trip_into_torch():
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(T, B, F_IN)
     torch.testing.assert_close(ours(x)[0], ref(x)[0])
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+def test_dropout_one_matches_torch_in_training(kind, impl):
+    ours, ref = _pair(kind, impl, num_layers=2, dropout=1.0)
+    x = torch.randn(T, B, F_IN, requires_grad=True)
+    torch.manual_seed(3)
+    a = ours(x)[0]
+    after_ours = torch.rand(4)
+    torch.manual_seed(3)
+    b = ref(x)[0]
+    after_torch = torch.rand(4)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(after_ours, after_torch, rtol=0, atol=0)  # nothing drawn
+    (grad,) = torch.autograd.grad(a.sum(), x)
+    assert torch.equal(grad, torch.zeros_like(x))  # the last layer sees only zeros
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+def test_dropout_one_with_extras_zeroes_the_inner_layer_outputs(impl):
+    m = rn.LSTM(F_IN, H, 3, dropout=1.0, layer_norm=True, zoneout=0.2, impl=impl)
+    x = torch.randn(T, B, F_IN, requires_grad=True)
+    out, (hn, cn) = m(x)
+    assert torch.isfinite(out).all() and torch.isfinite(hn).all() and torch.isfinite(cn).all()
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(grad, torch.zeros_like(x))
+    m.eval()  # eval: dropout is off, the input matters again
+    (grad,) = torch.autograd.grad(m(x)[0].sum(), x)
+    assert grad.abs().sum() > 0

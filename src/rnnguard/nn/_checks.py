@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,21 @@ def probability(name: str, value: Any) -> float:
     if not 0.0 <= float(value) < 1.0:
         raise ConfigError(f"{name} must be a probability in [0, 1), got {value}")
     return float(value)
+
+
+def dropout_rate(name: str, value: Any) -> float:
+    """Return ``value`` as float if torch.nn's recurrent layers accept it: a non-bool number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__} {value!r}")
+    try:
+        inside = 0 <= value <= 1  # type: ignore[operator]
+    except TypeError:  # complex numbers have no order
+        raise TypeError(
+            f"{name} must be a real number in [0, 1], got {type(value).__name__} {value!r}"
+        ) from None
+    if not inside:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {value}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def choice(name: str, value: Any, options: Iterable[str]) -> str:

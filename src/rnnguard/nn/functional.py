@@ -210,8 +210,11 @@ def sample_masks(
             dirs.append(DirectionMasks(dc, zh, zc))
         drop = None
         if training and dropout > 0.0 and layer < num_layers - 1:
-            width = num_directions * hidden_size
-            drop = _bernoulli((steps, batch, width), 1.0 - dropout, like) / (1.0 - dropout)
+            shape = (steps, batch, num_directions * hidden_size)
+            if dropout >= 1.0:  # drops everything and, as torch.nn's dropout, draws nothing
+                drop = torch.zeros(shape, device=like.device, dtype=like.dtype)
+            else:
+                drop = _bernoulli(shape, 1.0 - dropout, like) / (1.0 - dropout)
         out.append(LayerMasks(tuple(dirs), drop))
     return out
 

@@ -62,12 +62,14 @@ class _RecurrentLayer(RecurrentBase):
         self.num_layers = _checks.positive_int("num_layers", num_layers)
         self.batch_first = _checks.boolean("batch_first", batch_first)
         self.bidirectional = _checks.boolean("bidirectional", bidirectional)
-        self.dropout = _checks.probability("dropout", dropout)
+        self.dropout = _checks.dropout_rate("dropout", dropout)  # [0, 1], as torch.nn
         self.proj_size = 0
         self.impl = check_impl(impl)
         if self.dropout > 0 and self.num_layers == 1:
+            # torch.nn's words, so warning filters written for torch.nn catch ours too.
             warnings.warn(
-                "dropout acts between recurrent layers, so it needs num_layers > 1; got "
+                "dropout option adds dropout after all but last recurrent layer, so non-zero "
+                "dropout expects num_layers greater than 1, but got "
                 f"dropout={dropout} and num_layers={num_layers}",
                 stacklevel=3,
             )
