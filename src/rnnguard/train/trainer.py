@@ -182,6 +182,71 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def split_output(output: Any, x: torch.Tensor, output_size: int | None = None) -> tuple[Any, Any]:
+    """``(predictions, state)`` from what a model returned for input ``x``.
+
+    A model may return its predictions ``(B, T, output_size)`` alone, as a plain PyTorch sequence
+    model does, or ``(predictions, state)`` like :class:`~rnnguard.models.SequenceModel` (the state
+    is then carried across batches of stateful tasks). Anything else is a TypeError naming what
+    the model returned and what was expected.
+    """
+    expected = "a tensor (batch, time, outputs) or a tuple (outputs, state)"
+    if isinstance(output, torch.Tensor):
+        pred, state = output, None
+    elif isinstance(output, tuple) and not hasattr(output, "_fields") and len(output) == 2:
+        pred, state = output
+        if not isinstance(pred, torch.Tensor):
+            raise TypeError(
+                f"model output must be {expected}, got a tuple whose first item is "
+                f"{type(pred).__name__}"
+            )
+    elif isinstance(output, (tuple, list)):
+        raise TypeError(
+            f"model output must be {expected}, got a {type(output).__name__} of {len(output)} items"
+        )
+    else:
+        raise TypeError(f"model output must be {expected}, got {type(output).__name__}")
+    want = (x.shape[0], x.shape[1], output_size if output_size is not None else pred.shape[-1])
+    if pred.dim() != 3 or tuple(pred.shape) != want:
+        raise TypeError(
+            f"model output must have shape (batch, time, outputs) = {want} for an input of shape "
+            f"{tuple(x.shape)}, got {tuple(pred.shape)}"
+        )
+    return pred, state
+
+
+class SequenceCall(nn.Module):
+    """A view of ``model`` with the trainer's calling convention: ``(x, state=None) -> (outputs, state)``.
+
+    The state is passed only when there is one, so a model whose ``forward`` takes ``x`` alone and
+    returns a tensor trains unchanged (it just has no state to carry). Outputs are checked by
+    :func:`split_output` against ``output_size``.
+    """
+
+    def __init__(self, model: nn.Module, output_size: int | None = None) -> None:
+        super().__init__()
+        self.inner = model
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> tuple[Any, Any]:
+        output = self.inner(x) if state is None else self.inner(x, state)
+        return split_output(output, x, self.output_size)
+
+
+def _task_view(model: nn.Module, task: Any) -> nn.Module:
+    """What a task's own ``evaluate`` gets: models following ``(outputs, state)`` as they are."""
+    from rnnguard.models import SequenceModel
+
+    if isinstance(model, (SequenceModel, SequenceCall)):
+        return model
+    return SequenceCall(model, _output_size(task))
+
+
+def _output_size(task: Any) -> int | None:
+    size = getattr(getattr(task, "spec", None), "output_size", None)
+    return size if isinstance(size, int) else None
+
+
 def _check_task(task: Any) -> None:
     missing = [a for a in ("spec", "batch", "loss", "metric", "is_solved") if not hasattr(task, a)]
     if missing:
@@ -264,7 +329,10 @@ def evaluate(
     try:
         if callable(getattr(task, "evaluate", None)):
             with _autocast(device, amp):
-                return {k: float(v) for k, v in task.evaluate(model, device).items()}
+                return {
+                    k: float(v) for k, v in task.evaluate(_task_view(model, task), device).items()
+                }
+        call = model if isinstance(model, SequenceCall) else SequenceCall(model, _output_size(task))
         gen = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
         totals: dict[str, float] = {}
         state = None
@@ -272,7 +340,7 @@ def evaluate(
             x, y = task.batch(batch_size, gen)
             x, y = _to_device(x, device), _to_device(y, device)
             with _autocast(device, amp):
-                out, new_state = model(x, state)
+                out, new_state = call(x, state)
             if getattr(task, "stateful", False):
                 state = new_state
             values = {"loss": float(task.loss(out, y)), task.metric_name: task.metric(out, y)}
@@ -298,8 +366,10 @@ def fit(
     """Train a model (or a recipe's model) on a task under a :class:`TrainConfig`.
 
     With a ``nn.Module`` the optimiser, schedule and guard settings come from ``recipe`` (default:
-    ``Recipe()``: AdamW, warmup+cosine, clip 1). The module must map ``x`` to ``(outputs, state)``
-    like :class:`~rnnguard.models.SequenceModel`. Under ``torchrun`` the model is wrapped in
+    ``Recipe()``: AdamW, warmup+cosine, clip 1). The module maps ``x`` either to its outputs
+    ``(B, T, output_size)``, like a plain PyTorch model, or to ``(outputs, state)`` like
+    :class:`~rnnguard.models.SequenceModel`; only the latter carries its state across the batches
+    of a stateful task (it is called as ``model(x, state)`` once there is a state). Under ``torchrun`` the model is wrapped in
     DistributedDataParallel; rank 0 writes logs and checkpoints. The process group stays up for
     further calls; :func:`rnnguard.train.distributed.shutdown` ends it.
 
@@ -436,6 +506,7 @@ def _fit(
         ddp_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    forward = SequenceCall(ddp_model, _output_size(task))
 
     # ---- callbacks: writers on rank 0 only, user callbacks on every rank
     builtin: list[Callback] = []
@@ -546,7 +617,7 @@ def _fit(
         x, y = _to_device(x, device), _to_device(y, device)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, amp):
-            output, new_state = ddp_model(x, carry) if stateful else ddp_model(x)
+            output, new_state = forward(x, carry)
             loss = task.loss(output, y)
         if stateful:
             carry = detach_state(new_state)  # truncated BPTT: keep the state, cut the graph
