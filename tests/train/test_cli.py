@@ -184,3 +184,38 @@ def test_resume_of_an_empty_folder_starts_fresh(tmp_path: Path) -> None:
     )
     steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl")]
     assert 99 not in steps and steps[-1] == 4
+
+
+def test_monitor_horizon_logs_the_horizon_to_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--steps", "6", "--eval-every", "3", "--out", str(out)]
+    assert main([*argv, "--monitor-horizon", "2"]) == 0
+    found = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("diagnostic") == "horizon"]
+    assert [r["step"] for r in found] == [2, 4, 6]
+    assert all(r["kind"] == "custom" and r["max_distance"] == 9 for r in found)
+    assert all(r["horizon"] is None or 0 <= r["horizon"] <= 9 for r in found)
+    # A resumed run keeps measuring without the flag being repeated.
+    assert main(["train", "--resume", "--out", str(out), "--steps", "8", "--no-progress"]) == 0
+    steps = [
+        r["step"] for r in read_jsonl(out / "metrics.jsonl") if r.get("diagnostic") == "horizon"
+    ]
+    assert steps == [2, 4, 6, 8]
+    # Without the flag nothing is measured.
+    plain = tmp_path / "plain"
+    assert main([*argv[:-1], str(plain)]) == 0
+    assert not [r for r in read_jsonl(plain / "metrics.jsonl") if r.get("diagnostic")]
+
+
+def test_monitor_horizon_is_imported_only_when_asked() -> None:
+    code = (
+        "import sys, rnnguard.train.commands as c, rnnguard.train.trainer;"
+        "print('rnnguard.diagnose' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_monitor_horizon_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", *TINY, "--steps", "2", "--monitor-horizon", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--monitor-horizon" in err and len(err.splitlines()) == 1

@@ -70,6 +70,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-stop", action="store_true", help="keep training after the task is solved")
     p.add_argument(
+        "--monitor-horizon",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure the gradient horizon on a fixed batch every N steps and log it to "
+        "metrics.jsonl (default: off, or the resumed run's setting)",
+    )
+    p.add_argument(
         "--progress",
         dest="progress",
         action="store_true",
@@ -109,6 +117,9 @@ def run_train(args: argparse.Namespace) -> int:
     from rnnguard.train.trainer import checkpoint_paths, fit, latest_checkpoint
 
     # Numeric flags are validated by TrainConfig and the task, which name the offending value.
+    monitor_every = args.monitor_horizon
+    if monitor_every is not None and monitor_every < 1:
+        raise ConfigError(f"--monitor-horizon must be a positive int, got {monitor_every}")
     ckpt: dict[str, Any] | None = None
     if args.resume:
         if not args.out:
@@ -162,15 +173,23 @@ def run_train(args: argparse.Namespace) -> int:
         if value is not None:
             changes[name] = value
     changes["resume"] = bool(args.resume)
-    # Kept with the run so `--resume` rebuilds the same task (e.g. a text file's path).
-    changes["extra"] = {**base.extra, "task_args": task_kwargs}
+    # Kept with the run so `--resume` rebuilds the same task (e.g. a text file's path) and
+    # keeps measuring the horizon.
+    if monitor_every is None and ckpt is not None:
+        monitor_every = base.extra.get("monitor_horizon")
+    changes["extra"] = {**base.extra, "task_args": task_kwargs, "monitor_horizon": monitor_every}
     changes["progress"] = args.progress
     if args.no_stop:
         changes["stop_when_solved"] = False
     config = base.replace(**changes)
 
+    callbacks: list[Any] = []
+    if monitor_every is not None:
+        from rnnguard.diagnose.monitor import HorizonMonitor  # only runs that ask pay for it
+
+        callbacks.append(HorizonMonitor(every=int(monitor_every), seed=config.seed))
     try:
-        result = fit(recipe, task, config)
+        result = fit(recipe, task, config, callbacks)
     finally:
         from rnnguard.train.distributed import shutdown
 
