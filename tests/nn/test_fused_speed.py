@@ -1,0 +1,48 @@
+"""Smoke tests of the speed benchmark (``rnnguard speed``); no timing assertions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rnnguard.bench import speed
+from rnnguard.cli import main
+from rnnguard.errors import ConfigError
+
+
+def test_run_speed_tiny_has_every_row_ratio_and_verdict() -> None:
+    report = speed.run_speed(sizes=("tiny",), repeats=1, memory=True, scaling=(4, 8))
+    names = [r.case for r in report.rows]
+    assert "torch.nn.LSTM" in names and "LSTM ln+zo.1+dc.2 [reference]" in names
+    by_name = {r.case: r for r in report.rows}
+    fused = by_name["LSTM ln+zo.1+dc.2"]
+    assert fused.train_ratio is not None and fused.train_ratio > 0
+    assert fused.train_s >= fused.forward_s > 0
+    assert fused.peak_bytes is not None and fused.peak_bytes > 0
+    assert by_name["torch.nn.LSTM"].train_ratio is None  # a baseline has no ratio
+    checks = [v["check"] for v in report.verdicts]
+    assert any(c.startswith("peak memory LSTM ln+zo.1+dc.2") for c in checks)
+    assert any("T=8 / T=4" in c for c in checks)
+    text = speed.format_report(report)
+    assert "| tiny | GRU ln |" in text and "load average" in text
+
+
+def test_speed_command_prints_table_and_writes_json(tmp_path, capsys) -> None:
+    out = tmp_path / "speed.json"
+    code = main(["speed", "--quick", "--repeats", "1", "--no-memory", "--no-scaling",
+                 "--no-reference", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "IndRNN 2 layers relu" in printed and "[reference]" not in printed
+    data = json.loads(out.read_text())
+    assert data["machine"]["torch_threads"] >= 1 and data["rows"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"sizes": ("huge",)}, "sizes"), ({"repeats": 0}, "repeats"), ({"device": "tpu"}, "device")],
+)
+def test_run_speed_rejects_bad_arguments(kwargs, needle) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        speed.run_speed(**kwargs)
