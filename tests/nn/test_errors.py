@@ -208,3 +208,35 @@ def test_run_direction_requires_masks_in_training():
         RF.run_direction(
             "lstm", x, RF.LSTMState(z, z), m.layer_params(), None, m.step_options(True)
         )
+
+
+@pytest.mark.parametrize("make", [lambda: rn.LSTM(3, 4), lambda: rn.GRU(3, 4, layer_norm=True), lambda: rn.IndRNN(3, 4, impl="reference")])  # fmt: skip
+def test_state_dtype_and_device_must_match_the_input(make):
+    m = make()
+    x = torch.randn(5, 2, 3)
+    name = "h_0" if isinstance(m, rn.LSTM) else "hx"
+
+    def state(**kw):
+        h = torch.zeros(1, 2, 4, **kw)
+        return (h, torch.zeros(1, 2, 4)) if isinstance(m, rn.LSTM) else h
+
+    with pytest.raises(ConfigError, match=rf"{name} dtype must match the input's \(torch.float32\), got torch.float64"):  # fmt: skip
+        m(x, state(dtype=torch.float64))
+    with pytest.raises(ConfigError, match=rf"{name} must be on the input's device \(cpu\), got meta"):  # fmt: skip
+        m(x, state(device="meta"))
+
+
+def test_cell_state_dtype_must_match_the_input():
+    cell = rn.GRUCell(3, 4)
+    with pytest.raises(ConfigError, match=r"state.h dtype must match the input's.*float64"):
+        cell(torch.randn(2, 3), torch.zeros(2, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_empty_sequence_is_rejected(impl, batch_first):
+    m = rn.GRU(3, 4, batch_first=batch_first, layer_norm=True, impl=impl)
+    x = torch.randn(2, 0, 3) if batch_first else torch.randn(0, 2, 3)
+    with pytest.raises(ConfigError, match=r"input must have at least one time step.*length 0"):
+        m(x)
+    assert m(torch.randn(2, 1, 3))[0].shape == (2, 1, 4)  # one step is enough

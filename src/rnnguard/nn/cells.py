@@ -38,7 +38,7 @@ from rnnguard.nn.functional import (
     cell_forward,
     sample_masks,
 )
-from rnnguard.nn.layers import InitArg
+from rnnguard.nn.layers import InitArg, check_state_like
 
 __all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "RNNCell"]
 
@@ -178,7 +178,7 @@ class _Cell(RecurrentBase):
             zoneout_cell=self.zoneout_cell,
         )[0].directions[0]  # fmt: skip
 
-    def _coerce_state(self, state: Any, batch: int, batched: bool) -> State:
+    def _coerce_state(self, state: Any, batch: int, batched: bool, like: Tensor) -> State:
         parts: tuple[Any, ...]
         if self.kind == "lstm":
             if not isinstance(state, tuple) or len(state) != 2:
@@ -198,6 +198,7 @@ class _Cell(RecurrentBase):
                 raise TypeError(f"state.{name} must be a Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape:
                 raise ConfigError(f"state.{name} must have shape {shape}, got {tuple(t.shape)}")
+            check_state_like(f"state.{name}", t, like)
         parts = tuple(t if batched else t.unsqueeze(0) for t in parts)
         return LSTMState(*parts) if self.kind == "lstm" else HiddenState(*parts)
 
@@ -219,7 +220,7 @@ class _Cell(RecurrentBase):
         if state is None:
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
         else:
-            state = self._coerce_state(state, batch, batched)
+            state = self._coerce_state(state, batch, batched, x)
         masks = self._step_masks(x)
         new = cell_forward(self.kind, x, state, self.layer_params(), self.step_options(), masks)
         if not batched:
@@ -230,8 +231,10 @@ class _Cell(RecurrentBase):
         s = [f"{self.input_size}, {self.hidden_size}"]
         if not self.bias:
             s.append("bias=False")
-        if self.kind in ("rnn", "indrnn"):
-            s.append(f"nonlinearity={self.nonlinearity!r}")
+        if self.nonlinearity != {"rnn": "tanh", "indrnn": "relu"}.get(self.kind, self.nonlinearity):
+            s.append(
+                f"nonlinearity={self.nonlinearity!r}"
+            )  # as torch.nn.RNNCell: only if not default
         return ", ".join(s + self._extra_options())
 
 

@@ -152,6 +152,11 @@ class _RecurrentLayer(RecurrentBase):
         if self.batch_first:
             x = x.transpose(0, 1)
         self._check_features(x)
+        if x.shape[0] == 0:
+            raise ConfigError(
+                "input must have at least one time step, got sequence length 0 "
+                f"(input shape {tuple(input.shape)})"
+            )
         h0, c0 = self._check_hx(hx, x.shape[1], batched, x)
         if self._uses_torch_kernel():
             out, hn, cn = self._torch_kernel(x, h0, c0, None)
@@ -230,6 +235,7 @@ class _RecurrentLayer(RecurrentBase):
                     f"{name} must have shape {shape} (num_layers*num_directions, "
                     f"{'batch, ' if batched else ''}hidden_size), got {tuple(t.shape)}"
                 )
+            check_state_like(name, t, like)
             out.append(t if batched else t.unsqueeze(1))
         return out[0], (out[1] if is_lstm else None)
 
@@ -305,9 +311,24 @@ class _RecurrentLayer(RecurrentBase):
             s.append(f"dropout={self.dropout}")
         if self.bidirectional:
             s.append("bidirectional=True")
+        if self.nonlinearity != _DEFAULT_NONLINEARITY.get(self.kind, self.nonlinearity):
+            s.append(f"nonlinearity={self.nonlinearity!r}")
         if self.impl != "auto":
             s.append(f"impl={self.impl!r}")
         return ", ".join(s + self._extra_options())
+
+
+_DEFAULT_NONLINEARITY = {"rnn": "tanh", "indrnn": "relu"}
+
+
+def check_state_like(name: str, state: Tensor, like: Tensor) -> None:
+    """A state tensor must share the input's device and (outside autocast) its dtype."""
+    if state.device != like.device:
+        raise ConfigError(
+            f"{name} must be on the input's device ({like.device}), got {state.device}"
+        )
+    if state.dtype != like.dtype and not _autocast_on(like.device.type):
+        raise ConfigError(f"{name} dtype must match the input's ({like.dtype}), got {state.dtype}")
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -438,10 +459,6 @@ class RNN(_RecurrentLayer):
         self.mode = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}.get(
             self.nonlinearity, "RNN_LEAKY_RELU"
         )
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
 
 
 @register_layer(
