@@ -356,3 +356,30 @@ def test_lstm_ln_clip_solves_adding_t50() -> None:
         TrainConfig(steps=800, batch_size=32, eval_every=50, progress=False, eval_batches=2),
     )
     assert result.solved, result.metrics
+
+
+class _Probe(Callback):
+    """Draws a probe batch from the task when training starts, as HorizonMonitor does."""
+
+    def on_train_start(self, ctx: Any) -> None:
+        ctx.task.batch(ctx.config.batch_size, torch.Generator().manual_seed(0))
+
+
+def test_probe_batches_at_train_start_leave_the_text_stream_alone(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcdefghij klmnop qrstuvwxyz. " * 20, encoding="utf-8")
+
+    def task() -> Any:
+        return create_task("text", length=6, path=str(corpus), eval_streams=2)
+
+    cfg = TrainConfig(
+        steps=4, eval_every=0, checkpoint_every=2, batch_size=4, stop_when_solved=False, **SMALL
+    )
+    plain = fit(_tiny(), task(), cfg)
+    probed = fit(_tiny(), task(), cfg, [_Probe()])
+    assert probed.metrics == plain.metrics  # the probe did not eat a training window
+    out = str(tmp_path / "run")
+    with pytest.raises(RuntimeError):
+        fit(_tiny(), task(), cfg.replace(out=out), [_Probe(), _Crash(3)])
+    resumed = fit(_tiny(), task(), cfg.replace(out=out, resume=True), [_Probe()])
+    assert resumed.metrics == plain.metrics  # nor moved the restored stream position

@@ -601,8 +601,15 @@ def _fit(
         ctx.extra_records.clear()
 
     t0 = time.time()
+    # A callback may draw a probe batch from the task here (HorizonMonitor does); a task that
+    # reads a stream (text) must not notice, or a resumed run would read other windows.
+    stream_state = (
+        copy.deepcopy(task.state_dict()) if callable(getattr(task, "state_dict", None)) else None
+    )
     for cb in callbacks:
         cb.on_train_start(ctx)
+    if stream_state is not None and callable(getattr(task, "load_state_dict", None)):
+        task.load_state_dict(stream_state)
     good = snapshot()
     bad_streak = 0
     diverged = False
