@@ -438,3 +438,12 @@ def test_weight_normed_layer_loads_a_torch_state_dict():
     x = torch.randn(T, B, F_IN)
     torch.testing.assert_close(wn(x)[0], ref(x)[0])
     wn.load_state_dict(wn.state_dict())  # its own (parametrized) keys still load
+
+
+@pytest.mark.parametrize("init", ["torch", "safe", "irnn", None])
+def test_every_init_recipe_respects_the_indrnn_bound(init):
+    for m in (rn.IndRNN(F_IN, 64, 2, recurrent_max=0.1, init=init), rn.IndRNNCell(F_IN, 64, recurrent_max=0.1, init=init)):  # fmt: skip
+        for name, p in m.named_parameters():
+            if name.startswith("weight_hh"):
+                assert p.abs().max().item() <= 0.1 + 1e-7, (init, name)
+                assert p.abs().max().item() > 0.05  # drawn, then clamped, not zeroed

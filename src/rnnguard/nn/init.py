@@ -206,12 +206,15 @@ def indrnn_(
 
 
 def torch_default_(module: nn.Module) -> nn.Module:
-    """torch.nn's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+    """torch.nn's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (IndRNN's u within its bound)."""
     for u in recurrent_units(module):
         k = 1.0 / math.sqrt(u.hidden_size)
         for name in (u.weight_ih, u.weight_hh, u.bias_ih, u.bias_hh):
             if name is not None:
-                _set(u.module, name, _get(u.module, name).uniform_(-k, k))
+                value = _get(u.module, name).uniform_(-k, k)
+                if name == u.weight_hh and u.recurrent_max is not None:
+                    value.clamp_(-u.recurrent_max, u.recurrent_max)
+                _set(u.module, name, value)
     return module
 
 
