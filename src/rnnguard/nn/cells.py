@@ -13,7 +13,7 @@ unroll yourself, hold the masks for the sequence::
         for x_t in x:
             out, state = cell(x_t, state)
 
-``cell.hold_masks()`` also works as a plain call (hold from now on, each call starts a new
+``cell.hold_masks()`` also works as a plain call (hold from now on; each such call starts a new
 sequence) and ``cell.release_masks()`` returns to fresh masks per call. With ``steps=T`` the cell
 also draws the zoneout masks of all ``T`` steps at once, exactly as a layer does, so an unrolled
 cell reproduces the layer's numbers under the same seed.
@@ -40,7 +40,7 @@ from rnnguard.nn.functional import (
 )
 from rnnguard.nn.layers import InitArg, check_state_like
 
-__all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "RNNCell"]
+__all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "MaskHold", "RNNCell"]
 
 
 class _HeldMasks:
