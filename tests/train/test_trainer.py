@@ -204,7 +204,7 @@ def test_divergence_rolls_back_and_lowers_lr(caplog: pytest.LogCaptureFixture) -
         stop_when_solved=False,
         **SMALL,
     )
-    recipe = _tiny(**{"schedule.name": "constant", "optimizer.lr": 0.01})
+    recipe = _tiny().replace(**{"schedule.name": "constant", "optimizer.lr": 0.01})
     with caplog.at_level("WARNING", logger="rnnguard.train.trainer"):
         result = fit(recipe, task, cfg)
     assert "rolled back" in caplog.text and "x0.5" in caplog.text
