@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import rnnguard.nn as rn
+from rnnguard.errors import ConfigError
 from rnnguard.nn import functional as RF
 from rnnguard.nn import init as rinit
 
@@ -447,3 +448,30 @@ def test_every_init_recipe_respects_the_indrnn_bound(init):
             if name.startswith("weight_hh"):
                 assert p.abs().max().item() <= 0.1 + 1e-7, (init, name)
                 assert p.abs().max().item() > 0.05  # drawn, then clamped, not zeroed
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        nn.LSTMCell(F_IN, H),
+        nn.GRUCell(F_IN, H, bias=False),
+        nn.RNNCell(F_IN, H, nonlinearity="relu"),
+        rn.LSTMCell(F_IN, H, layer_norm=True),
+    ],
+    ids=["torch-lstm", "torch-gru-nobias", "torch-rnn-relu", "rnnguard-ln-lstm"],
+)
+def test_layer_step_function_of_a_cell(cell):
+    sf = rn.layer_step_function(cell)
+    assert (sf.input_size, sf.hidden_size) == (F_IN, H)
+    x = torch.randn(B, F_IN)
+    state = type(sf.initial_state(B))(*(torch.randn(B, H) for _ in sf.initial_state(B)))
+    got = sf.step(x, state)
+    if isinstance(cell, rn.LSTMCell):
+        want = cell.eval()(x, state)[1]
+    else:
+        out = cell(x, tuple(state) if isinstance(cell, nn.LSTMCell) else state.h)
+        want = out if isinstance(out, tuple) else (out,)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    with pytest.raises(ConfigError, match=r"layer must be an int in \[0, 1\)"):
+        rn.layer_step_function(cell, layer=1)

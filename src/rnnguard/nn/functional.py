@@ -435,6 +435,8 @@ _TORCH_MODES = {
 def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -> StepFunction:
     """One-step map (eval semantics) of ``layer``/``direction`` of a torch.nn or rnnguard RNN/LSTM/GRU/IndRNN.
 
+    Cells (torch.nn's ``RNNCell``/``LSTMCell``/``GRUCell`` and rnnguard's) have one layer and direction.
+
     Eval semantics: zoneout contributes its expectation, DropConnect and dropout are off.
     """
     if hasattr(module, "layer_params") and hasattr(module, "step_options"):
@@ -476,8 +478,26 @@ def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -
         return StepFunction(
             kind, params, StepOptions(nonlinearity=act), in_size, module.hidden_size
         )
+    if isinstance(module, nn.RNNCellBase):
+        _check_index(layer, 1, direction, 1)
+        cell: Any = module
+        kind = {nn.LSTMCell: "lstm", nn.GRUCell: "gru"}.get(type(module), "rnn")
+        act = str(getattr(module, "nonlinearity", "tanh"))
+
+        def cell_params() -> LayerParams:
+            b = cell.bias
+            return LayerParams(
+                cell.weight_ih,
+                cell.weight_hh,
+                cell.bias_ih if b else None,
+                cell.bias_hh if b else None,
+            )
+
+        return StepFunction(
+            kind, cell_params, StepOptions(nonlinearity=act), module.input_size, module.hidden_size
+        )
     raise TypeError(
-        "module must be a torch.nn.RNN/LSTM/GRU or an rnnguard RNN/LSTM/GRU/IndRNN, "
+        "module must be a torch.nn.RNN/LSTM/GRU(Cell) or an rnnguard layer or cell, "
         f"got {type(module).__name__}"
     )
 
