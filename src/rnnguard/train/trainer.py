@@ -131,8 +131,12 @@ class TrainContext:
 
 
 # ---------------------------------------------------------------------- helpers
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error.
+
+    ``cuda`` means ``cuda:LOCAL_RANK``; under torchrun (``world_size > 1``) a fixed ``cuda:N`` that
+    is not this rank's GPU is an error, since every rank would share one GPU (NCCL refuses that).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -140,6 +144,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise ConfigError(f"device must be available, got {name!r} but CUDA is not available")
         if name == "cuda":
             return torch.device("cuda", local_rank)
+        device = torch.device(name)
+        if world_size > 1 and device.index is not None and device.index != local_rank:
+            raise ConfigError(
+                f"device must be 'cuda' or 'auto' under torchrun (rank k uses cuda:LOCAL_RANK), "
+                f"got {name!r} on local rank {local_rank}"
+            )
+        return device
     return torch.device(name)
 
 
@@ -172,7 +183,9 @@ def detach_state(state: Any) -> Any:
 
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
+        # Asynchronous only towards the GPU: a non-blocking copy back to the host may still be in
+        # flight when the host tensor is read (pickled into a checkpoint, gathered across ranks).
+        return obj.to(device, non_blocking=device.type == "cuda")
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
         return type(obj)(*(_to_device(o, device) for o in obj))
     if isinstance(obj, (tuple, list)):
@@ -284,24 +297,31 @@ def latest_checkpoint(out: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Global RNG states; on a CUDA ``device`` also that GPU's generator (and no other's:
+    reading every GPU's state would open a context on each of them from every rank)."""
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": np.random.get_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(Exception):
-            torch.cuda.set_rng_state_all(state["cuda"])
+    cuda_state = state.get("cuda")
+    if cuda_state is None or device is None or device.type != "cuda":
+        return  # e.g. a CUDA run resumed on the CPU: nothing to restore
+    if isinstance(cuda_state, (list, tuple)):  # one state per GPU
+        index = device.index or 0
+        cuda_state = cuda_state[index] if index < len(cuda_state) else None
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, device)
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
@@ -402,7 +422,7 @@ def _fit(
     recipe: Recipe | None,
     dist_info: distributed.DistInfo,
 ) -> FitResult:
-    device = resolve_device(config.device, dist_info.local_rank)
+    device = resolve_device(config.device, dist_info.local_rank, dist_info.world_size)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     out = Path(config.out) if config.out else None
@@ -494,7 +514,7 @@ def _fit(
         if len(rngs) == dist_info.world_size:  # same layout: continue every stream exactly
             mine = rngs[dist_info.rank]
             train_gen.set_state(mine["train_gen"])
-            _set_rng_state(mine["global"])
+            _set_rng_state(mine["global"], device)
             carry = _to_device(mine["carry"], device)
             if mine.get("task") is not None and hasattr(task, "load_state_dict"):
                 task.load_state_dict(mine["task"])  # e.g. a text stream's position
@@ -562,7 +582,7 @@ def _fit(
     def save_checkpoint() -> None:
         mine = {
             "train_gen": train_gen.get_state(),
-            "global": _rng_state(),
+            "global": _rng_state(device),
             "carry": _to_device(carry, torch.device("cpu")),
             "task": task.state_dict() if callable(getattr(task, "state_dict", None)) else None,
         }
