@@ -106,6 +106,10 @@ def test_report_files_and_rerender(
     out, _ = tiny_run
     md = (out / "report.md").read_text()
     assert "not measured" in md and "| vanilla |" in md and "## Sequential / permuted MNIST" in md
+    # The appendix lists every stored run, each pointing at its own file.
+    stored = sorted(p.name for p in (out / "runs").glob("*.json"))
+    listed = sorted(r["key"].removeprefix("runs/") for r in tiny_run[1]["run_rows"])
+    assert listed == stored and "## Every run behind the table" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # plots are inline: the page stands alone
     assert "src='plots/" not in page

@@ -134,7 +134,51 @@ def summarize(
         "length_runs": length_runs,
         "single_rows": single_rows,
         "single_notes": list(plan.single_notes),
+        "run_rows": _run_rows(plan, runs),
     }
+
+
+RUN_COLUMNS = (
+    ("recipe", "recipe"),
+    ("task", "task"),
+    ("length", "T"),
+    ("seed", "seed"),
+    ("outcome", "outcome"),
+    ("metric", "final held-out metric"),
+    ("steps", "steps (budget)"),
+    ("wall", "training time (s)"),
+    ("key", "run file"),
+)
+
+
+def _run_rows(plan: Any, runs: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """Every run the plan used, in plan order: the evidence behind each cell of the table."""
+    rows = []
+    for job in plan.jobs:
+        results = job.results.items() if isinstance(job, LengthSearch) else None
+        specs = (
+            [job.make_spec(n, seed) for (n, seed), _ in sorted(results)]
+            if results is not None
+            else [sp for sp in job.specs if sp.key() in job.results]
+        )
+        for spec in specs:
+            r = runs.get(spec.key(), {})
+            if r.get("status") == "error":
+                outcome = f"failed: {r.get('error')}"
+            elif spec.kind == "length":
+                outcome = "solved" if r.get("solved") else "not solved"
+            else:
+                outcome = "done"
+            name = r.get("metric_name", "metric")
+            rows.append({
+                "recipe": spec.recipe, "task": spec.task, "length": str(spec.length),
+                "seed": str(spec.seed), "outcome": outcome,
+                "metric": f"{name} {_fmt(r.get('metric'), 4)}" if "metric" in r else "n/a",
+                "steps": f"{r.get('steps', 'n/a')} ({spec.steps})",
+                "wall": _fmt(float(r["wall_time"]), 1) if "wall_time" in r else "n/a",
+                "key": f"runs/{spec.key()}.json" if r.get("status", "ok") == "ok" else "not stored",
+            })  # fmt: skip
+    return rows
 
 
 def _single_rows(job: Any) -> list[dict[str, str]]:
@@ -343,7 +387,24 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
                   _markdown_table(summary["single_rows"], SINGLE_COLUMNS), ""]  # fmt: skip
     for title, name in plots.items():
         lines += [f"## {title}", "", f"![{title}](plots/{name})", ""]
+    if summary.get("run_rows"):
+        lines += ["## Every run behind the table", "",
+                  _markdown_table(summary["run_rows"], RUN_COLUMNS), ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _html_table(
+    title: str, rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...]
+) -> str:
+    if not rows:
+        return ""
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for _, h in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(r.get(k, 'n/a'))}</td>" for k, _ in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<h2>{esc(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
@@ -380,7 +441,7 @@ def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>rnnguard benchmark</title>"
         f"<style>{style}</style></head><body><h1>rnnguard long-range benchmark</h1>"
         f"<ul>{context}</ul><table><tr>{head}</tr>{body}</table>"
-        f"<p>{esc(_DEFINITIONS)}</p>{single}{figures}</body></html>\n"
+        f"<p>{esc(_DEFINITIONS)}</p>{single}{figures}{_html_table('Every run behind the table', summary.get('run_rows', []), RUN_COLUMNS)}</body></html>\n"
     )
 
 
