@@ -114,3 +114,23 @@ def test_state_dict_errors_name_the_missing_key():
     }  # fmt: skip
     assert result.unexpected_keys == []
     torch.testing.assert_close(ln.weight_hh_l0, plain["weight_hh_l0"])
+
+
+@pytest.mark.parametrize("cls", [rn.LSTM, rn.GRU, rn.RNN, rn.IndRNN])
+def test_extras_run_under_cpu_autocast(cls):
+    m = cls(F_IN, H, 2, layer_norm=True, zoneout=0.1, dropconnect=0.2)
+    x = torch.randn(6, 2, F_IN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(0)
+        out = m(x)[0]
+        m.impl = "reference"
+        torch.manual_seed(0)
+        ref = m(x)[0]
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    m.eval()
+    full = m(x)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(x)[0]
+    torch.testing.assert_close(low.float(), full, rtol=0, atol=0.1)  # bf16 keeps ~3 digits

@@ -126,9 +126,11 @@ class _RecurrentLayer(RecurrentBase):
         )  # fmt: skip
         return not extras
 
-    def _direction_fn(self) -> Callable[..., Any]:
+    def _direction_fn(self, device_type: str) -> Callable[..., Any]:
         # "auto" with extras (or IndRNN) takes the fused path; "reference" keeps the plain loop.
-        if self.impl == "reference":
+        # Under autocast "auto" keeps the plain loop too: its ops are autocast-aware, the fused
+        # kernels (out= buffers, mixed dtypes) are not.
+        if self.impl == "reference" or (self.impl == "auto" and _autocast_on(device_type)):
             return run_direction
         from rnnguard.nn import fused
 
@@ -269,7 +271,7 @@ class _RecurrentLayer(RecurrentBase):
                 dropconnect=self.dropconnect, zoneout=self.zoneout,
                 zoneout_cell=self.zoneout_cell, dropout=self.dropout, training=True,
             )  # fmt: skip
-        run = self._direction_fn()
+        run = self._direction_fn(x.device.type)
         if lengths is not None:
             lengths = lengths.to(x.device)
         layer_in = x
