@@ -47,7 +47,9 @@ def test_repr_shows_every_non_default_option_and_only_those():
     ):  # fmt: skip
         assert part in text, part
     bounded = repr(rn.IndRNN(F_IN, H, max_length=100, residual=True))
-    assert "recurrent_max=1.00696" in bounded and "residual=True" in bounded
+    assert "max_length=100" in bounded and "residual=True" in bounded
+    assert "recurrent_max" not in bounded
+    assert "recurrent_max=0.9" in repr(rn.IndRNNCell(F_IN, H, recurrent_max=0.9))
 
 
 EXTRAS = [

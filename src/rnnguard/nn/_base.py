@@ -248,7 +248,9 @@ class RecurrentBase(nn.Module):
             out.append("weight_norm=True")
         if self.residual:
             out.append("residual=True")
-        if self.recurrent_max is not None:
+        if self.max_length is not None:  # what the user gave, not the bound it implies
+            out.append(f"max_length={self.max_length}")
+        elif self.recurrent_max is not None:
             out.append(f"recurrent_max={self.recurrent_max:.6g}")
         return out
 
