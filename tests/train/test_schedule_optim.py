@@ -131,3 +131,17 @@ def test_param_groups_on_real_layers() -> None:
             ]
         else:
             assert decayed == ["weight_ih_l0"]  # not the recurrent vector weight_hh_l0
+
+
+def test_set_total_steps_replans_the_decay_from_the_current_position() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sch = build_scheduler(opt, 10, warmup_steps=2, min_lr_ratio=0.1)
+    for _ in range(6):
+        opt.step()
+        sch.step()
+    sch.set_total_steps(30)
+    assert sch.warmup_steps == 2  # the warmup already planned is kept
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * warmup_cosine(6, 30, 2, 0.1))
+    assert sch.get_last_lr() == [opt.param_groups[0]["lr"]]
+    with pytest.raises(ConfigError, match="total_steps"):
+        sch.set_total_steps(0)

@@ -105,6 +105,19 @@ class WarmupCosineLR(LRScheduler):
                 group["initial_lr"] = group["initial_lr"] * factor
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
+    def set_total_steps(self, total_steps: int) -> None:
+        """Stretch (or shrink) the decay to end at ``total_steps`` from the current position.
+
+        Used when a run is resumed with a different budget: the warmup already planned is kept
+        and the cosine reaches ``min_lr_ratio`` at the new end instead of the old one.
+        """
+        if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
+            raise ConfigError(f"total_steps must be a positive int, got {total_steps!r}")
+        self.total_steps = total_steps
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
     def state_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 

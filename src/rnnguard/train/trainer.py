@@ -494,6 +494,7 @@ def _fit(
     history: list[dict[str, Any]] = []
     carry: Any = None
     last_metrics: dict[str, float] = {}
+    saved: dict[str, Any] = {}  # trainer state of the checkpoint resumed from
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
@@ -503,10 +504,17 @@ def _fit(
             ) from exc
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scheduler.total_steps != max(1, config.steps):
+            # Resumed with another budget: the decay ends at the new last step, not the old one
+            # (else a longer run would go on at the old final rate, zero for min_lr_ratio=0).
+            logger.info(
+                "schedule re-planned for %d steps (was %d)", config.steps, scheduler.total_steps
+            )
+            scheduler.set_total_steps(max(1, config.steps))
         if ckpt["scaler"]:  # empty when saved without fp16 (e.g. a CPU run resumed on CUDA)
             scaler.load_state_dict(ckpt["scaler"])
         guard.load_state_dict(ckpt["guard"])
-        tr = ckpt["trainer"]
+        tr = saved = ckpt["trainer"]
         step, lr_scale, rollbacks = tr["step"], tr["lr_scale"], tr["rollbacks"]
         solved_step, wall_before = tr["solved_step"], tr["wall_time"]
         history, last_metrics = list(tr["history"]), dict(tr["last_metrics"])
@@ -575,6 +583,7 @@ def _fit(
 
     def snapshot() -> dict[str, Any]:
         return {
+            "step": ctx.step,
             "model": copy.deepcopy(model.state_dict()),
             "optimizer": copy.deepcopy(optimizer.state_dict()),
         }
@@ -604,6 +613,12 @@ def _fit(
                     "wall_time": wall_before + (time.time() - t0),
                     "history": history,
                     "last_metrics": last_metrics,
+                    "last_eval_step": last_eval_step,
+                    "bad_streak": bad_streak,
+                    "diverged": diverged,
+                    # The rollback target, unless it is this very state (the usual case when
+                    # checkpoints follow evaluations): a resumed run rolls back to the same place.
+                    "good": None if good["step"] == ctx.step else good,
                 },
                 "recipe": recipe.to_dict(),
                 "config": config.to_dict(),
@@ -630,13 +645,13 @@ def _fit(
         cb.on_train_start(ctx)
     if stream_state is not None and callable(getattr(task, "load_state_dict", None)):
         task.load_state_dict(stream_state)
-    good = snapshot()
-    bad_streak = 0
-    diverged = False
-    last_eval_step = step if last_metrics else -1
+    good = saved.get("good") or snapshot()
+    bad_streak = int(saved.get("bad_streak", 0))
+    diverged = bool(saved.get("diverged", False))
+    last_eval_step = int(saved.get("last_eval_step", step if last_metrics else -1))
     solved = solved_step is not None
-    if solved and config.stop_when_solved:
-        ctx.should_stop = True
+    if (solved and config.stop_when_solved) or diverged:
+        ctx.should_stop = True  # a finished run stays finished
 
     while ctx.step < config.steps and not ctx.should_stop:
         model.train()

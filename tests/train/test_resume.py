@@ -1,0 +1,117 @@
+"""Resume: the schedule under a changed budget, the divergence streak, the rollback target, the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from rnnguard.tasks import AddingTask
+from rnnguard.train.callbacks import Callback
+from rnnguard.train.config import TrainConfig
+from rnnguard.train.recipes import Recipe, get_recipe
+from rnnguard.train.trainer import checkpoint_paths, fit, load_checkpoint
+from rnnguard.utils.io import read_jsonl
+
+BASE = TrainConfig(
+    batch_size=4,
+    eval_every=0,
+    eval_batches=1,
+    log_every=1,
+    progress=False,
+    stop_when_solved=False,
+)
+
+
+def _recipe(**schedule: Any) -> Recipe:
+    return get_recipe("gru").replace(hidden_size=8, schedule=schedule)
+
+
+class _Crash(Callback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, ctx: Any, record: dict[str, Any]) -> None:
+        if ctx.step == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def _lrs(out: Path) -> dict[int, float]:
+    return {r["step"]: r["lr"] for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"}
+
+
+def test_a_longer_budget_on_resume_follows_the_longer_curve(tmp_path: Path) -> None:
+    recipe = _recipe(name="warmup-cosine", warmup_fraction=0.0, min_lr_ratio=0.0)
+    short, straight = tmp_path / "short", tmp_path / "straight"
+    fit(recipe, AddingTask(6), BASE.replace(steps=10, checkpoint_every=5, out=str(short)))
+    assert _lrs(short)[10] == pytest.approx(0.0, abs=1e-12)  # the 10-step curve has ended
+    before = load_checkpoint(checkpoint_paths(short)[-1])["model"]
+    fit(recipe, AddingTask(6), BASE.replace(steps=20, out=str(short), resume=True))
+    fit(recipe, AddingTask(6), BASE.replace(steps=20, out=str(straight)))
+    resumed, full = _lrs(short), _lrs(straight)
+    for step in range(11, 21):  # from the resume on, the 20-step curve, down to 0 at its end
+        assert resumed[step] == pytest.approx(full[step], rel=1e-9), step
+    assert resumed[15] > 0 and resumed[20] == pytest.approx(0.0, abs=1e-12)
+    after = load_checkpoint(checkpoint_paths(short)[-1])["model"]
+    assert any(not torch.equal(v, after[k]) for k, v in before.items())  # it did train
+
+
+class _PoisonStream(AddingTask):
+    """NaN inputs on the listed draws; the draw count is a stream position kept in checkpoints."""
+
+    def __init__(self, length: int, bad: set[int]) -> None:
+        super().__init__(length)
+        self.bad, self.calls = bad, 0
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> Any:
+        x, y = super().batch(batch_size, generator)
+        self.calls += 1
+        return (x * float("nan") if self.calls in self.bad else x), y
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.calls = state["calls"]
+
+
+def test_resume_keeps_the_divergence_streak_and_rollback_target(tmp_path: Path) -> None:
+    # Steps 4 and 5 are non-finite with patience 2: the streak straddles the step-4 checkpoint,
+    # and the rollback target is the step-3 evaluation's weights, not the checkpoint's.
+    # Draws: steps 1-3, the step-3 evaluation's batch, then step 4 is draw 5 and step 5 draw 6.
+    cfg = BASE.replace(
+        steps=9, eval_every=3, checkpoint_every=4, divergence_patience=2, steps_per_epoch=4
+    )
+    recipe = _recipe(name="constant")
+    full = fit(recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "a")))
+    assert [(e["event"], e["step"]) for e in full.history if e["kind"] == "event"] == [
+        ("rollback", 5)
+    ]
+    with pytest.raises(RuntimeError, match="simulated"):
+        fit(recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b")), [_Crash(5)])
+    assert [p.name for p in checkpoint_paths(tmp_path / "b")] == ["ckpt-00000004.pt"]
+    resumed = fit(
+        recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b"), resume=True)
+    )
+    assert resumed.rollbacks == 1 and resumed.guard_stats == full.guard_stats
+    assert resumed.guard_stats["skipped_per_epoch"] == [1, 1, 0]
+    a = load_checkpoint(checkpoint_paths(tmp_path / "a")[-1])["model"]
+    b = load_checkpoint(checkpoint_paths(tmp_path / "b")[-1])["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert resumed.metrics == full.metrics
+
+
+def test_a_diverged_run_stays_diverged_on_resume(tmp_path: Path) -> None:
+    cfg = BASE.replace(
+        steps=50, divergence_patience=2, max_rollbacks=1, checkpoint_every=0, out=str(tmp_path)
+    )
+    first = fit(_recipe(name="constant"), _PoisonStream(6, set(range(3, 200))), cfg)
+    assert first.diverged and first.steps == 6
+    again = fit(_recipe(name="constant"), _PoisonStream(6, set()), cfg.replace(resume=True))
+    assert again.diverged and again.steps == 6 and again.rollbacks == first.rollbacks
+    train_steps = [
+        r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"
+    ]
+    assert max(train_steps) == 6
