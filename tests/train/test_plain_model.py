@@ -110,3 +110,32 @@ def test_split_output_accepts_both_conventions() -> None:
     h = torch.zeros(1, 2, 7)
     pred, state = split_output((y, h), x, 5)
     assert pred is y and state is h
+
+
+class _ReturnsHidden(PlainGRU):
+    """``forward(x)`` returning ``(outputs, h)``, e.g. for inspection, but taking no state back."""
+
+    def forward(self, x: torch.Tensor) -> Any:  # type: ignore[override]
+        self.calls += 1
+        out, h = self.rnn(x)
+        return self.head(out), h
+
+
+def test_outputs_and_state_from_a_model_that_takes_no_state() -> None:
+    model = _ReturnsHidden()
+    result = fit(model, _Stream(5), CFG)
+    assert result.steps == 3 and model.calls == 3 + CFG.eval_batches
+
+
+def test_a_model_that_takes_a_state_gets_it_back() -> None:
+    seen: list[Any] = []
+
+    class Carries(PlainGRU):
+        def forward(self, x: torch.Tensor, h: Any = None) -> Any:  # type: ignore[override]
+            seen.append(h)
+            out, h = self.rnn(x, h)
+            return self.head(out), h
+
+    fit(Carries(), _Stream(5), CFG)
+    assert seen[0] is None and all(isinstance(h, torch.Tensor) for h in seen[1:3])
+    assert not any(h.requires_grad for h in seen[1:3])  # detached between batches

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 import logging
 import math
 import random
@@ -228,22 +229,39 @@ def split_output(output: Any, x: torch.Tensor, output_size: int | None = None) -
     return pred, state
 
 
+def accepts_state(model: nn.Module) -> bool:
+    """Whether ``model.forward`` can be called as ``forward(x, state)``."""
+    try:
+        inspect.signature(model.forward).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read: assume it does
+        return True
+    return True
+
+
 class SequenceCall(nn.Module):
     """A view of ``model`` with the trainer's calling convention: ``(x, state=None) -> (outputs, state)``.
 
-    The state is passed only when there is one, so a model whose ``forward`` takes ``x`` alone and
-    returns a tensor trains unchanged (it just has no state to carry). Outputs are checked by
-    :func:`split_output` against ``output_size``.
+    The state is passed only when there is one and ``forward`` takes a second argument, so a model
+    whose ``forward`` takes ``x`` alone trains unchanged, returning a tensor or ``(outputs, h)``
+    (it just has no state to carry). Outputs are checked by :func:`split_output`. ``takes_state``
+    overrides the signature test (for a wrapper such as DDP, whose signature says nothing).
     """
 
-    def __init__(self, model: nn.Module, output_size: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, output_size: int | None = None, takes_state: bool | None = None
+    ) -> None:
         super().__init__()
         self.inner = model
         self.output_size = output_size
+        self.takes_state = accepts_state(model) if takes_state is None else takes_state
 
     def forward(self, x: torch.Tensor, state: Any = None) -> tuple[Any, Any]:
-        output = self.inner(x) if state is None else self.inner(x, state)
-        return split_output(output, x, self.output_size)
+        pass_state = state is not None and self.takes_state
+        output = self.inner(x, state) if pass_state else self.inner(x)
+        pred, new_state = split_output(output, x, self.output_size)
+        return pred, (new_state if self.takes_state else None)
 
 
 def _task_view(model: nn.Module, task: Any) -> nn.Module:
@@ -534,7 +552,7 @@ def _fit(
         ddp_model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    forward = SequenceCall(ddp_model, _output_size(task))
+    forward = SequenceCall(ddp_model, _output_size(task), takes_state=accepts_state(model))
 
     # ---- callbacks: writers on rank 0 only, user callbacks on every rank
     builtin: list[Callback] = []
