@@ -219,3 +219,22 @@ def test_monitor_horizon_must_be_positive(capsys: pytest.CaptureFixture[str]) ->
     assert main(["train", *TINY, "--steps", "2", "--monitor-horizon", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--monitor-horizon" in err and len(err.splitlines()) == 1
+
+
+def test_text_flag_trains_a_language_model_and_resumes_it(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a stitch in time saves nine. " * 30, encoding="utf-8")
+    out = tmp_path / "run"
+    common = ["--set", "hidden_size=8", "--batch-size", "4", "--no-progress"]
+    argv = ["train", "--recipe", "gru", "--text", str(corpus), "--length", "8", *common]
+    assert main([*argv, "--steps", "4", "--eval-every", "2", "--out", str(out)]) == 0
+    evals = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4] and all("valid_bpc" in r for r in evals)
+    # The file is remembered: --resume needs neither --text nor --task.
+    assert main(["train", "--resume", "--out", str(out), "--steps", "6", "--no-progress"]) == 0
+    assert max(r["step"] for r in read_jsonl(out / "metrics.jsonl")) == 6
+
+
+def test_text_flag_with_another_task_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--task", "adding", "--text", "x.txt", "--steps", "1"]) == 2
+    assert "--text is for --task text" in capsys.readouterr().err

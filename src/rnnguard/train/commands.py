@@ -29,6 +29,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--task", default=None, help="task name (default: adding, or the resumed run's)")
     p.add_argument("--length", type=int, default=None, help="sequence length T of the task")
     p.add_argument(
+        "--text",
+        default=None,
+        metavar="FILE",
+        help="train a character language model on this UTF-8 file (the 'text' task)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="folder with ptb-char/ (default: $RNNGUARD_DATA)"
+    )
+    p.add_argument(
         "--task-arg",
         action="append",
         default=[],
@@ -146,9 +155,18 @@ def run_train(args: argparse.Namespace) -> int:
         recipe = recipe.replace(**overrides)
 
     saved_task = (ckpt or {}).get("task", {})
-    task_name = args.task or saved_task.get("name") or "adding"
+    task_name = args.task or ("text" if args.text else None) or saved_task.get("name") or "adding"
     length = args.length if args.length is not None else saved_task.get("length")
     task_kwargs = _parse_pairs(args.task_arg, "--task-arg")
+    for flag, key, value, owner in (
+        ("--text", "path", args.text, "text"),
+        ("--data-dir", "data_dir", args.data_dir, "ptb-char"),
+    ):
+        if value is None:
+            continue
+        if task_name != owner:
+            raise ConfigError(f"{flag} is for --task {owner}, got --task {task_name}")
+        task_kwargs[key] = value
     if not task_kwargs and ckpt is not None and task_name == saved_task.get("name"):
         task_kwargs = dict(ckpt["config"].get("extra", {}).get("task_args", {}))
     task = create_task(task_name, length=length, **task_kwargs)
