@@ -144,3 +144,16 @@ def test_sigkill_mid_grid_loses_at_most_the_run_in_progress(tmp_path: Path) -> N
     redone = set(log.read_text().splitlines())
     assert not (redone & stored)
     assert len(list((out / "runs").glob("*.json"))) == 13  # 12 lengths + 1 confirmation
+
+
+def test_trainer_log_lines_name_their_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    def noisy(s: RunSpec) -> dict[str, Any]:
+        logging.getLogger("rnnguard.train.trainer").warning("rolled back")
+        return {"solved": False}
+
+    with caplog.at_level(logging.WARNING, logger="rnnguard.train.trainer"):
+        run_jobs([SingleRuns([spec(7, kind="lm")])], ResultStore(tmp_path), noisy)
+    assert "lstm/adding/T=7/seed=0: rolled back" in caplog.text
+    assert not logging.getLogger("rnnguard.train.trainer").filters  # removed after the run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as _dt
+import logging
 import multiprocessing
 import os
 import platform
@@ -403,8 +404,23 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+class _RunLabel(logging.Filter):
+    """Prefixes the library's log lines (e.g. the trainer's rollbacks) with the run they come from."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"{self.label}: {record.msg}"
+        return True
+
+
 def _safe_call(train_fn: TrainFn, spec: RunSpec) -> dict[str, Any]:
     t0 = time.time()
+    tag = _RunLabel(spec.label)
+    trainer_log = logging.getLogger("rnnguard.train.trainer")
+    trainer_log.addFilter(tag)
     try:
         result = dict(train_fn(spec))
     except Exception as exc:  # recorded, shown in the report, never stored (a rerun retries it)
@@ -415,6 +431,8 @@ def _safe_call(train_fn: TrainFn, spec: RunSpec) -> dict[str, Any]:
             "solved": False,
             "wall_time": time.time() - t0,
         }
+    finally:
+        trainer_log.removeFilter(tag)
     result.setdefault("status", "ok")
     result.setdefault("wall_time", time.time() - t0)
     return result
