@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from rnnguard.errors import ConfigError
 from rnnguard.tasks import AddingTask
 from rnnguard.train.callbacks import Callback
 from rnnguard.train.config import TrainConfig
@@ -115,3 +116,37 @@ def test_a_diverged_run_stays_diverged_on_resume(tmp_path: Path) -> None:
         r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"
     ]
     assert max(train_steps) == 6
+
+
+class _Groups(Callback):
+    def on_train_start(self, ctx: Any) -> None:
+        self.groups = [dict(g, params=None) for g in ctx.optimizer.param_groups]
+
+
+def test_settings_changed_on_resume_take_effect_at_the_same_position(tmp_path: Path) -> None:
+    sched = {"name": "warmup-cosine", "warmup_fraction": 0.2, "min_lr_ratio": 0.1}
+    recipe = _recipe(**sched).replace(**{"optimizer.lr": 1e-2, "optimizer.weight_decay": 1e-4})
+    cfg = BASE.replace(steps=10, checkpoint_every=5)
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    fit(recipe, AddingTask(6), cfg.replace(out=str(straight)))
+    with pytest.raises(RuntimeError, match="simulated"):
+        fit(recipe, AddingTask(6), cfg.replace(out=str(run)), [_Crash(6)])
+    changed = recipe.replace(**{"optimizer.lr": 2e-2, "optimizer.weight_decay": 0.5})
+    changed = changed.replace(**{"schedule.min_lr_ratio": 0.3})
+    groups = _Groups()
+    fit(changed, AddingTask(6), cfg.replace(out=str(run), resume=True), [groups])
+    assert [g["weight_decay"] for g in groups.groups] == [0.5, 0.0]  # biases stay exempt
+    full, resumed = _lrs(straight), _lrs(run)
+    assert all(resumed[s] == pytest.approx(full[s]) for s in range(1, 6))  # before the resume
+    # Same position on the curve, twice the peak, decaying to 0.3 of it instead of 0.1.
+    peak = 2e-2
+    for s in range(6, 11):
+        want = peak * (0.3 + 0.7 * (full[s] / 1e-2 - 0.1) / 0.9)
+        assert resumed[s] == pytest.approx(want, rel=1e-6), s
+    assert resumed[10] == pytest.approx(0.3 * peak)
+    with pytest.raises(ConfigError, match=r"optimizer\.name"):
+        fit(
+            changed.replace(**{"optimizer.name": "sgd"}),
+            AddingTask(6),
+            cfg.replace(out=str(run), resume=True, steps=12),
+        )

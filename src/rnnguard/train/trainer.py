@@ -278,6 +278,47 @@ def _output_size(task: Any) -> int | None:
     return size if isinstance(size, int) else None
 
 
+_SCHEDULE_SETTINGS = ("kind", "warmup_steps", "min_lr_ratio", "warmup_start_ratio")
+
+
+def _apply_recipe_changes(
+    saved: dict[str, Any] | None,
+    recipe: Recipe,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    fresh_groups: list[dict[str, Any]],
+    fresh_schedule: dict[str, Any],
+) -> None:
+    """After loading a checkpoint, apply optimiser/schedule settings the recipe now changes.
+
+    Loading restores the saved hyperparameters; a run resumed with, say, ``--set optimizer.lr=``
+    means the new value. The peak rate is rescaled (keeping any rollback back-off and the position
+    on the curve); the other optimiser and schedule settings are taken from the new recipe.
+    """
+    if saved is None:
+        return
+    try:
+        old = Recipe.from_dict(saved)
+    except ConfigError:
+        return  # written by another version: keep what was loaded
+    if old.optimizer.name != recipe.optimizer.name:
+        raise ConfigError(
+            f"optimizer.name must stay {old.optimizer.name!r} to resume this run, "
+            f"got {recipe.optimizer.name!r}"
+        )
+    if old.optimizer != recipe.optimizer:
+        for group, fresh in zip(optimizer.param_groups, fresh_groups):
+            group.update({k: v for k, v in fresh.items() if k not in ("lr", "initial_lr")})
+        if recipe.optimizer.lr != old.optimizer.lr:
+            scheduler.scale_base_lr(recipe.optimizer.lr / old.optimizer.lr)
+        logger.info("resumed with the recipe's new optimiser settings %s", recipe.optimizer)
+    if old.schedule != recipe.schedule:
+        for key, value in fresh_schedule.items():
+            setattr(scheduler, key, value)
+        scheduler.scale_base_lr(1.0)  # re-applies the rate at the current position
+        logger.info("resumed with the recipe's new schedule %s", recipe.schedule)
+
+
 def _check_task(task: Any) -> None:
     missing = [a for a in ("spec", "batch", "loss", "metric", "is_solved") if not hasattr(task, a)]
     if missing:
@@ -520,8 +561,15 @@ def _fit(
             raise ConfigError(
                 f"checkpoint in {str(out)!r} does not match this model: {str(exc).splitlines()[0]}"
             ) from exc
+        fresh_groups = [
+            {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+        ]
+        fresh_schedule = {k: getattr(scheduler, k) for k in _SCHEDULE_SETTINGS}
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        _apply_recipe_changes(
+            ckpt.get("recipe"), recipe, optimizer, scheduler, fresh_groups, fresh_schedule
+        )
         if scheduler.total_steps != max(1, config.steps):
             # Resumed with another budget: the decay ends at the new last step, not the old one
             # (else a longer run would go on at the old final rate, zero for min_lr_ratio=0).
