@@ -447,10 +447,14 @@ def fit(
     With a ``nn.Module`` the optimiser, schedule and guard settings come from ``recipe`` (default:
     ``Recipe()``: AdamW, warmup+cosine, clip 1). The module maps ``x`` either to its outputs
     ``(B, T, output_size)``, like a plain PyTorch model, or to ``(outputs, state)`` like
-    :class:`~rnnguard.models.SequenceModel`; only the latter carries its state across the batches
-    of a stateful task (it is called as ``model(x, state)`` once there is a state). Under ``torchrun`` the model is wrapped in
-    DistributedDataParallel; rank 0 writes logs and checkpoints. The process group stays up for
-    further calls; :func:`rnnguard.train.distributed.shutdown` ends it.
+    :class:`~rnnguard.models.SequenceModel`; anything else is a TypeError. On a stateful task
+    the state is carried across batches when ``forward`` takes it back (``model(x, state)``).
+    Under ``torchrun`` the model is wrapped in DistributedDataParallel; rank 0 writes logs and
+    checkpoints. The process group stays up for further calls;
+    :func:`rnnguard.train.distributed.shutdown` ends it.
+
+    Resuming (``config.resume``) continues exactly; optimiser or schedule settings that the recipe
+    changes, and a changed ``steps`` budget, take effect from the resumed position.
 
     Example:
         >>> from rnnguard.tasks import create_task
