@@ -98,3 +98,26 @@ def test_autocast_and_amp_follow_the_device_type() -> None:
     assert ac.device == "cuda" and ac.fast_dtype == torch.float16
     ac = _autocast(cpu, "bf16")
     assert ac.device == "cpu" and ac.fast_dtype == torch.bfloat16
+
+
+def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(ConfigError, match="bfloat16"):
+        trainer.resolve_amp("bf16", torch.device("cuda", 0))
+    assert trainer.resolve_amp("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_rollback_snapshots_are_host_copies() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    snap = trainer._host_copy({"model": model.state_dict(), "optimizer": opt.state_dict()})
+    weight = snap["model"]["weight"]
+    assert weight.device.type == "cpu" and torch.equal(weight, model.weight.detach())
+    assert weight.data_ptr() != model.weight.data_ptr()  # a copy, not a view of live weights
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(weight, model.weight.detach())
+    opt.load_state_dict(snap["optimizer"])  # loads back as the trainer's rollback does
+    assert opt.state_dict()["param_groups"] == snap["optimizer"]["param_groups"]

@@ -164,6 +164,11 @@ def resolve_amp(amp: str, device: torch.device) -> str:
         raise ConfigError(
             f"amp='fp16' needs a CUDA device, got device {str(device)!r}; use 'bf16' on CPU"
         )
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"amp='bf16' needs a GPU with bfloat16 support, got {str(device)!r} without it; "
+            "use 'fp16'"
+        )
     return amp
 
 
@@ -317,6 +322,17 @@ def _apply_recipe_changes(
             setattr(scheduler, key, value)
         scheduler.scale_base_lr(1.0)  # re-applies the rate at the current position
         logger.info("resumed with the recipe's new schedule %s", recipe.schedule)
+
+
+def _host_copy(obj: Any) -> Any:
+    """A deep copy of a (nested) state dict with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_host_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 def _check_task(task: Any) -> None:
@@ -652,10 +668,12 @@ def _fit(
         )
 
     def snapshot() -> dict[str, Any]:
+        # Kept in host memory: on a GPU a second copy of the weights and the optimiser state
+        # would cost as much device memory as the training itself.
         return {
             "step": ctx.step,
-            "model": copy.deepcopy(model.state_dict()),
-            "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "model": _host_copy(model.state_dict()),
+            "optimizer": _host_copy(optimizer.state_dict()),
         }
 
     def save_checkpoint() -> None:
