@@ -150,3 +150,14 @@ def test_settings_changed_on_resume_take_effect_at_the_same_position(tmp_path: P
             AddingTask(6),
             cfg.replace(out=str(run), resume=True, steps=12),
         )
+
+
+def test_logged_epochs_match_the_guards_per_epoch_counts() -> None:
+    # Draw 4 (step 4, the last of epoch 0) and draw 6 (step 6) are non-finite.
+    cfg = BASE.replace(steps=8, steps_per_epoch=4, divergence_patience=5)
+    result = fit(_recipe(name="constant"), _PoisonStream(6, {4, 6}), cfg)
+    train = {r["step"]: r for r in result.history if r["kind"] == "train"}
+    assert [train[s]["epoch"] for s in (1, 4, 5, 8)] == [0, 0, 1, 1]
+    assert result.guard_stats["skipped_per_epoch"] == [1, 1]
+    for epoch, count in enumerate(result.guard_stats["skipped_per_epoch"]):
+        assert count == sum(1 for r in train.values() if r["skipped"] and r["epoch"] == epoch)

@@ -114,7 +114,8 @@ class TrainContext:
 
     @property
     def epoch(self) -> int:
-        return self.step // self.config.steps_per_epoch
+        """Epoch of the step just done: steps 1..N are epoch 0 (as the guard counts them)."""
+        return max(0, self.step - 1) // self.config.steps_per_epoch
 
     @property
     def metric_name(self) -> str:
