@@ -238,3 +238,9 @@ def test_text_flag_trains_a_language_model_and_resumes_it(tmp_path: Path) -> Non
 def test_text_flag_with_another_task_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--task", "adding", "--text", "x.txt", "--steps", "1"]) == 2
     assert "--text is for --task text" in capsys.readouterr().err
+
+
+def test_data_dir_implies_ptb_char(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data-dir", str(tmp_path), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "PTB-char" in err and str(tmp_path) in err and len(err.strip().splitlines()) == 1

@@ -35,7 +35,9 @@ def register(subparsers: Any) -> None:
         help="train a character language model on this UTF-8 file (the 'text' task)",
     )
     p.add_argument(
-        "--data-dir", default=None, help="folder with ptb-char/ (default: $RNNGUARD_DATA)"
+        "--data-dir",
+        default=None,
+        help="folder with ptb-char/ for the 'ptb-char' task (default: $RNNGUARD_DATA)",
     )
     p.add_argument(
         "--task-arg",
@@ -155,7 +157,8 @@ def run_train(args: argparse.Namespace) -> int:
         recipe = recipe.replace(**overrides)
 
     saved_task = (ckpt or {}).get("task", {})
-    task_name = args.task or ("text" if args.text else None) or saved_task.get("name") or "adding"
+    implied = "text" if args.text else ("ptb-char" if args.data_dir else None)
+    task_name = args.task or implied or saved_task.get("name") or "adding"
     length = args.length if args.length is not None else saved_task.get("length")
     task_kwargs = _parse_pairs(args.task_arg, "--task-arg")
     for flag, key, value, owner in (
