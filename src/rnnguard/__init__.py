@@ -10,8 +10,10 @@ __version__ = "0.1.0"
 
 from rnnguard.nn import (
     GRU,
+    LRU,
     LSTM,
     RNN,
+    CausalTransformer,
     DropConnect,
     GRUCell,
     HiddenState,
@@ -35,8 +37,10 @@ from rnnguard.train.trainer import FitResult, fit
 
 __all__ = [
     "GRU",
+    "LRU",
     "LSTM",
     "RNN",
+    "CausalTransformer",
     "DropConnect",
     "FitResult",
     "GRUCell",
