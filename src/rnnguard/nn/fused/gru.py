@@ -1,9 +1,9 @@
 """Fused GRU recurrence (optional LayerNorm, zoneout, carry) with a hand-written backward.
 
-A GRU has no cell state, so every gradient of step t is ``dh_t`` times a factor known after the
-forward pass: backward computes those factors for all steps at once and the sequential loop is one
-element-wise multiply for the gate gradients, one for the recurrent-projection gradient, the
-LayerNorm backward (when on), one (B, 3H) x (3H, H) matrix multiply and one multiply-add.
+A GRU has no cell state: every gradient of step t is ``dh_t`` times factors known after the
+forward pass. Backward computes them step by step on (B, H) slices that stay in cache, runs the
+LayerNorm backward (when on) and one (B, 3H) x (3H, H) matrix multiply per step, and forms the
+recurrent weight gradient in one matrix multiply over all steps after the loop.
 """
 
 from __future__ import annotations

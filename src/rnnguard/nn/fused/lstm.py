@@ -3,9 +3,10 @@
 The caller hoists the input side, ``pre = LN(W_ih x) + b_ih + b_hh`` for all steps, out of the
 loop; DropConnect is folded into ``w_hh`` by the caller. Forward runs the time loop with no
 autograd graph and writes every step into preallocated (T, B, .) buffers. Backward walks the steps
-in reverse doing only what is truly sequential (one (B, 4H) x (4H, H) matrix multiply and a few
-element-wise ops per step); the gate-derivative factors are computed for all steps at once before
-the loop, and the recurrent weight and LayerNorm gain gradients after it, each in one operation.
+in reverse doing only what is truly sequential: one (B, 4H) x (4H, H) matrix multiply and a few
+element-wise ops per step, on (B, H) slices that stay in cache. The LayerNorm gain gradients come
+out of the per-step LayerNorm backward; the recurrent weight gradient is one matrix multiply over
+all steps after the loop, and the input-side gradients flow through ``pre`` to ordinary autograd.
 """
 
 from __future__ import annotations
