@@ -117,3 +117,15 @@ def test_bad_arguments() -> None:
         layer(torch.randn(2, 5, 3))
     with pytest.raises(ConfigError, match="state must have shape"):
         layer(torch.randn(2, 5, 2), torch.zeros(1, 3, 8, dtype=torch.cfloat))
+
+
+def test_runs_under_cpu_bf16_autocast_and_trains():
+    torch.manual_seed(0)
+    layer = LRU(3, 8, num_layers=2, batch_first=True)
+    x = torch.randn(2, 17, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = layer(x)
+    assert state.dtype == torch.complex64
+    assert torch.isfinite(out.float()).all()
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())

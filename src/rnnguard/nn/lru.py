@@ -121,12 +121,15 @@ class LRUCore(nn.Module):
         """Map ``u`` (B, T, d_model) to ``(y (B, T, d_model), last complex state (B, N))``."""
         # Real matmuls for the projections: the input and output are real, so complex matmuls
         # would only add conversions (and are slower on CPU).
-        gamma = torch.exp(self.gamma_log)[:, None]
-        u32 = u.float()
-        bu = torch.complex(u32 @ (self.B_re * gamma).t(), u32 @ (self.B_im * gamma).t())
-        x = linear_scan(bu, self.log_lambda(), state, self.chunk_size)
-        y = x.real @ self.C_re.t() - x.imag @ self.C_im.t()
-        return y.to(u.dtype) + self.D * u, x[:, -1]
+        # The recurrence runs in float32 even under autocast: complex half types have no matmul
+        # kernels, and a linear recurrence over long T is exactly where low precision hurts.
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            gamma = torch.exp(self.gamma_log)[:, None]
+            u32 = u.float()
+            bu = torch.complex(u32 @ (self.B_re * gamma).t(), u32 @ (self.B_im * gamma).t())
+            x = linear_scan(bu, self.log_lambda(), state, self.chunk_size)
+            y = x.real @ self.C_re.t() - x.imag @ self.C_im.t()
+            return y.to(u.dtype) + self.D * u, x[:, -1]
 
 
 @register_layer("lru", description="Linear Recurrent Unit (Orvieto et al. 2023), parallel scan")
