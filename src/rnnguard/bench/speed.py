@@ -382,6 +382,14 @@ def format_report(report: SpeedReport) -> str:
             f"| {r.size} | {r.case} | {r.forward_s * 1e3:.1f} | {r.train_s * 1e3:.1f} | {fr} | {tr} "
             f"| {r.baseline or '-'} | {r.gflops:.1f} | {mem} |"
         )
+    for r in report.rows:
+        if r.case == "LSTM" and r.train_ratio is not None:
+            # rnnguard.LSTM without extras runs torch's own kernel: any ratio away from 1.00
+            # is measurement noise, and bounds how far the other ratios of this run can be trusted.
+            lines.append(
+                f"noise check ({r.size}): LSTM without extras runs torch.nn.LSTM's kernel; "
+                f"its fwd+bwd ratio is {r.train_ratio:.2f} (1.00 on a quiet machine)"
+            )
     if report.scaling:
         lines += [
             "",
