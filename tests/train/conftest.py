@@ -1,20 +1,10 @@
-"""Training tests use tiny models: one CPU thread is fastest and avoids oversubscribing CI cores."""
+"""Training tests: child processes (CLI, torchrun) start on one CPU thread as the tests do."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
