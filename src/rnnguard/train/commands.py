@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.args import parse_pairs
 
 
 def register(subparsers: Any) -> None:
@@ -105,21 +106,6 @@ def register(subparsers: Any) -> None:
     lp.set_defaults(func=run_list)
 
 
-def _parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in pairs:
-        if "=" not in item:
-            raise ConfigError(f"{flag} must be KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw)  # numbers, booleans, lists as YAML reads them
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
-
-
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``rnnguard train``."""
     from rnnguard.tasks import create_task
@@ -152,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         recipe = Recipe.from_dict(ckpt["recipe"])
     else:
         recipe = get_recipe("lstm-ln-clip")
-    overrides = _parse_pairs(args.set, "--set")
+    overrides = parse_pairs(args.set, "--set")
     if overrides:
         recipe = recipe.replace(**overrides)
 
@@ -160,7 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
     implied = "text" if args.text else ("ptb-char" if args.data_dir else None)
     task_name = args.task or implied or saved_task.get("name") or "adding"
     length = args.length if args.length is not None else saved_task.get("length")
-    task_kwargs = _parse_pairs(args.task_arg, "--task-arg")
+    task_kwargs = parse_pairs(args.task_arg, "--task-arg")
     for flag, key, value, owner in (
         ("--text", "path", args.text, "text"),
         ("--data-dir", "data_dir", args.data_dir, "ptb-char"),

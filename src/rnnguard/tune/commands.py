@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.args import parse_pairs
 
 
 def register(subparsers: Any) -> None:
@@ -64,22 +65,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_tune)
 
 
-def _pairs(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict, values read as YAML scalars (numbers, booleans)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--task-arg must be KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
-
-
 def run_tune(args: argparse.Namespace) -> int:
     """Handler of ``rnnguard tune``."""
     from rnnguard.tune.space import list_spaces
@@ -103,7 +88,7 @@ def run_tune(args: argparse.Namespace) -> int:
         out=args.out,
         space=args.space,
         base_recipe=args.base_recipe,
-        task_kwargs=_pairs(args.task_arg),
+        task_kwargs=parse_pairs(args.task_arg, "--task-arg"),
         hidden_size=args.hidden_size,
         batch_size=args.batch_size,
         eval_every=args.eval_every,
