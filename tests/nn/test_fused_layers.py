@@ -17,6 +17,9 @@ import rnnguard.nn.fused as fused
 from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
 
 CONFIGS = [
+    (LSTM, {}),
+    (GRU, {"bias": False}),
+    (RNN, {}),
     (LSTM, {"layer_norm": True, "zoneout": 0.2, "dropconnect": 0.3}),
     (LSTM, {"zoneout": 0.3, "zoneout_cell": 0.1}),
     (LSTM, {"layer_norm": True, "bias": False}),
