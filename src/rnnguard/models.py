@@ -10,6 +10,7 @@ from torch import nn
 from rnnguard.errors import ConfigError
 from rnnguard.nn.registry import create_layer
 from rnnguard.tasks.base import TaskSpec
+from rnnguard.utils.checks import positive_int
 
 
 class SequenceModel(nn.Module):
@@ -47,9 +48,8 @@ class SequenceModel(nn.Module):
         super().__init__()
         if not isinstance(spec, TaskSpec):
             raise TypeError(f"spec must be a TaskSpec, got {type(spec).__name__}")
-        for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        positive_int("hidden_size", hidden_size)
+        positive_int("num_layers", num_layers)
         if embedding_dim is not None and (not isinstance(embedding_dim, int) or embedding_dim < 1):
             raise ConfigError(
                 f"embedding_dim must be a positive int or None, got {embedding_dim!r}"

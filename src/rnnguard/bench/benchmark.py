@@ -21,6 +21,7 @@ from rnnguard.bench.runner import (
 )
 from rnnguard.bench.store import ResultStore
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import positive_int
 
 __all__ = ["run_benchmark"]
 
@@ -66,8 +67,7 @@ def run_benchmark(
         chosen = chosen.with_overrides(device=device)
     plan = plan_preset(chosen, recipes=recipes, tasks=tasks, data_dir=data_dir, text=text)
     n_workers = default_workers(chosen.device) if workers is None else workers
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise ConfigError(f"workers must be a positive int, got {n_workers!r}")
+    positive_int("workers", n_workers)
     folder = out if out is not None else os.path.join("runs", chosen.name)
     store = ResultStore(folder)
     manifest = plan.to_manifest()

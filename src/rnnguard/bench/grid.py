@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import integer, positive_int
 
 __all__ = [
     "PRESETS",
@@ -59,11 +60,8 @@ class RunSpec:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name} must be a non-empty str, got {getattr(self, name)!r}")
         for name in ("length", "steps", "batch_size", "eval_batches", "steps_per_epoch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+            positive_int(name, getattr(self, name))
+        integer("seed", self.seed)
         if self.kind not in KINDS:
             raise ConfigError(f"kind must be one of {KINDS}, got {self.kind!r}")
 

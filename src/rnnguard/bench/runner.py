@@ -25,6 +25,7 @@ from rnnguard.bench.effective import Job, LengthSearch, SingleRuns
 from rnnguard.bench.grid import Preset, RunSpec
 from rnnguard.bench.store import ResultStore
 from rnnguard.errors import ConfigError, DataError
+from rnnguard.utils.checks import positive_int
 
 __all__ = [
     "BenchPlan",
@@ -451,8 +452,7 @@ def run_jobs(
     Stored runs are fed back without training; each finished run is stored before the next is
     scheduled. ``on_result(spec, result, cached)`` is called for every run. Returns counts.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive int, got {workers!r}")
+    positive_int("workers", workers)
     counts = {"trained": 0, "cached": 0, "errors": 0}
     pool: cf.ProcessPoolExecutor | None = None
     if workers > 1:

@@ -31,6 +31,7 @@ from rnnguard.diagnose.jacobian import Spectrum, jacobian_spectrum
 from rnnguard.diagnose.saturation import LayerSaturation, SaturationThresholds, gate_saturation
 from rnnguard.diagnose.trajectory import flat_step, flatten_state, trace_recurrent
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import integer, positive_int
 
 __all__ = [
     "VERDICTS",
@@ -95,9 +96,7 @@ class DoctorConfig:
                 f"DoctorConfig.exploding_ratio must be a number > 1, got {self.exploding_ratio!r}"
             )
         for name in ("long_sequence", "batch_size", "spectrum_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"DoctorConfig.{name} must be a positive int, got {v!r}")
+            positive_int(f"DoctorConfig.{name}", getattr(self, name))
         if (
             isinstance(self.lyapunov_k, bool)
             or not isinstance(self.lyapunov_k, int)
@@ -106,8 +105,7 @@ class DoctorConfig:
             raise ConfigError(
                 f"DoctorConfig.lyapunov_k must be an int >= 0, got {self.lyapunov_k!r}"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"DoctorConfig.seed must be an int, got {self.seed!r}")
+        integer("DoctorConfig.seed", self.seed)
 
 
 @dataclass

@@ -10,8 +10,8 @@ import torch
 
 from rnnguard.diagnose._common import check_positive_int, check_probability
 from rnnguard.diagnose.horizon import input_horizon
-from rnnguard.errors import ConfigError
 from rnnguard.train.callbacks import Callback
+from rnnguard.utils.checks import integer
 
 __all__ = ["HorizonMonitor"]
 
@@ -31,9 +31,7 @@ class HorizonMonitor(Callback):
         self.every = check_positive_int("every", every)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.threshold = check_probability("threshold", threshold)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = integer("seed", seed)
         self.records: list[dict[str, Any]] = []
         self.seconds = 0.0
         self._x: torch.Tensor | None = None

@@ -7,6 +7,7 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 import torch
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import positive_int
 
 
 class TaskSpec(NamedTuple):
@@ -58,9 +59,7 @@ def check_length(length: object, minimum: int = 2) -> int:
 
 
 def check_batch_size(batch_size: object) -> int:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
+    return positive_int("batch_size", batch_size)
 
 
 class BaseTask:

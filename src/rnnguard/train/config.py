@@ -10,6 +10,7 @@ from rnnguard.errors import ConfigError
 from rnnguard.train.guard import CLIP_MODES
 from rnnguard.train.optim import OPTIMIZERS
 from rnnguard.train.schedule import SCHEDULES
+from rnnguard.utils.checks import integer
 
 C = TypeVar("C")
 
@@ -179,8 +180,7 @@ class TrainConfig:
         _positive("eval_batches", self.eval_batches, integer=True)
         if self.eval_batch_size is not None:
             _positive("eval_batch_size", self.eval_batch_size, integer=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an int, got {self.seed!r}")
+        integer("seed", self.seed)
         if not isinstance(self.device, str) or not (
             self.device in DEVICES or self.device.startswith("cuda:")
         ):

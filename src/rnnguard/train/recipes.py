@@ -18,6 +18,7 @@ from rnnguard.train.config import (
     ScheduleConfig,
     config_from_dict,
 )
+from rnnguard.utils.checks import positive_int
 
 # Layer/init keyword values spelled "auto" are bound to the task's sequence length at build time:
 # IndRNN's |u| <= 2**(1/T) bound and chrono's t_max both depend on T.
@@ -70,9 +71,7 @@ class Recipe:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"recipe {key} must be a non-empty string, got {value!r}")
         for key in ("hidden_size", "num_layers"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"recipe {key} must be a positive int, got {value!r}")
+            positive_int(f"recipe {key}", getattr(self, key))
         if self.embedding_dim is not None and (
             not isinstance(self.embedding_dim, int) or self.embedding_dim < 1
         ):

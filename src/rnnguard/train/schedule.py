@@ -14,6 +14,7 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import positive_int
 
 SCHEDULES = ("constant", "warmup-cosine", "cosine")
 
@@ -111,9 +112,7 @@ class WarmupCosineLR(LRScheduler):
         Used when a run is resumed with a different budget: the warmup already planned is kept
         and the cosine reaches ``min_lr_ratio`` at the new end instead of the old one.
         """
-        if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
-            raise ConfigError(f"total_steps must be a positive int, got {total_steps!r}")
-        self.total_steps = total_steps
+        self.total_steps = positive_int("total_steps", total_steps)
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]

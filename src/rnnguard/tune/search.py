@@ -10,6 +10,7 @@ from typing import Any
 
 from rnnguard.errors import ConfigError, require_extra
 from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, StudyCounts
+from rnnguard.utils.checks import positive_int
 
 DEFAULT_OUT_ROOT = Path("runs") / "tune"
 
@@ -33,12 +34,6 @@ class SearchResult:
     report: Any | None = None
     """:class:`~rnnguard.tune.report.SearchReport` (None with ``report=False``)."""
     worker_exit_codes: list[int] = field(default_factory=list)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _base_recipe(base: Any, hidden_size: int | None) -> Any:
@@ -110,16 +105,16 @@ def search(
     from rnnguard.tune.study import count_trials, ensure_study
     from rnnguard.tune.workers import WorkerJob, load_study, run_jobs
 
-    trials = _positive_int("trials", trials)
-    budget_steps = _positive_int("budget_steps", budget_steps)
-    workers = _positive_int("workers", workers)
-    batch_size = _positive_int("batch_size", batch_size)
-    eval_batches = _positive_int("eval_batches", eval_batches)
+    trials = positive_int("trials", trials)
+    budget_steps = positive_int("budget_steps", budget_steps)
+    workers = positive_int("workers", workers)
+    batch_size = positive_int("batch_size", batch_size)
+    eval_batches = positive_int("eval_batches", eval_batches)
     if eval_every is None:
         eval_every = max(1, budget_steps // 5)  # five reports per trial for the median pruner
-    eval_every = _positive_int("eval_every", eval_every)
+    eval_every = positive_int("eval_every", eval_every)
     if hidden_size is not None:
-        hidden_size = _positive_int("hidden_size", hidden_size)
+        hidden_size = positive_int("hidden_size", hidden_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed must be an int or None, got {seed!r}")
     if not isinstance(heartbeat, (int, float)) or heartbeat <= 0:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import positive_int
 
 WORKER_ATTR = "rnnguard:worker"
 HEARTBEAT_ATTR = "rnnguard:heartbeat"
@@ -371,8 +372,7 @@ def run_worker(
     (held while topping up and claiming) is for storages that cannot claim a ticket atomically on
     their own (SQLite).
     """
-    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
-        raise ConfigError(f"trials must be a positive int, got {n_trials!r}")
+    positive_int("trials", n_trials)
     from optuna.trial import TrialState
 
     stale = stale_after if stale_after is not None else 4 * heartbeat

@@ -11,9 +11,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rnnguard.errors import ConfigError
 from rnnguard.tune.storage import FileLock, StorageSpec, open_storage, parse_storage
 from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, WorkerOutcome, run_worker, top_up
+from rnnguard.utils.checks import positive_int
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,8 @@ def run_jobs(job: WorkerJob, workers: int) -> list[int]:
     Processes are *spawned* (not forked): forking a parent that already started torch's thread
     pools can deadlock the child.
     """
-    for name, value in (("workers", workers), ("trials", job.n_trials)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    positive_int("workers", workers)
+    positive_int("trials", job.n_trials)
     if workers == 1:
         run_job(job)
         return [0]

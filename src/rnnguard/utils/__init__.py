@@ -1,1 +1,1 @@
-"""Small shared utilities (atomic file I/O, validation helpers)."""
+"""Small shared utilities (atomic file I/O, configuration checks, command-line helpers)."""
