@@ -216,3 +216,16 @@ def test_auto_uses_torch_kernel_without_extras_and_fused_with(monkeypatch) -> No
     LSTM(3, 4, layer_norm=True)(x)
     IndRNN(3, 4)(x)
     assert calls == ["lstm", "indrnn"]
+
+
+def test_backward_twice_with_retained_graph_gives_the_same_gradients() -> None:
+    """Diagnostics take several gradients through one graph; the fused backward must not consume it."""
+    model = LSTM(3, 4, layer_norm=True, zoneout=0.2, impl="fused").train()
+    x = torch.randn(6, 2, 3, requires_grad=True)
+    out, _ = model(x)
+    (g1,) = torch.autograd.grad(out[-1].sum(), x, retain_graph=True)
+    (g2,) = torch.autograd.grad(out[-1].sum(), x, retain_graph=True)
+    (g3,) = torch.autograd.grad(out[2].sum(), x)
+    assert torch.equal(g1, g2)
+    assert torch.count_nonzero(g3[3:]) == 0  # causal: output 2 does not depend on later inputs
+    assert torch.count_nonzero(g3[:3]) > 0

@@ -3,7 +3,9 @@
 :func:`run_direction` has the signature and the results of the reference
 :func:`rnnguard.nn.functional.run_direction` (same maths, same masks), but runs each layer's time
 loop inside a ``torch.autograd.Function`` with a hand-written backward (see the per-family modules).
-Everything is plain PyTorch, so it runs on any device.
+Everything is plain PyTorch, so it runs on any device. The hand-written backward gives first-order
+gradients (any number of times through a retained graph); for double backward (gradients of
+gradients) use ``impl="reference"``.
 """
 
 from __future__ import annotations
