@@ -718,6 +718,21 @@ def _fit(
                 old.unlink(missing_ok=True)
         distributed.barrier(dist_info)
 
+    def publish_eval(metrics: dict[str, float], **extra: Any) -> None:
+        # Record an evaluation in the history and hand it to the callbacks.
+        ctx.last_eval_record = {
+            "kind": "eval",
+            "step": ctx.step,
+            "epoch": ctx.epoch,
+            "metric_name": metric_name,
+            "solved": solved,
+            **extra,
+            **metrics,
+        }
+        history.append(ctx.last_eval_record)
+        for cb in callbacks:
+            cb.on_eval_end(ctx, metrics)
+
     def flush_extra() -> None:
         for rec in ctx.extra_records:
             if writer is not None:
@@ -822,18 +837,7 @@ def _fit(
             value = last_metrics.get(metric_name, float("nan"))
             if not solved and task.is_solved(value):
                 solved, solved_step = True, ctx.step
-            ctx.last_eval_record = {
-                "kind": "eval",
-                "step": ctx.step,
-                "epoch": ctx.epoch,
-                "metric_name": metric_name,
-                "solved": solved,
-                "time": round(wall_before + time.time() - t0, 3),
-                **last_metrics,
-            }
-            history.append(ctx.last_eval_record)
-            for cb in callbacks:
-                cb.on_eval_end(ctx, last_metrics)
+            publish_eval(last_metrics, time=round(wall_before + time.time() - t0, 3))
             if bad_streak == 0 and math.isfinite(value):
                 good = snapshot()  # the weights just evaluated are a safe place to come back to
             if solved and config.stop_when_solved:
@@ -849,17 +853,7 @@ def _fit(
 
     if last_eval_step != ctx.step:  # e.g. steps=0 or stopped by a callback between evaluations
         last_metrics = run_eval()
-        ctx.last_eval_record = {
-            "kind": "eval",
-            "step": ctx.step,
-            "epoch": ctx.epoch,
-            "metric_name": metric_name,
-            "solved": solved,
-            **last_metrics,
-        }
-        history.append(ctx.last_eval_record)
-        for cb in callbacks:
-            cb.on_eval_end(ctx, last_metrics)
+        publish_eval(last_metrics)
         flush_extra()
 
     stats = distributed.reduce_counts(guard.stats.to_dict(), dist_info)
