@@ -203,3 +203,28 @@ def test_unused_outputs_and_frozen_inputs() -> None:
     ref_hs[-1].sum().backward()
     torch.testing.assert_close(pre.grad, pre_ref.grad)
     assert w.grad is None
+
+
+def test_recurrent_product_packed_and_plain_agree(monkeypatch) -> None:
+    """The oneDNN-packed product (CPU float32) and the torch.mm fallback give the same numbers."""
+    from rnnguard.nn.fused import _common
+
+    w, x, d = torch.randn(12, 5), torch.randn(3, 5), torch.randn(3, 12)
+    packed = _common.RecurrentProduct(w, 3)
+    monkeypatch.setattr(_common, "_DNNL", None)
+    plain = _common.RecurrentProduct(w, 3)
+    assert plain.packed is None
+    for prod in (packed, plain):
+        torch.testing.assert_close(prod(x), x @ w.t())
+        out = torch.empty(3, 12)
+        torch.testing.assert_close(prod.into(x, out), x @ w.t())
+        torch.testing.assert_close(prod.add_into(d, x, out), d + x @ w.t())
+        target = torch.ones(3, 5)
+        back = _common.RecurrentProduct(w.t(), 3)  # packed or plain, as the module now says
+        torch.testing.assert_close(back.accumulate(target, d), 1 + d @ w)
+    # a whole fused recurrence through the fallback matches the loop too
+    pre, h0, c0, w4 = _params((6, 3, 8), (3, 2), (3, 2), (8, 2))
+    hs, c_last = lstm_recurrence(pre, h0, c0, w4)
+    ref_hs, ref_c = loop_lstm(pre, h0, c0, w4)
+    torch.testing.assert_close(hs, ref_hs)
+    torch.testing.assert_close(c_last, ref_c)

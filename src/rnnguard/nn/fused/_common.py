@@ -163,3 +163,78 @@ class TimeFrame:
         if self.pad is None:
             return out
         return out.masked_fill(self.pad, 0.0)
+
+
+def _dnnl_ops() -> tuple[Any, Any] | None:
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    try:
+        return mkldnn._reorder_linear_weight, mkldnn._linear_pointwise  # type: ignore[union-attr]
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _probe_dnnl() -> tuple[Any, Any] | None:
+    """The oneDNN packed-linear ops if present and correct on a small product, else None.
+
+    They are internal to torch, so a release that changes them must degrade to ``torch.mm``.
+    """
+    ops = _dnnl_ops() if torch.backends.mkldnn.is_available() else None
+    if ops is None:
+        return None
+    try:
+        gen = torch.Generator().manual_seed(0)
+        w, x = torch.randn(8, 4, generator=gen), torch.randn(3, 4, generator=gen)
+        y = ops[1](x, ops[0](w, 3), None, "none", [], "")
+        return ops if torch.allclose(y, x @ w.t(), atol=1e-5) else None
+    except (RuntimeError, TypeError):
+        return None
+
+
+_DNNL = _probe_dnnl()
+
+
+class RecurrentProduct:
+    """``x @ weight^T`` for one weight used at every step, on (B, .) rows.
+
+    On CPU in float32 the weight is packed once for oneDNN, whose small-batch matrix multiply is
+    1.2x (one thread) to 2x (two threads) faster than ``torch.mm`` here, which re-packs the weight
+    on every call. Elsewhere (CUDA, float64, oneDNN unavailable or disabled) it is ``torch.mm``.
+    """
+
+    def __init__(self, weight: Tensor, batch: int) -> None:
+        self.weight_t = weight.t()
+        self.packed: Tensor | None = None
+        if (
+            _DNNL is not None
+            and torch.backends.mkldnn.enabled
+            and weight.device.type == "cpu"
+            and weight.dtype == torch.float32
+            and batch > 0
+        ):
+            try:
+                self.packed = _DNNL[0](weight.contiguous(), batch)
+            except RuntimeError:  # an unsupported build or shape: the plain product is exact
+                self.packed = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            return _DNNL[1](x, self.packed, None, "none", [], "")  # type: ignore[index,no-any-return]
+        return torch.mm(x, self.weight_t)
+
+    def into(self, x: Tensor, out: Tensor) -> Tensor:
+        """``out = x @ weight^T``."""
+        if self.packed is not None:
+            return out.copy_(self(x))
+        return torch.mm(x, self.weight_t, out=out)
+
+    def add_into(self, base: Tensor, x: Tensor, out: Tensor) -> Tensor:
+        """``out = base + x @ weight^T``."""
+        if self.packed is not None:
+            return torch.add(self(x), base, out=out)
+        return torch.addmm(base, x, self.weight_t, out=out)
+
+    def accumulate(self, target: Tensor, x: Tensor) -> Tensor:
+        """``target += x @ weight^T``."""
+        if self.packed is not None:
+            return target.add_(self(x))
+        return target.addmm_(x, self.weight_t)

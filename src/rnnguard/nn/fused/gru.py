@@ -16,6 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.fused._common import (
     Carry,
+    RecurrentProduct,
     add_scaled_,
     ln_backward_affine,
     ln_forward,
@@ -56,18 +57,18 @@ class _GRURecurrence(torch.autograd.Function):
         r_l, z_l = rz[:, :, :hid].unbind(0), rz[:, :, hid:].unbind(0)
         raw_l = raw.unbind(0) if raw is not None else ()
         m_l = steps_of(carry, steps)
-        wt = w_hh.t()
+        prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h = h0
         for t in range(steps):
             if raw is not None:
-                torch.mm(h, wt, out=raw_l[t])
+                prod.into(h, raw_l[t])
                 u, mu, rs = ln_forward(raw_l[t], ln_hh, b_hh)
                 stats.append((mu, rs))
             elif b_hh is not None:
-                u = torch.addmm(b_hh, h, wt)
+                u = prod(h).add_(b_hh)
             else:
-                u = torch.mm(h, wt)
+                u = prod(h)
             torch.add(pre_rz[t], u[:, : 2 * hid], out=rz_l[t]).sigmoid_()
             un = u[:, 2 * hid :]
             u_n[t].copy_(un)  # keep only this part of u alive for backward
@@ -118,6 +119,7 @@ class _GRURecurrence(torch.autograd.Function):
         if raw is not None:
             raw_l = raw.unbind(0)
             mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
+        back = RecurrentProduct(w_hh.t(), h0.shape[0])  # d @ W_hh, packed once
         d_h0 = h0.new_empty(0)
 
         for t in range(steps - 1, -1, -1):
@@ -145,9 +147,9 @@ class _GRURecurrence(torch.autograd.Function):
                 dr = du
             if t > 0:
                 target = dh_l[t - 1]
-                target.addmm_(dr, w_hh)
+                back.accumulate(target, dr)
             else:
-                target = d_h0 = torch.mm(dr, w_hh)
+                target = d_h0 = back(dr)
             target.add_(dz_h)
             if carry is not None:
                 add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.fused._common import (
     Carry,
+    RecurrentProduct,
     add_scaled_,
     ln_backward_affine,
     ln_forward,
@@ -66,18 +67,18 @@ class _LSTMRecurrence(torch.autograd.Function):
         hs_l, cs_l, ct_l, tc_l = hs.unbind(0), cs.unbind(0), ct.unbind(0), tc.unbind(0)
         raw_l = raw.unbind(0) if raw is not None else ()
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
-        wt = w_hh.t()
+        prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h, c = h0, c0
         for t in range(steps):
             z = z_l[t]
             if raw is not None:
-                torch.mm(h, wt, out=raw_l[t])
+                prod.into(h, raw_l[t])
                 y, mu, rs = ln_forward(raw_l[t], ln_hh, None)
                 stats_hh.append((mu, rs))
                 torch.add(y, pre_l[t], out=z)
             else:
-                torch.addmm(pre_l[t], h, wt, out=z)
+                prod.add_into(pre_l[t], h, z)
             # One sigmoid over all four gates; the g-gate arrives doubled, so that
             # tanh(z_g) = 2 sigmoid(2 z_g) - 1 (torch's tanh is several times slower on CPU).
             z.sigmoid_()
@@ -138,6 +139,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         if ctx.stats_hh is not None:
             mu_l, rs_l = ctx.stats_hh[0].unbind(0), ctx.stats_hh[1].unbind(0)
             raw_l = raw.unbind(0)
+        back = RecurrentProduct(w_hh.t(), h0.shape[0])  # d @ W_hh, packed once
         d_h0 = h0.new_empty(0)
 
         for t in range(steps - 1, -1, -1):
@@ -175,9 +177,9 @@ class _LSTMRecurrence(torch.autograd.Function):
                 dr = dz_l[t]
             if t > 0:
                 target = dh_l[t - 1]
-                target.addmm_(dr, w_hh)
+                back.accumulate(target, dr)
             else:
-                target = d_h0 = torch.mm(dr, w_hh)
+                target = d_h0 = back(dr)
             if carry_h is not None:
                 add_scaled_(target, mh_l[t], dh)  # type: ignore[arg-type]
 

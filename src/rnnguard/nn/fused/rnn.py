@@ -10,6 +10,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.fused._common import (
     Carry,
+    RecurrentProduct,
     act_,
     act_backward_into,
     add_scaled_,
@@ -44,17 +45,17 @@ class _RNNRecurrence(torch.autograd.Function):
         pre_l, a_l, hs_l = pre.unbind(0), a.unbind(0), hs.unbind(0)
         raw_l = raw.unbind(0) if raw is not None else ()
         m_l = steps_of(carry, steps)
-        wt = w_hh.t()
+        prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h = h0
         for t in range(steps):
             if raw is not None:
-                torch.mm(h, wt, out=raw_l[t])
+                prod.into(h, raw_l[t])
                 y, mu, rs = ln_forward(raw_l[t], ln_hh, None)
                 stats.append((mu, rs))
                 torch.add(y, pre_l[t], out=a_l[t])
             else:
-                torch.addmm(pre_l[t], h, wt, out=a_l[t])
+                prod.add_into(pre_l[t], h, a_l[t])
             act_(a_l[t], act)
             if carry is None:
                 if residual:
@@ -88,6 +89,7 @@ class _RNNRecurrence(torch.autograd.Function):
         if raw is not None:
             raw_l = raw.unbind(0)
             mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
+        back = RecurrentProduct(w_hh.t(), h0.shape[0])  # d @ W_hh, packed once
         d_h0 = h0.new_empty(0)
 
         for t in range(steps - 1, -1, -1):
@@ -100,9 +102,9 @@ class _RNNRecurrence(torch.autograd.Function):
                 d_gains.append(dg)
             if t > 0:
                 target = dh_l[t - 1]
-                target.addmm_(dr, w_hh)
+                back.accumulate(target, dr)
             else:
-                target = d_h0 = torch.mm(dr, w_hh)
+                target = d_h0 = back(dr)
             # Direct path to h_{t-1}: m + (1 - m) through the residual, i.e. 1; else m.
             if residual:
                 target.add_(dh)
