@@ -62,12 +62,17 @@ def _pid_namespace() -> str:
         return ""
 
 
+def _stat_fields(pid: int) -> list[str]:
+    # Fields of /proc/PID/stat after the command name (which may itself hold spaces and ")"):
+    # [0] is the state, [19] the start time. OSError where the process or /proc is missing.
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
 def _process_start(pid: int) -> str:
     # Start time of a process (Linux), so a recycled pid is not mistaken for the original worker.
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return fields[19]
+        return _stat_fields(pid)[19]
     except (OSError, IndexError):
         return ""
 
@@ -97,8 +102,7 @@ def _process_alive(pid: int, start: str) -> bool:
         return True
     if sys.platform.startswith("linux"):
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+            fields = _stat_fields(pid)
         except OSError:
             return False
         if fields and fields[0] in ("Z", "X"):  # killed but not yet waited for
