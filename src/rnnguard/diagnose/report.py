@@ -35,6 +35,26 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _row(*cells: str, tag: str = "td") -> str:
+    """One table row; ``cells`` are HTML already (escaped by the caller)."""
+    return "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>"
+
+
+def _head(*names: str) -> str:
+    """A table's opening tag and header row."""
+    return "<table>" + _row(*names, tag="th")
+
+
+def _reach(h: Any) -> str:
+    """A horizon in steps, or how far the measurement went without reaching it."""
+    return _fmt(h.horizon) if h.horizon is not None else f"beyond {h.max_distance}"
+
+
+def _factor(h: Any) -> str:
+    """The fitted per-step gradient factor of a horizon curve."""
+    return _fmt(math.exp(h.rate)) if math.isfinite(h.rate) else "-"
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -81,59 +101,70 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
     else:
         parts.append("<p>No measurement crossed a threshold (thresholds below).</p>")
     if d.prescriptions:
-        parts.append(
-            "<h2>Prescriptions</h2><table><tr><th>#</th><th>recipe</th><th>why</th><th>run</th></tr>"
-        )
+        parts.append("<h2>Prescriptions</h2>" + _head("#", "recipe", "why", "run"))
         for p in d.prescriptions:
             over = f" + {e(json.dumps(p.overrides))}" if p.overrides else ""
             parts.append(
-                f"<tr><td>{p.rank}</td><td><code>{e(p.recipe)}</code>{over}</td><td>{e(p.reason)}</td>"
-                f"<td><code>{e(p.command(d.task or 'adding', d.command_length))}</code></td></tr>"
+                _row(
+                    str(p.rank),
+                    f"<code>{e(p.recipe)}</code>{over}",
+                    e(p.reason),
+                    f"<code>{e(p.command(d.task or 'adding', d.command_length))}</code>",
+                )
             )
         parts.append("</table>")
     hz = d.horizons.input
     parts.append("<h2>Gradient horizon</h2>")
     parts.append(
-        f"<p>input horizon: {_fmt(hz.horizon) if hz.horizon is not None else 'beyond ' + str(hz.max_distance)} steps; "
-        f"fitted per-step factor {_fmt(math.exp(hz.rate)) if math.isfinite(hz.rate) else '-'}; "
+        f"<p>input horizon: {_reach(hz)} steps; fitted per-step factor {_factor(hz)}; "
         f"normalised gradient at the first step {_fmt(hz.far_ratio)}</p>"
     )
     if d.horizons.hidden:
         parts.append(
-            "<table><tr><th>hidden state</th><th>horizon</th><th>per-step factor</th>"
-            "<th>normalised gradient at the first step</th></tr>"
+            _head(
+                "hidden state",
+                "horizon",
+                "per-step factor",
+                "normalised gradient at the first step",
+            )
         )
         for label, h in d.horizons.hidden.items():
-            reach = _fmt(h.horizon) if h.horizon is not None else f"beyond {h.max_distance}"
-            factor = _fmt(math.exp(h.rate)) if math.isfinite(h.rate) else "-"
-            parts.append(
-                f"<tr><td>{e(label)}</td><td>{reach}</td><td>{factor}</td><td>{_fmt(h.far_ratio)}</td></tr>"
-            )
+            parts.append(_row(e(label), _reach(h), _factor(h), _fmt(h.far_ratio)))
         parts.append("</table>")
     parts.append(_img(images["horizon"], "gradient horizon"))
     if d.spectra:
         parts.append(
-            "<h2>Jacobian spectrum</h2><table><tr><th>layer</th><th>state size</th>"
-            "<th>mean sigma_max</th><th>Lyapunov exponents</th><th>method</th></tr>"
+            "<h2>Jacobian spectrum</h2>"
+            + _head("layer", "state size", "mean sigma_max", "Lyapunov exponents", "method")
         )
         for label, s in d.spectra.items():
             lyap = ", ".join(_fmt(float(v)) for v in s.lyapunov)
             parts.append(
-                f"<tr><td>{e(label)}</td><td>{s.state_size}</td><td>{_fmt(float(s.sigma_max.mean()))}</td>"
-                f"<td>{lyap}</td><td>{e(s.method)}</td></tr>"
+                _row(
+                    e(label),
+                    str(s.state_size),
+                    _fmt(float(s.sigma_max.mean())),
+                    lyap,
+                    e(s.method),
+                )
             )
         parts.append("</table>")
         parts.append(_img(images["sigma_max"], "sigma max"))
         parts.append(_img(images["lyapunov"], "Lyapunov spectrum"))
     if d.saturation:
         parts.append(
-            "<h2>Saturation</h2><table><tr><th>layer</th><th>closed forget</th><th>flat sigmoid</th>"
-            "<th>saturated tanh</th><th>dead units</th></tr>"
+            "<h2>Saturation</h2>"
+            + _head("layer", "closed forget", "flat sigmoid", "saturated tanh", "dead units")
         )
         for label, sat in d.saturation.items():
             parts.append(
-                f"<tr><td>{e(label)}</td><td>{_fmt(sat.forget_closed)}</td><td>{_fmt(sat.sigmoid_saturated)}</td>"
-                f"<td>{_fmt(sat.tanh_saturated)}</td><td>{_fmt(sat.dead_units)}</td></tr>"
+                _row(
+                    e(label),
+                    _fmt(sat.forget_closed),
+                    _fmt(sat.sigmoid_saturated),
+                    _fmt(sat.tanh_saturated),
+                    _fmt(sat.dead_units),
+                )
             )
         parts.append("</table>")
         parts.append(_img(images["saturation"], "saturation"))
@@ -147,17 +178,30 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
         parts.append("<h2>Verification</h2>")
         parts.append(f"<p>{e(verify.statement)}</p>")
         parts.append(
-            "<table><tr><th>run</th><th>recipe</th><th>final held-out loss</th><th>metric</th>"
-            "<th>horizon before</th><th>horizon after</th><th>explosions</th><th>seconds</th></tr>"
+            _head(
+                "run",
+                "recipe",
+                "final held-out loss",
+                "metric",
+                "horizon before",
+                "horizon after",
+                "explosions",
+                "seconds",
+            )
         )
         for a in (verify.original, verify.prescribed):
             hb, ha = a.horizon_before.get("horizon"), a.horizon_after.get("horizon")
             parts.append(
-                f"<tr><td>{e(a.label)}</td><td><code>{e(a.recipe)}</code></td><td>{_fmt(a.final_loss)}</td>"
-                f"<td>{e(a.metric_name)} {_fmt(a.metric)}</td>"
-                f"<td>{_fmt(hb) if hb is not None else 'beyond sequence'}</td>"
-                f"<td>{_fmt(ha) if ha is not None else 'beyond sequence'}</td>"
-                f"<td>{a.explosions}</td><td>{_fmt(a.wall_time)}</td></tr>"
+                _row(
+                    e(a.label),
+                    f"<code>{e(a.recipe)}</code>",
+                    _fmt(a.final_loss),
+                    f"{e(a.metric_name)} {_fmt(a.metric)}",
+                    _fmt(hb) if hb is not None else "beyond sequence",
+                    _fmt(ha) if ha is not None else "beyond sequence",
+                    str(a.explosions),
+                    _fmt(a.wall_time),
+                )
             )
         parts.append("</table>")
         parts.append(
@@ -166,7 +210,7 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
         parts.append(_img(images["verify"], "loss curves"))
     cfg = {k: v for k, v in d.to_dict()["config"].items() if k != "saturation"}
     parts.append("<h2>Thresholds</h2><table>")
-    parts.extend(f"<tr><td>{e(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in cfg.items())
+    parts.extend(_row(e(k), _fmt(v)) for k, v in cfg.items())
     parts.append("</table></body></html>")
     return "\n".join(parts)
 
