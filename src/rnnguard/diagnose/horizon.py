@@ -302,9 +302,7 @@ def gradient_horizons(
         dirs = [(mt, d) for mt in traces for d in mt.directions]
         probes = [d.probe for _, d in dirs]
         sq = _squared_grad_norms(y, y_s, [leaf, *probes], loss, max_outputs, generator)
-    norms = _by_distance(sq[0], s)
-    _require_dependence(norms, s)
-    result = HorizonSet(summarize_curve(norms, threshold, "input"))
+    result = HorizonSet(_input_curve(sq[0], s, threshold))
     for (mt, d), q in zip(dirs, sq[1:]):
         # the probe of a reverse direction is stored in processing order: flip back to time order
         q_time = q.flip(1) if d.direction else q
@@ -314,11 +312,14 @@ def gradient_horizons(
     return result
 
 
-def _require_dependence(norms: np.ndarray, s: int) -> None:
+def _input_curve(sq: Tensor, s: int, threshold: float) -> Horizon:
+    """The input horizon from the squared input-gradient norms; refused if they are all zero."""
+    norms = _by_distance(sq, s)
     if not np.any(norms > 0) and np.all(np.isfinite(norms)):
         raise ConfigError(
             f"the model's output at step {s} does not depend on its inputs: no gradient to measure"
         )
+    return summarize_curve(norms, threshold, "input")
 
 
 def input_horizon(
@@ -343,6 +344,4 @@ def input_horizon(
         y, leaf = _forward_with_leaf(model, x)
         y_s, s = _loss_step(y, step, x.shape[1])
         (sq,) = _squared_grad_norms(y, y_s, [leaf], loss, max_outputs, generator)
-    norms = _by_distance(sq, s)
-    _require_dependence(norms, s)
-    return summarize_curve(norms, threshold, "input")
+    return _input_curve(sq, s, threshold)
