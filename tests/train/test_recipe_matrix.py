@@ -11,10 +11,11 @@ import torch
 
 from rnnguard.nn.registry import list_layers
 from rnnguard.tasks import create_task
-from rnnguard.train.callbacks import Callback
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.recipes import Recipe, get_recipe, list_recipes
 from rnnguard.train.trainer import checkpoint_paths, fit
+
+from .helpers import Crash
 
 RECIPES = list(list_recipes())
 TASKS = ("adding", "copy", "text")
@@ -70,12 +71,6 @@ def test_recipe_yaml_round_trip_trains_the_same(name: str, tmp_path: Path) -> No
     assert a.metrics == b.metrics
 
 
-class _Crash(Callback):
-    def on_step_end(self, ctx: Any, record: dict[str, Any]) -> None:
-        if ctx.step == 3:
-            raise RuntimeError("simulated crash")
-
-
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_resumes_exactly_on_text(name: str, tmp_path: Path) -> None:
     # The text task is the demanding case: a carried state and a stream position to restore.
@@ -83,7 +78,7 @@ def test_recipe_resumes_exactly_on_text(name: str, tmp_path: Path) -> None:
     cfg = CFG.replace(steps=4, checkpoint_every=2)
     full = fit(recipe, _task("text", tmp_path), cfg.replace(out=str(tmp_path / "a")))
     with pytest.raises(RuntimeError, match="simulated"):
-        fit(recipe, _task("text", tmp_path), cfg.replace(out=str(tmp_path / "b")), [_Crash()])
+        fit(recipe, _task("text", tmp_path), cfg.replace(out=str(tmp_path / "b")), [Crash(3)])
     resumed = fit(
         recipe, _task("text", tmp_path), cfg.replace(out=str(tmp_path / "b"), resume=True)
     )

@@ -16,6 +16,8 @@ from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.trainer import checkpoint_paths, fit, load_checkpoint
 from rnnguard.utils.io import read_jsonl
 
+from .helpers import Crash, PoisonTask
+
 BASE = TrainConfig(
     batch_size=4,
     eval_every=0,
@@ -28,15 +30,6 @@ BASE = TrainConfig(
 
 def _recipe(**schedule: Any) -> Recipe:
     return get_recipe("gru").replace(hidden_size=8, schedule=schedule)
-
-
-class _Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, ctx: Any, record: dict[str, Any]) -> None:
-        if ctx.step == self.at:
-            raise RuntimeError("simulated crash")
 
 
 def _lrs(out: Path) -> dict[int, float]:
@@ -59,17 +52,8 @@ def test_a_longer_budget_on_resume_follows_the_longer_curve(tmp_path: Path) -> N
     assert any(not torch.equal(v, after[k]) for k, v in before.items())  # it did train
 
 
-class _PoisonStream(AddingTask):
+class _PoisonStream(PoisonTask):
     """NaN inputs on the listed draws; the draw count is a stream position kept in checkpoints."""
-
-    def __init__(self, length: int, bad: set[int]) -> None:
-        super().__init__(length)
-        self.bad, self.calls = bad, 0
-
-    def batch(self, batch_size: int, generator: torch.Generator) -> Any:
-        x, y = super().batch(batch_size, generator)
-        self.calls += 1
-        return (x * float("nan") if self.calls in self.bad else x), y
 
     def state_dict(self) -> dict[str, Any]:
         return {"calls": self.calls}
@@ -91,7 +75,7 @@ def test_resume_keeps_the_divergence_streak_and_rollback_target(tmp_path: Path) 
         ("rollback", 5)
     ]
     with pytest.raises(RuntimeError, match="simulated"):
-        fit(recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b")), [_Crash(5)])
+        fit(recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b")), [Crash(5)])
     assert [p.name for p in checkpoint_paths(tmp_path / "b")] == ["ckpt-00000004.pt"]
     resumed = fit(
         recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b"), resume=True)
@@ -130,7 +114,7 @@ def test_settings_changed_on_resume_take_effect_at_the_same_position(tmp_path: P
     straight, run = tmp_path / "straight", tmp_path / "run"
     fit(recipe, AddingTask(6), cfg.replace(out=str(straight)))
     with pytest.raises(RuntimeError, match="simulated"):
-        fit(recipe, AddingTask(6), cfg.replace(out=str(run)), [_Crash(6)])
+        fit(recipe, AddingTask(6), cfg.replace(out=str(run)), [Crash(6)])
     changed = recipe.replace(**{"optimizer.lr": 2e-2, "optimizer.weight_decay": 0.5})
     changed = changed.replace(**{"schedule.min_lr_ratio": 0.3})
     groups = _Groups()

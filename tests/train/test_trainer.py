@@ -19,6 +19,8 @@ from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.trainer import checkpoint_paths, fit
 from rnnguard.utils.io import read_jsonl
 
+from .helpers import Crash, PoisonTask
+
 SMALL = dict(progress=False, eval_batches=2)
 
 
@@ -134,15 +136,6 @@ def test_amp_bf16_on_cpu_trains() -> None:
     assert math.isfinite(result.metrics["mse"]) and result.guard_stats["steps"] == 5
 
 
-class _Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, ctx: Any, record: dict[str, Any]) -> None:
-        if ctx.step == self.at:
-            raise RuntimeError("simulated crash")
-
-
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     # Zoneout draws from the global RNG, so an exact match needs every RNG state restored.
     recipe = _tiny("lstm", layer_kwargs={"zoneout": 0.1}, **{"schedule.name": "warmup-cosine"})
@@ -158,7 +151,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     )
     full = fit(recipe, task, cfg.replace(out=str(tmp_path / "a")))
     with pytest.raises(RuntimeError, match="simulated"):
-        fit(recipe, task, cfg.replace(out=str(tmp_path / "b")), [_Crash(15)])
+        fit(recipe, task, cfg.replace(out=str(tmp_path / "b")), [Crash(15)])
     assert [p.name for p in checkpoint_paths(tmp_path / "b")] == ["ckpt-00000010.pt"]
     resumed = fit(recipe, task, cfg.replace(out=str(tmp_path / "b"), resume=True))
     assert resumed.steps == 30
@@ -177,23 +170,8 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         fit(recipe, task, cfg.replace(out=str(tmp_path / "b")))
 
 
-class _PoisonTask(AddingTask):
-    """Adding batches that turn to NaN for the draws listed in ``bad``."""
-
-    def __init__(self, length: int, bad: set[int]) -> None:
-        super().__init__(length)
-        self.bad, self.calls = bad, 0
-
-    def batch(self, batch_size: int, generator: torch.Generator) -> Any:
-        x, y = super().batch(batch_size, generator)
-        self.calls += 1
-        if self.calls in self.bad:
-            x = x * float("nan")
-        return x, y
-
-
 def test_divergence_rolls_back_and_lowers_lr(caplog: pytest.LogCaptureFixture) -> None:
-    task = _PoisonTask(6, bad=set(range(8, 11)))
+    task = PoisonTask(6, bad=set(range(8, 11)))
     # eval_every=0: evaluation only at the end, so batch draws map one-to-one onto steps.
     cfg = TrainConfig(
         steps=15,
@@ -218,7 +196,7 @@ def test_divergence_rolls_back_and_lowers_lr(caplog: pytest.LogCaptureFixture) -
 
 
 def test_persistent_divergence_is_declared() -> None:
-    task = _PoisonTask(6, bad=set(range(3, 100)))
+    task = PoisonTask(6, bad=set(range(3, 100)))
     cfg = TrainConfig(
         steps=50, eval_every=0, batch_size=4, divergence_patience=2, max_rollbacks=1, **SMALL
     )
@@ -279,7 +257,7 @@ def test_task_state_is_checkpointed(tmp_path: Path) -> None:
         steps=6, eval_every=0, checkpoint_every=3, batch_size=2, out=str(tmp_path), **SMALL
     )
     with pytest.raises(RuntimeError):
-        fit(_tiny(), _CursorTask(4), cfg, [_Crash(4)])
+        fit(_tiny(), _CursorTask(4), cfg, [Crash(4)])
     task = _CursorTask(4)
     fit(_tiny(), task, cfg.replace(resume=True))
     # 3 draws restored from the step-3 checkpoint, 3 new training draws, 2 final eval batches.
@@ -380,6 +358,6 @@ def test_probe_batches_at_train_start_leave_the_text_stream_alone(tmp_path: Path
     assert probed.metrics == plain.metrics  # the probe did not eat a training window
     out = str(tmp_path / "run")
     with pytest.raises(RuntimeError):
-        fit(_tiny(), task(), cfg.replace(out=out), [_Probe(), _Crash(3)])
+        fit(_tiny(), task(), cfg.replace(out=out), [_Probe(), Crash(3)])
     resumed = fit(_tiny(), task(), cfg.replace(out=out, resume=True), [_Probe()])
     assert resumed.metrics == plain.metrics  # nor moved the restored stream position
