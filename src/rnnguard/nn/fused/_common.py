@@ -204,6 +204,7 @@ class RecurrentProduct:
     def __init__(self, weight: Tensor, batch: int) -> None:
         self.weight_t = weight.t()
         self.packed: Tensor | None = None
+        self._linear: Any = None
         if (
             _DNNL is not None
             and torch.backends.mkldnn.enabled
@@ -213,12 +214,13 @@ class RecurrentProduct:
         ):
             try:
                 self.packed = _DNNL[0](weight.contiguous(), batch)
+                self._linear = _DNNL[1]
             except RuntimeError:  # an unsupported build or shape: the plain product is exact
                 self.packed = None
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed is not None:
-            return _DNNL[1](x, self.packed, None, "none", [], "")  # type: ignore[index,no-any-return]
+            return self._linear(x, self.packed, None, "none", [], "")  # type: ignore[no-any-return]
         return torch.mm(x, self.weight_t)
 
     def into(self, x: Tensor, out: Tensor) -> Tensor:
