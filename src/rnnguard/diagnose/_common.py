@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,18 +23,6 @@ def check_probability(name: str, value: Any, *, low: float = 0.0, high: float = 
     """Return ``value`` as float if it lies strictly inside (low, high)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
         raise ConfigError(f"{name} must be a number in ({low}, {high}), got {value!r}")
-    return float(value)
-
-
-def check_positive_float(name: str, value: Any) -> float:
-    """Return ``value`` as float if it is a finite number > 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 

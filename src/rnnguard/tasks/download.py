@@ -6,7 +6,6 @@ checked against a known SHA-256 (PTB-char) or MD5 (MNIST archives, as published)
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -146,9 +145,3 @@ def download(
             atomic_write_bytes(target / fname, data)
         return target
     raise DataError(f"could not get {name}: {'; '.join(errors)}{hint}")
-
-
-def gunzip_if_needed(path: Path) -> bytes:
-    """Bytes of ``path``, decompressed when it is gzip."""
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw

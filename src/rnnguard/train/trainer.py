@@ -11,7 +11,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -880,8 +880,3 @@ def _fit(
     for cb in callbacks:
         cb.on_train_end(ctx, result)
     return result
-
-
-def iter_records(history: list[dict[str, Any]], kind: str) -> Iterator[dict[str, Any]]:
-    """Records of one kind (``train``, ``eval``, ``event``) from a history."""
-    return (r for r in history if r.get("kind") == kind)
