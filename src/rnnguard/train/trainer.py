@@ -856,6 +856,8 @@ def _fit(
         publish_eval(last_metrics)
         flush_extra()
 
+    from rnnguard.models import count_parameters
+
     stats = distributed.reduce_counts(guard.stats.to_dict(), dist_info)
     result = FitResult(
         steps=ctx.step,
@@ -868,7 +870,7 @@ def _fit(
         wall_time=wall_before + time.time() - t0,
         metric_name=metric_name,
         rollbacks=rollbacks,
-        num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        num_params=count_parameters(model),
         recipe=recipe.to_dict(),
         out=str(out) if out else None,
     )
