@@ -129,7 +129,7 @@ def search(
     task_kwargs = dict(task_kwargs or {})
     the_task = create_task(task, length=length, **task_kwargs)
     length = int(the_task.length)
-    base = _base_recipe(base_recipe, hidden_size)
+    base = _base_recipe(base_recipe, hidden_size).to_dict()
 
     study_name = study or default_study_name(task, length, search_space.name)
     out_dir = Path(out) if out is not None else DEFAULT_OUT_ROOT / study_name
@@ -145,7 +145,7 @@ def search(
         "space": search_space.name,
         "metric": metric,
         "batch_size": batch_size,
-        "base_recipe": base.to_dict(),
+        "base_recipe": base,
     }
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens
     ensure_study(open_storage(spec), study_name, direction, meta)
@@ -156,7 +156,7 @@ def search(
         task_kwargs=task_kwargs,
         budget_steps=budget_steps,
         space=search_space.name,
-        base_recipe=base.to_dict(),
+        base_recipe=base,
         batch_size=batch_size,
         eval_every=eval_every,
         eval_batches=eval_batches,
@@ -190,11 +190,12 @@ def search(
         counts=count_trials(final),
         worker_exit_codes=codes,
     )
+    recipe_name = f"tuned-{task}-T{length}"
     if report:
         rep = write_report(
             final,
             out_dir,
-            recipe_name=f"tuned-{task}-T{length}",
+            recipe_name=recipe_name,
             metric=metric,
             title=f"Recipe search: {task} at T={length} ({search_space.name} space)",
         )
@@ -211,5 +212,5 @@ def search(
         result.best_value = float(ranked[0].value)
         result.best_params = dict(ranked[0].params)
         if result.best_recipe is None:
-            result.best_recipe = best_recipe(final, f"tuned-{task}-T{length}")
+            result.best_recipe = best_recipe(final, recipe_name)
     return result
