@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnguard.errors import ConfigError
-from rnnguard.utils.args import parse_pairs
+from rnnguard.utils.args import add_task_arg, parse_pairs, task_args
 
 
 def register(subparsers: Any) -> None:
@@ -40,13 +40,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="folder with ptb-char/ for the 'ptb-char' task (default: $RNNGUARD_DATA)",
     )
-    p.add_argument(
-        "--task-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra task argument (repeatable), e.g. --task-arg data_dir=DIR",
-    )
+    add_task_arg(p)
     p.add_argument(
         "--set",
         action="append",
@@ -146,7 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
     implied = "text" if args.text else ("ptb-char" if args.data_dir else None)
     task_name = args.task or implied or saved_task.get("name") or "adding"
     length = args.length if args.length is not None else saved_task.get("length")
-    task_kwargs = parse_pairs(args.task_arg, "--task-arg")
+    task_kwargs = task_args(args)
     for flag, key, value, owner in (
         ("--text", "path", args.text, "text"),
         ("--data-dir", "data_dir", args.data_dir, "ptb-char"),

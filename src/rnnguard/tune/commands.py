@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from rnnguard.errors import ConfigError
-from rnnguard.utils.args import parse_pairs
+from rnnguard.utils.args import add_task_arg, task_args
 
 
 def register(subparsers: Any) -> None:
@@ -26,13 +26,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--task", default="adding", help="task name (default: adding)")
     p.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
-    p.add_argument(
-        "--task-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra task argument (repeatable), e.g. --task-arg data_dir=DIR",
-    )
+    add_task_arg(p)
     p.add_argument("--trials", type=int, default=20, help="trials in the study (default 20)")
     p.add_argument(
         "--budget-steps", type=int, default=300, help="training steps per trial (default 300)"
@@ -88,7 +82,7 @@ def run_tune(args: argparse.Namespace) -> int:
         out=args.out,
         space=args.space,
         base_recipe=args.base_recipe,
-        task_kwargs=parse_pairs(args.task_arg, "--task-arg"),
+        task_kwargs=task_args(args),
         hidden_size=args.hidden_size,
         batch_size=args.batch_size,
         eval_every=args.eval_every,

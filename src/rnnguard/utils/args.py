@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from rnnguard.errors import ConfigError
@@ -21,3 +22,19 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
+
+
+def add_task_arg(parser: argparse.ArgumentParser) -> None:
+    """The repeatable ``--task-arg KEY=VALUE`` option (read back with :func:`task_args`)."""
+    parser.add_argument(
+        "--task-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra task argument (repeatable), e.g. --task-arg data_dir=DIR",
+    )
+
+
+def task_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--task-arg`` values as task keyword arguments."""
+    return parse_pairs(args.task_arg, "--task-arg")
