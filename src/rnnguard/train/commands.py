@@ -233,17 +233,18 @@ def run_list(args: argparse.Namespace) -> int:
             note = "" if layer in layers else "  [layer not available in this build]"
             print(f"  {name:<14} {layer:<12} {info.description}{note}")
     if what in ("all", "tasks"):
-        print("tasks:")
-        for name, tinfo in list_tasks().items():
-            print(f"  {name:<14} {tinfo.description}")
+        _print_described("tasks", list_tasks())
     if what in ("all", "layers"):
-        print("layers:")
-        for name, linfo in layers.items():
-            print(f"  {name:<14} {linfo.description}")
+        _print_described("layers", layers)
     if what in ("all", "inits"):
         from rnnguard.nn.init import list_init_recipes
 
-        print("init recipes:")
-        for name, iinfo in list_init_recipes().items():
-            print(f"  {name:<14} {iinfo.description}")
+        _print_described("init recipes", list_init_recipes())
     return 0
+
+
+def _print_described(title: str, entries: dict[str, Any]) -> None:
+    """A ``title:`` line, then one line per entry: its name and its ``description``."""
+    print(f"{title}:")
+    for name, info in entries.items():
+        print(f"  {name:<14} {info.description}")
