@@ -79,7 +79,7 @@ def run_benchmark(
     )
     store.write_manifest(manifest)
     emit = log or (lambda _msg: None)
-    n_lm = len(plan.lm_runs.specs) if plan.lm_runs else 0
+    n_lm = len(plan.lm_specs)
     emit(
         f"rnnguard bench: preset {chosen.name}, {len(plan.recipes)} recipes, "
         f"{len(plan.searches)} effective-length searches, {n_lm} {plan.lm_task or 'language-model'} "

@@ -62,10 +62,19 @@ class BenchPlan:
         return [*self.searches, *extra]
 
     @property
+    def lm_specs(self) -> list[RunSpec]:
+        """The language-model runs (none when the plan has no language-model job)."""
+        return list(self.lm_runs.specs) if self.lm_runs else []
+
+    @property
+    def single_specs(self) -> list[RunSpec]:
+        """The single runs at a fixed length (MNIST)."""
+        return list(self.single_runs.specs) if self.single_runs else []
+
+    @property
     def recipes(self) -> list[str]:
         names = [s.recipe for s in self.searches]
-        names += [s.recipe for s in (self.lm_runs.specs if self.lm_runs else [])]
-        names += [s.recipe for s in (self.single_runs.specs if self.single_runs else [])]
+        names += [s.recipe for s in self.lm_specs + self.single_specs]
         return list(dict.fromkeys(names))
 
     def to_manifest(self) -> dict[str, Any]:
@@ -82,13 +91,11 @@ class BenchPlan:
             "lm": {
                 "task": self.lm_task,
                 "note": self.lm_note,
-                "specs": [sp.to_dict() for sp in (self.lm_runs.specs if self.lm_runs else [])],
+                "specs": [sp.to_dict() for sp in self.lm_specs],
             },
             "single": {
                 "notes": list(self.single_notes),
-                "specs": [
-                    sp.to_dict() for sp in (self.single_runs.specs if self.single_runs else [])
-                ],
+                "specs": [sp.to_dict() for sp in self.single_specs],
             },
         }
 
@@ -150,7 +157,7 @@ def plan_preset(
     _check_names("recipes", chosen, known_recipes)
     length_names = [s.task for s in preset.length_tasks]
     lm_names = ["ptb-char", "text"]
-    single_names = [s.task for s in preset.single_tasks] or []
+    single_names = [s.task for s in preset.single_tasks]
     mnist_names = sorted({*single_names, "smnist", "pmnist"})
     wanted = (
         list(tasks) if tasks else [*length_names, "text" if text else "ptb-char", *single_names]
