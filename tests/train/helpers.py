@@ -34,3 +34,13 @@ class PoisonTask(AddingTask):
         if self.calls in self.bad:
             x = x * float("nan")
         return x, y
+
+
+class PoisonStream(PoisonTask):
+    """A :class:`PoisonTask` whose draw count is a stream position kept in checkpoints."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.calls = state["calls"]

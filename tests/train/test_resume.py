@@ -16,7 +16,7 @@ from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.trainer import checkpoint_paths, fit, load_checkpoint
 from rnnguard.utils.io import read_jsonl
 
-from .helpers import Crash, PoisonTask
+from .helpers import Crash, PoisonStream
 
 BASE = TrainConfig(
     batch_size=4,
@@ -52,16 +52,6 @@ def test_a_longer_budget_on_resume_follows_the_longer_curve(tmp_path: Path) -> N
     assert any(not torch.equal(v, after[k]) for k, v in before.items())  # it did train
 
 
-class _PoisonStream(PoisonTask):
-    """NaN inputs on the listed draws; the draw count is a stream position kept in checkpoints."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.calls = state["calls"]
-
-
 def test_resume_keeps_the_divergence_streak_and_rollback_target(tmp_path: Path) -> None:
     # Steps 4 and 5 are non-finite with patience 2: the streak straddles the step-4 checkpoint,
     # and the rollback target is the step-3 evaluation's weights, not the checkpoint's.
@@ -70,15 +60,15 @@ def test_resume_keeps_the_divergence_streak_and_rollback_target(tmp_path: Path) 
         steps=9, eval_every=3, checkpoint_every=4, divergence_patience=2, steps_per_epoch=4
     )
     recipe = _recipe(name="constant")
-    full = fit(recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "a")))
+    full = fit(recipe, PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "a")))
     assert [(e["event"], e["step"]) for e in full.history if e["kind"] == "event"] == [
         ("rollback", 5)
     ]
     with pytest.raises(RuntimeError, match="simulated"):
-        fit(recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b")), [Crash(5)])
+        fit(recipe, PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b")), [Crash(5)])
     assert [p.name for p in checkpoint_paths(tmp_path / "b")] == ["ckpt-00000004.pt"]
     resumed = fit(
-        recipe, _PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b"), resume=True)
+        recipe, PoisonStream(6, {5, 6}), cfg.replace(out=str(tmp_path / "b"), resume=True)
     )
     assert resumed.rollbacks == 1 and resumed.guard_stats == full.guard_stats
     assert resumed.guard_stats["skipped_per_epoch"] == [1, 1, 0]
@@ -92,9 +82,9 @@ def test_a_diverged_run_stays_diverged_on_resume(tmp_path: Path) -> None:
     cfg = BASE.replace(
         steps=50, divergence_patience=2, max_rollbacks=1, checkpoint_every=0, out=str(tmp_path)
     )
-    first = fit(_recipe(name="constant"), _PoisonStream(6, set(range(3, 200))), cfg)
+    first = fit(_recipe(name="constant"), PoisonStream(6, set(range(3, 200))), cfg)
     assert first.diverged and first.steps == 6
-    again = fit(_recipe(name="constant"), _PoisonStream(6, set()), cfg.replace(resume=True))
+    again = fit(_recipe(name="constant"), PoisonStream(6, set()), cfg.replace(resume=True))
     assert again.diverged and again.steps == 6 and again.rollbacks == first.rollbacks
     train_steps = [
         r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"
@@ -139,7 +129,7 @@ def test_settings_changed_on_resume_take_effect_at_the_same_position(tmp_path: P
 def test_logged_epochs_match_the_guards_per_epoch_counts() -> None:
     # Draw 4 (step 4, the last of epoch 0) and draw 6 (step 6) are non-finite.
     cfg = BASE.replace(steps=8, steps_per_epoch=4, divergence_patience=5)
-    result = fit(_recipe(name="constant"), _PoisonStream(6, {4, 6}), cfg)
+    result = fit(_recipe(name="constant"), PoisonStream(6, {4, 6}), cfg)
     train = {r["step"]: r for r in result.history if r["kind"] == "train"}
     assert [train[s]["epoch"] for s in (1, 4, 5, 8)] == [0, 0, 1, 1]
     assert result.guard_stats["skipped_per_epoch"] == [1, 1]

@@ -19,7 +19,7 @@ from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.trainer import checkpoint_paths, fit
 from rnnguard.utils.io import read_jsonl
 
-from .helpers import Crash, PoisonTask
+from .helpers import Crash, PoisonStream, PoisonTask
 
 SMALL = dict(progress=False, eval_batches=2)
 
@@ -234,34 +234,16 @@ def test_fp16_on_cpu_is_refused_clearly() -> None:
         fit(_tiny(), AddingTask(5), TrainConfig(steps=1, amp="fp16", device="cpu", **SMALL))
 
 
-class _CursorTask(AddingTask):
-    """A task with its own stream position, saved through state_dict/load_state_dict."""
-
-    def __init__(self, length: int) -> None:
-        super().__init__(length)
-        self.cursor = 0
-
-    def batch(self, batch_size: int, generator: torch.Generator) -> Any:
-        self.cursor += 1
-        return super().batch(batch_size, generator)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor = state["cursor"]
-
-
 def test_task_state_is_checkpointed(tmp_path: Path) -> None:
     cfg = TrainConfig(
         steps=6, eval_every=0, checkpoint_every=3, batch_size=2, out=str(tmp_path), **SMALL
     )
     with pytest.raises(RuntimeError):
-        fit(_tiny(), _CursorTask(4), cfg, [Crash(4)])
-    task = _CursorTask(4)
+        fit(_tiny(), PoisonStream(4, set()), cfg, [Crash(4)])
+    task = PoisonStream(4, set())  # nothing poisoned: only its draw count, saved in checkpoints
     fit(_tiny(), task, cfg.replace(resume=True))
     # 3 draws restored from the step-3 checkpoint, 3 new training draws, 2 final eval batches.
-    assert task.cursor == 3 + 3 + 2
+    assert task.calls == 3 + 3 + 2
 
 
 def test_evaluation_is_fixed_held_out_batches() -> None:
