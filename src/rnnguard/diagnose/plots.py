@@ -227,6 +227,7 @@ def plot_grad_norm(curves: Mapping[str, np.ndarray], path: PathLike) -> Path:
     fig = _figure(7.0, 4.5)
     ax = fig.add_subplot()
     colours: dict[str, Any] = {}
+    steps = max((len(norms) for norms in curves.values()), default=0)
     for label, norms in curves.items():
         kind, scale = label.split(" ", 1)
         colour = colours.setdefault(scale, f"C{len(colours)}")
@@ -237,7 +238,7 @@ def plot_grad_norm(curves: Mapping[str, np.ndarray], path: PathLike) -> Path:
             ls="--" if kind == "linear" else "-",
             label=f"{kind}, ||W||_2 {scale.replace('s=', '= ')}",
         )
-    ax.set_xlabel("k (steps back from T = 100)")
+    ax.set_xlabel(f"k (steps back from T = {steps})")
     ax.set_ylabel("||dh_T / dh_{T-k}||_2")
     ax.set_title("Gradient norm k steps back (dashed: linear, solid: tanh)")
     ax.legend(fontsize=8)
