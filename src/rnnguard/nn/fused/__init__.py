@@ -3,7 +3,9 @@
 :func:`run_direction` has the signature and the results of the reference
 :func:`rnnguard.nn.functional.run_direction` (same maths, same masks), but runs each layer's time
 loop inside a ``torch.autograd.Function`` with a hand-written backward (see the per-family modules).
-Everything is plain PyTorch, so it runs on any device. The hand-written backward gives first-order
+Everything is PyTorch operations, so it runs on any device with no compile step (on CPU in float32
+the per-step product with ``W_hh`` goes through torch's oneDNN packed linear, checked at import,
+with ``torch.mm`` as the fallback). The hand-written backward gives first-order
 gradients (any number of times through a retained graph); for double backward (gradients of
 gradients) use ``impl="reference"``.
 """
