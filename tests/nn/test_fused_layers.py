@@ -192,7 +192,6 @@ def test_gradcheck_float64_layers_all_extras(kind: str) -> None:
     _gradcheck_layer(GRADCHECK_MODELS[kind], num_layers=2, fast_mode=True)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(GRADCHECK_MODELS))
 def test_gradcheck_float64_layers_all_extras_full(kind: str) -> None:
     _gradcheck_layer(GRADCHECK_MODELS[kind], num_layers=2, fast_mode=False)
