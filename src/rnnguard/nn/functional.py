@@ -322,6 +322,21 @@ def cell_forward(
     return _zoneout_state(state, new, opts, masks.zoneout_h, masks.zoneout_c)
 
 
+def check_direction_masks(
+    kind: str, masks: DirectionMasks | None, opts: StepOptions
+) -> DirectionMasks:
+    """``masks`` (empty when None), checked to hold every mask a training-mode run needs."""
+    masks = masks or DirectionMasks()
+    if opts.training:
+        if opts.dropconnect > 0.0 and masks.dropconnect is None:
+            raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
+        if opts.zoneout > 0.0 and masks.zoneout_h is None:
+            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
+        if kind == "lstm" and opts.zoneout_cell > 0.0 and masks.zoneout_c is None:
+            raise ConfigError("run_direction: zoneout_cell > 0 in training needs masks.zoneout_c")
+    return masks
+
+
 def run_direction(
     kind: str,
     x: Tensor,
@@ -338,14 +353,7 @@ def run_direction(
     outputs are zero, and the reverse direction starts at its own last valid step. In training
     mode with a zoneout/DropConnect rate > 0, ``masks`` must come from :func:`sample_masks`.
     """
-    masks = masks or DirectionMasks()
-    if opts.training:
-        if opts.dropconnect > 0.0 and masks.dropconnect is None:
-            raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
-        if opts.zoneout > 0.0 and masks.zoneout_h is None:
-            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
-        if kind == "lstm" and opts.zoneout_cell > 0.0 and masks.zoneout_c is None:
-            raise ConfigError("run_direction: zoneout_cell > 0 in training needs masks.zoneout_c")
+    masks = check_direction_masks(kind, masks, opts)
     step = STEPS[kind]
     steps = x.shape[0]
     xp = project_input(x, params)  # (T, B, G*H): the input projection leaves the loop

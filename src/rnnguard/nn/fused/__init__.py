@@ -21,7 +21,9 @@ from rnnguard.nn.functional import (
     HiddenState,
     LayerParams,
     LSTMState,
+    State,
     StepOptions,
+    check_direction_masks,
     drop_connect,
 )
 from rnnguard.nn.fused._common import LN_EPS, TimeFrame
@@ -38,8 +40,6 @@ __all__ = [
     "run_direction",
 ]
 
-State = HiddenState | LSTMState
-
 
 def run_direction(
     kind: str,
@@ -52,14 +52,7 @@ def run_direction(
     reverse: bool = False,
 ) -> tuple[Tensor, State]:
     """Fused drop-in for :func:`rnnguard.nn.functional.run_direction`: (T, B, I) -> ((T, B, H), state)."""
-    masks = masks or DirectionMasks()
-    if opts.training:
-        if opts.dropconnect > 0.0 and masks.dropconnect is None:
-            raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
-        if opts.zoneout > 0.0 and masks.zoneout_h is None:
-            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
-        if kind == "lstm" and opts.zoneout_cell > 0.0 and masks.zoneout_c is None:
-            raise ConfigError("run_direction: zoneout_cell > 0 in training needs masks.zoneout_c")
+    masks = check_direction_masks(kind, masks, opts)
     if x.dim() != 3:
         raise ConfigError(f"x must be 3-D (T, B, I), got shape {tuple(x.shape)}")
     steps, batch = x.shape[0], x.shape[1]
