@@ -18,6 +18,8 @@ from rnnguard.nn import init as rinit
 from rnnguard.nn.functional import GATES, NONLINEARITIES, LayerParams, StepOptions
 
 IMPLS = ("auto", "reference", "fused")
+# Default nonlinearity of the kinds that take one (extra_repr shows only a non-default one).
+DEFAULT_NONLINEARITY = {"rnn": "tanh", "indrnn": "relu"}
 
 
 class RecurrentBase(nn.Module):

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
-from rnnguard.nn._base import RecurrentBase
+from rnnguard.nn._base import DEFAULT_NONLINEARITY, RecurrentBase
 from rnnguard.nn.functional import (
     DirectionMasks,
     HiddenState,
@@ -231,10 +231,9 @@ class _Cell(RecurrentBase):
         s = [f"{self.input_size}, {self.hidden_size}"]
         if not self.bias:
             s.append("bias=False")
-        if self.nonlinearity != {"rnn": "tanh", "indrnn": "relu"}.get(self.kind, self.nonlinearity):
-            s.append(
-                f"nonlinearity={self.nonlinearity!r}"
-            )  # as torch.nn.RNNCell: only if not default
+        # As torch.nn.RNNCell: the nonlinearity only when it is not the default.
+        if self.nonlinearity != DEFAULT_NONLINEARITY.get(self.kind, self.nonlinearity):
+            s.append(f"nonlinearity={self.nonlinearity!r}")
         return ", ".join(s + self._extra_options())
 
 

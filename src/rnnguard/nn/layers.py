@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
-from rnnguard.nn._base import RecurrentBase, check_impl
+from rnnguard.nn._base import DEFAULT_NONLINEARITY, RecurrentBase, check_impl
 from rnnguard.nn.functional import HiddenState, LSTMState, run_direction, sample_masks
 from rnnguard.nn.registry import register_layer
 
@@ -79,9 +79,12 @@ class _RecurrentLayer(RecurrentBase):
             forget_bias=forget_bias, init=init, weight_norm=weight_norm, residual=residual,
             recurrent_max=recurrent_max, max_length=max_length,
         )  # fmt: skip
-        dirs = 2 if self.bidirectional else 1
         self._make_params(
-            [self.layer_input_size(layer) for layer in range(self.num_layers) for _ in range(dirs)],
+            [
+                self.layer_input_size(layer)
+                for layer in range(self.num_layers)
+                for _ in range(self.num_directions)
+            ],
             {"device": device, "dtype": dtype},
         )
         self._finish_init()
@@ -313,14 +316,11 @@ class _RecurrentLayer(RecurrentBase):
             s.append(f"dropout={self.dropout}")
         if self.bidirectional:
             s.append("bidirectional=True")
-        if self.nonlinearity != _DEFAULT_NONLINEARITY.get(self.kind, self.nonlinearity):
+        if self.nonlinearity != DEFAULT_NONLINEARITY.get(self.kind, self.nonlinearity):
             s.append(f"nonlinearity={self.nonlinearity!r}")
         if self.impl != "auto":
             s.append(f"impl={self.impl!r}")
         return ", ".join(s + self._extra_options())
-
-
-_DEFAULT_NONLINEARITY = {"rnn": "tanh", "indrnn": "relu"}
 
 
 def check_state_like(name: str, state: Tensor, like: Tensor) -> None:
@@ -474,8 +474,6 @@ class IndRNN(_RecurrentLayer):
     after every optimizer step by itself. ``residual=True`` adds each layer's input to its output
     where the widths match.
     """
-
-    _residual_between_layers = False
 
     def __init__(
         self,
