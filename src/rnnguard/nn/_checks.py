@@ -6,6 +6,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+from torch import Tensor
+
 from rnnguard.errors import ConfigError
 
 
@@ -64,3 +66,14 @@ def positive_float(name: str, value: Any) -> float:
     if not (float(value) > 0.0 and float(value) != float("inf")):
         raise ConfigError(f"{name} must be a positive finite number, got {value}")
     return float(value)
+
+
+def sequence_input(x: Any, input_size: int) -> None:
+    """Check that ``x`` is a 3-D tensor (batch-first or time-major) with ``input_size`` features."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a Tensor, got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[-1] != input_size:
+        raise ConfigError(
+            f"input must have shape (batch, time, {input_size}) (or time-major), "
+            f"got {tuple(x.shape)}"
+        )

@@ -87,13 +87,7 @@ class CausalTransformer(nn.Module):
 
     def forward(self, x: Tensor, state: None = None) -> tuple[Tensor, None]:
         """Map ``x`` to ``(output, None)``; position t only attends to positions <= t."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a Tensor, got {type(x).__name__}")
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ConfigError(
-                f"input must have shape (batch, time, {self.input_size}) (or time-major), "
-                f"got {tuple(x.shape)}"
-            )
+        _checks.sequence_input(x, self.input_size)
         if state is not None:
             raise ConfigError(
                 f"state must be None for the transformer (it keeps no state), got {type(state).__name__}"

@@ -186,13 +186,7 @@ class LRU(nn.Module):
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Run the stack; ``state`` is None or the complex (num_layers, B, state_size) of a previous call."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a Tensor, got {type(x).__name__}")
-        if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ConfigError(
-                f"input must have shape (batch, time, {self.input_size}) (or time-major), "
-                f"got {tuple(x.shape)}"
-            )
+        _checks.sequence_input(x, self.input_size)
         if not self.batch_first:
             x = x.transpose(0, 1)
         batch = x.shape[0]
