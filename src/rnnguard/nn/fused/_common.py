@@ -94,6 +94,13 @@ def steps_of(carry: Carry, steps: int) -> list[Any]:
     return [carry] * steps
 
 
+def stack_stats(stats: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] | None:
+    """Per-step LayerNorm ``(mean, rstd)`` pairs stacked over time, or None when there are none."""
+    if not stats:
+        return None
+    return torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats])
+
+
 def recurrent_weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
     """``sum_t d_raw_t^T h_{t-1}`` as one matrix multiply over all steps (plus the first step)."""
     g = d_raw.shape[-1]

@@ -24,6 +24,7 @@ from rnnguard.nn.fused._common import (
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
+    stack_stats,
     steps_of,
     times_keep,
 )
@@ -101,8 +102,8 @@ class _LSTMRecurrence(torch.autograd.Function):
             h, c = hs_l[t], cs_l[t]
 
         ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw = gates, cs, ct, tc, raw
-        ctx.stats_hh = _stack_stats(stats_hh)
-        ctx.stats_c = _stack_stats(stats_c)
+        ctx.stats_hh = stack_stats(stats_hh)
+        ctx.stats_c = stack_stats(stats_c)
         ctx.carry_h, ctx.carry_c = carry_h, carry_c
         ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, hs)
         return hs, cs[-1].clone()
@@ -190,12 +191,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         if d_c_gains:
             d_ln_c_w, d_ln_c_b = torch.stack(d_c_gains).sum(0), torch.stack(d_c_shifts).sum(0)
         return d_z, d_h0, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None
-
-
-def _stack_stats(stats: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] | None:
-    if not stats:
-        return None
-    return torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats])
 
 
 def gate_scale(gates: int, like: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ from rnnguard.nn.fused._common import (
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
+    stack_stats,
     steps_of,
     times_keep,
 )
@@ -66,11 +67,7 @@ class _RNNRecurrence(torch.autograd.Function):
             h = hs_l[t]
 
         ctx.a, ctx.raw, ctx.act, ctx.residual, ctx.carry = a, raw, act, residual, carry
-        ctx.stats = (
-            (torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats]))
-            if stats
-            else None
-        )
+        ctx.stats = stack_stats(stats)
         ctx.save_for_backward(h0, w_hh, ln_hh, hs)
         return hs
 
