@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -294,9 +294,3 @@ def track_bounded(module: RecurrentBase) -> None:
 
 def check_impl(impl: Any) -> str:
     return _checks.choice("impl", impl, IMPLS)
-
-
-def as_state_tensor(name: str, value: Any) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
-    return value
