@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn._checks import positive_float
+from rnnguard.nn.functional import GATES
 
 __all__ = [
     "InitRecipe",
@@ -37,7 +38,6 @@ __all__ = [
     "xavier_input_",
 ]
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3, "indrnn": 1}
 # Index of the gate whose bias sets the memory time scale: LSTM forget gate f, GRU update gate z.
 _KEEP_GATE = {"lstm": 1, "gru": 1}
 
@@ -58,7 +58,7 @@ class RecurrentUnit:
 
     @property
     def gates(self) -> int:
-        return _GATES[self.kind]
+        return GATES[self.kind]
 
 
 def recurrent_units(model: nn.Module) -> Iterator[RecurrentUnit]:
