@@ -17,6 +17,7 @@ from torch import Tensor
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn.functional import (
+    LN_EPS,
     DirectionMasks,
     HiddenState,
     LayerParams,
@@ -26,7 +27,7 @@ from rnnguard.nn.functional import (
     check_direction_masks,
     drop_connect,
 )
-from rnnguard.nn.fused._common import LN_EPS, TimeFrame
+from rnnguard.nn.fused._common import TimeFrame
 from rnnguard.nn.fused.gru import gru_recurrence
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
 from rnnguard.nn.fused.lstm import gate_scale, lstm_recurrence, lstm_recurrence_prescaled

@@ -16,13 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnguard.errors import ConfigError
+from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS, NONLINEARITIES
 
 #: A per-step carry weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
 Carry = Tensor | float | None
-
-LN_EPS = 1e-5
-LEAKY_SLOPE = 0.01
-ACTIVATIONS = ("tanh", "relu", "leaky_relu")
 
 _A = torch.ops.aten
 _ln_backward_op = _A.native_layer_norm_backward.default
@@ -57,7 +54,7 @@ def act_(v: Tensor, name: str) -> Tensor:
         return v.relu_()
     if name == "leaky_relu":
         return F.leaky_relu_(v, LEAKY_SLOPE)
-    raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
+    raise ConfigError(f"nonlinearity must be one of {NONLINEARITIES}, got {name!r}")
 
 
 def act_backward_into(grad: Tensor, out: Tensor, name: str, dest: Tensor) -> Tensor:
@@ -70,7 +67,7 @@ def act_backward_into(grad: Tensor, out: Tensor, name: str, dest: Tensor) -> Ten
         return _A.leaky_relu_backward.grad_input(  # type: ignore[no-any-return]
             grad, out, LEAKY_SLOPE, True, grad_input=dest
         )
-    raise ConfigError(f"nonlinearity must be one of {ACTIVATIONS}, got {name!r}")
+    raise ConfigError(f"nonlinearity must be one of {NONLINEARITIES}, got {name!r}")
 
 
 def times_keep(x: Tensor, m: Tensor | float) -> Tensor:
