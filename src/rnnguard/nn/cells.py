@@ -37,6 +37,7 @@ from rnnguard.nn.functional import (
     State,
     cell_forward,
     sample_masks,
+    zero_state,
 )
 from rnnguard.nn.layers import InitArg, check_state_like
 
@@ -118,9 +119,8 @@ class _Cell(RecurrentBase):
     ) -> State:
         """Zeros of shape (batch, hidden_size) for every state component."""
         _checks.positive_int("batch", batch)
-        w: Tensor = self.layer_params().weight_ih
-        z = torch.zeros(batch, self.hidden_size, device=device or w.device, dtype=dtype or w.dtype)
-        return LSTMState(z, z.clone()) if self.kind == "lstm" else HiddenState(z)
+        w = self.layer_params().weight_ih
+        return zero_state(self.kind, batch, self.hidden_size, w, device, dtype)
 
     def hold_masks(self, steps: int | None = None) -> MaskHold:
         """Share one DropConnect mask over the calls from now on (a new sequence starts here).

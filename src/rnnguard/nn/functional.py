@@ -383,6 +383,19 @@ def run_direction(
 # --------------------------------------------------------------------------- step functions
 
 
+def zero_state(
+    kind: str,
+    batch: int,
+    hidden_size: int,
+    like: Tensor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> State:
+    """Zeros (batch, hidden_size) for every state component, on ``like``'s device/dtype by default."""
+    z = torch.zeros(batch, hidden_size, device=device or like.device, dtype=dtype or like.dtype)
+    return LSTMState(z, z.clone()) if kind == "lstm" else HiddenState(z)
+
+
 class StepFunction:
     """The deterministic (eval-mode) one-step map of one layer and direction of a recurrent module.
 
@@ -423,9 +436,9 @@ class StepFunction:
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> State:
         """Zeros of the right shape (an :class:`LSTMState` for LSTMs, else :class:`HiddenState`)."""
-        w = self._params().weight_ih
-        z = torch.zeros(batch, self.hidden_size, device=device or w.device, dtype=dtype or w.dtype)
-        return LSTMState(z, z.clone()) if self.kind == "lstm" else HiddenState(z)
+        return zero_state(
+            self.kind, batch, self.hidden_size, self._params().weight_ih, device, dtype
+        )
 
     def __repr__(self) -> str:
         return (
