@@ -30,7 +30,12 @@ from rnnguard.nn.functional import (
 from rnnguard.nn.fused._common import TimeFrame
 from rnnguard.nn.fused.gru import gru_recurrence
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
-from rnnguard.nn.fused.lstm import gate_scale, lstm_recurrence, lstm_recurrence_prescaled
+from rnnguard.nn.fused.lstm import (
+    fold_gate_scale,
+    gate_scale,
+    lstm_recurrence,
+    lstm_recurrence_prescaled,
+)
 from rnnguard.nn.fused.rnn import rnn_recurrence
 
 __all__ = [
@@ -71,10 +76,9 @@ def run_direction(
         c0 = state0[1]  # type: ignore[misc]
         assert scale is not None
         # The fused LSTM wants its g-gate inputs and cell LayerNorm doubled (see lstm.py).
-        ln_hh = params.ln_hh * scale if params.ln_hh is not None else None
-        w_rec = w_hh * scale.unsqueeze(1) if ln_hh is None else w_hh
-        ln_cw = 2.0 * params.ln_c_weight if params.ln_c_weight is not None else None
-        ln_cb = 2.0 * params.ln_c_bias if params.ln_c_bias is not None else None
+        w_rec, ln_hh, ln_cw, ln_cb = fold_gate_scale(
+            scale, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias
+        )
         hs, c_last = lstm_recurrence_prescaled(
             pre, h0, c0, w_rec, ln_hh, ln_cw, ln_cb, carry_h, carry_c
         )

@@ -29,7 +29,7 @@ from rnnguard.nn.fused._common import (
     times_keep,
 )
 
-__all__ = ["gate_scale", "lstm_recurrence", "lstm_recurrence_prescaled"]
+__all__ = ["fold_gate_scale", "gate_scale", "lstm_recurrence", "lstm_recurrence_prescaled"]
 
 # One aten call each for grad * s (1 - s) and grad * (1 - t^2), from the activation's output.
 _sigmoid_bwd = torch.ops.aten.sigmoid_backward.grad_input
@@ -200,6 +200,27 @@ def gate_scale(gates: int, like: Tensor) -> Tensor:
     return scale
 
 
+def fold_gate_scale(
+    scale: Tensor,
+    w_hh: Tensor,
+    ln_hh: Tensor | None,
+    ln_c_weight: Tensor | None,
+    ln_c_bias: Tensor | None,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """The recurrent parameters as :func:`lstm_recurrence_prescaled` wants them.
+
+    ``scale`` (from :func:`gate_scale`) goes into ``w_hh``'s rows, or into ``ln_hh`` with
+    LayerNorm; the cell LayerNorm's weight and bias are doubled.
+    """
+    if ln_hh is None:
+        w_hh = w_hh * scale.unsqueeze(1)
+    else:
+        ln_hh = ln_hh * scale
+    ln_c_weight = 2.0 * ln_c_weight if ln_c_weight is not None else None
+    ln_c_bias = 2.0 * ln_c_bias if ln_c_bias is not None else None
+    return w_hh, ln_hh, ln_c_weight, ln_c_bias
+
+
 def lstm_recurrence_prescaled(
     pre: Tensor,
     h0: Tensor,
@@ -240,12 +261,9 @@ def lstm_recurrence(
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
     scale = gate_scale(pre.shape[-1], pre)
-    if ln_hh is None:
-        w_hh = w_hh * scale.unsqueeze(1)
-    else:
-        ln_hh = ln_hh * scale
-    if ln_c_weight is not None and ln_c_bias is not None:
-        ln_c_weight, ln_c_bias = 2.0 * ln_c_weight, 2.0 * ln_c_bias
+    w_hh, ln_hh, ln_c_weight, ln_c_bias = fold_gate_scale(
+        scale, w_hh, ln_hh, ln_c_weight, ln_c_bias
+    )
     return lstm_recurrence_prescaled(
         pre * scale, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c
     )
