@@ -106,10 +106,8 @@ class RecurrentBase(nn.Module):
     # ------------------------------------------------------------------ parameters
 
     def _suffixes(self) -> list[str]:
-        dirs = ["", "_reverse"] if self.bidirectional else [""]
-        return [
-            self._suffix(layer, d) for layer in range(self.num_layers) for d in range(len(dirs))
-        ]
+        dirs = 2 if self.bidirectional else 1
+        return [self._suffix(layer, d) for layer in range(self.num_layers) for d in range(dirs)]
 
     def _suffix(self, layer: int, direction: int) -> str:
         return ""
