@@ -18,6 +18,8 @@ from rnnguard.nn import init as rinit
 from rnnguard.nn.functional import GATES, NONLINEARITIES, LayerParams, StepOptions
 
 IMPLS = ("auto", "reference", "fused")
+# What ``init=`` accepts: a recipe name, a callable taking the module, or None.
+InitArg = str | Callable[..., Any] | None
 # Default nonlinearity of the kinds that take one (extra_repr shows only a non-default one).
 DEFAULT_NONLINEARITY = {"rnn": "tanh", "indrnn": "relu"}
 
@@ -42,7 +44,7 @@ class RecurrentBase(nn.Module):
         zoneout_cell: float | None,
         dropconnect: float,
         forget_bias: float | None,
-        init: str | Callable[..., Any] | None,
+        init: InitArg,
         weight_norm: bool,
         residual: bool,
         recurrent_max: float | None,

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
-from rnnguard.nn._base import DEFAULT_NONLINEARITY, RecurrentBase
+from rnnguard.nn._base import DEFAULT_NONLINEARITY, InitArg, RecurrentBase
 from rnnguard.nn.functional import (
     DirectionMasks,
     HiddenState,
@@ -39,7 +39,7 @@ from rnnguard.nn.functional import (
     sample_masks,
     zero_state,
 )
-from rnnguard.nn.layers import InitArg, check_state_like
+from rnnguard.nn.layers import check_state_like
 
 __all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "MaskHold", "RNNCell"]
 

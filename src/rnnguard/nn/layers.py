@@ -19,13 +19,11 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
-from rnnguard.nn._base import DEFAULT_NONLINEARITY, RecurrentBase, check_impl
+from rnnguard.nn._base import DEFAULT_NONLINEARITY, InitArg, RecurrentBase, check_impl
 from rnnguard.nn.functional import HiddenState, LSTMState, run_direction, sample_masks
 from rnnguard.nn.registry import register_layer
 
 __all__ = ["GRU", "LSTM", "RNN", "IndRNN"]
-
-InitArg = str | Callable[..., Any] | None
 
 
 class _RecurrentLayer(RecurrentBase):
