@@ -447,12 +447,23 @@ class StepFunction:
         )
 
 
-_TORCH_MODES = {
+# torch.nn's recurrent modules in rnnguard's terms: mode -> (kind, nonlinearity), and their names.
+TORCH_MODES = {
     "LSTM": ("lstm", "tanh"),
     "GRU": ("gru", "tanh"),
     "RNN_TANH": ("rnn", "tanh"),
     "RNN_RELU": ("rnn", "relu"),
 }
+
+
+def torch_suffix(layer: int, direction: int) -> str:
+    """torch.nn's parameter-name suffix of ``layer``/``direction``: ``_l0``, ``_l1_reverse``."""
+    return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+
+
+def torch_cell_kind(cell: nn.RNNCellBase) -> str:
+    """The kind of a torch.nn cell: ``"lstm"``, ``"gru"`` or ``"rnn"``."""
+    return {nn.LSTMCell: "lstm", nn.GRUCell: "gru"}.get(type(cell), "rnn")
 
 
 def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -> StepFunction:
@@ -474,9 +485,9 @@ def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -
             int(mod.hidden_size),
         )
     if isinstance(module, nn.RNNBase):
-        if module.mode not in _TORCH_MODES:
+        if module.mode not in TORCH_MODES:
             raise ConfigError(
-                f"module.mode must be one of {tuple(_TORCH_MODES)}, got {module.mode!r}"
+                f"module.mode must be one of {tuple(TORCH_MODES)}, got {module.mode!r}"
             )
         if getattr(module, "proj_size", 0):
             raise NotImplementedError(
@@ -484,8 +495,8 @@ def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -
             )
         dirs = 2 if module.bidirectional else 1
         _check_index(layer, module.num_layers, direction, dirs)
-        kind, act = _TORCH_MODES[module.mode]
-        sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        kind, act = TORCH_MODES[module.mode]
+        sfx = torch_suffix(layer, direction)
         tm: Any = module
 
         def params() -> LayerParams:
@@ -504,7 +515,7 @@ def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -
     if isinstance(module, nn.RNNCellBase):
         _check_index(layer, 1, direction, 1)
         cell: Any = module
-        kind = {nn.LSTMCell: "lstm", nn.GRUCell: "gru"}.get(type(module), "rnn")
+        kind = torch_cell_kind(module)
         act = str(getattr(module, "nonlinearity", "tanh"))
 
         def cell_params() -> LayerParams:

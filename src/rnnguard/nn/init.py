@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn._checks import positive_float
-from rnnguard.nn.functional import GATES
+from rnnguard.nn.functional import GATES, TORCH_MODES, torch_cell_kind, torch_suffix
 
 __all__ = [
     "InitRecipe",
@@ -68,21 +68,16 @@ def recurrent_units(model: nn.Module) -> Iterator[RecurrentUnit]:
         if callable(units):
             yield from units()
         elif isinstance(m, nn.RNNBase):
-            kind, act = {
-                "LSTM": ("lstm", "tanh"),
-                "GRU": ("gru", "tanh"),
-                "RNN_TANH": ("rnn", "tanh"),
-                "RNN_RELU": ("rnn", "relu"),
-            }[m.mode]
+            kind, act = TORCH_MODES[m.mode]
             for layer in range(m.num_layers):
                 for d in range(2 if m.bidirectional else 1):
-                    s = f"_l{layer}" + ("_reverse" if d else "")
+                    s = torch_suffix(layer, d)
                     yield RecurrentUnit(
                         m, kind, act, m.hidden_size, "weight_ih" + s, "weight_hh" + s,
                         "bias_ih" + s if m.bias else None, "bias_hh" + s if m.bias else None,
                     )  # fmt: skip
         elif isinstance(m, nn.RNNCellBase):
-            kind = {nn.LSTMCell: "lstm", nn.GRUCell: "gru"}.get(type(m), "rnn")
+            kind = torch_cell_kind(m)
             act = getattr(m, "nonlinearity", "tanh")
             b = bool(m.bias)
             yield RecurrentUnit(

@@ -20,7 +20,13 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
 from rnnguard.nn._base import DEFAULT_NONLINEARITY, InitArg, RecurrentBase, check_impl
-from rnnguard.nn.functional import HiddenState, LSTMState, run_direction, sample_masks
+from rnnguard.nn.functional import (
+    HiddenState,
+    LSTMState,
+    run_direction,
+    sample_masks,
+    torch_suffix,
+)
 from rnnguard.nn.registry import register_layer
 
 __all__ = ["GRU", "LSTM", "RNN", "IndRNN"]
@@ -103,7 +109,7 @@ class _RecurrentLayer(RecurrentBase):
         return self.input_size if layer == 0 else self.output_size
 
     def _suffix(self, layer: int, direction: int) -> str:
-        return f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        return torch_suffix(layer, direction)
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn (weights are gathered on every call)."""
