@@ -58,7 +58,9 @@ class _LSTMRecurrence(torch.autograd.Function):
         cs = pre.new_empty(steps, batch, hid)  # c_t after zoneout
         ct = pre.new_empty(steps, batch, hid) if carry_c is not None else cs  # c~_t
         tc = pre.new_empty(steps, batch, hid)  # tanh(LN(c~_t))
-        raw = pre.new_empty(steps, batch, g4) if ln_hh is not None else None
+        # The recurrent projection of each step, kept as the product returned it (copying it
+        # into one (T, B, 4H) buffer costs a pass over fresh memory every step).
+        raw: list[Tensor] | None = [] if ln_hh is not None else None
         stats_hh: list[tuple[Tensor, Tensor]] = []
         stats_c: list[tuple[Tensor, Tensor]] = []
 
@@ -66,7 +68,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         gv = gates.view(steps, batch, 4, hid)
         i_l, f_l, g_l, o_l = (gv[:, :, k].unbind(0) for k in range(4))
         hs_l, cs_l, ct_l, tc_l = hs.unbind(0), cs.unbind(0), ct.unbind(0), tc.unbind(0)
-        raw_l = raw.unbind(0) if raw is not None else ()
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
         prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
@@ -74,8 +75,9 @@ class _LSTMRecurrence(torch.autograd.Function):
         for t in range(steps):
             z = z_l[t]
             if raw is not None:
-                prod.into(h, raw_l[t])
-                y, mu, rs = ln_forward(raw_l[t], ln_hh, None)
+                r = prod(h)
+                raw.append(r)
+                y, mu, rs = ln_forward(r, ln_hh, None)
                 stats_hh.append((mu, rs))
                 torch.add(y, pre_l[t], out=z)
             else:
@@ -139,7 +141,7 @@ class _LSTMRecurrence(torch.autograd.Function):
             muc_l, rsc_l = ctx.stats_c[0].unbind(0), ctx.stats_c[1].unbind(0)
         if ctx.stats_hh is not None:
             mu_l, rs_l = ctx.stats_hh[0].unbind(0), ctx.stats_hh[1].unbind(0)
-            raw_l = raw.unbind(0)
+            raw_l = raw
         back = RecurrentProduct(w_hh.t(), h0.shape[0])  # d @ W_hh, packed once
         d_h0 = h0.new_empty(0)
 
