@@ -53,7 +53,9 @@ class _LSTMRecurrence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         steps, batch, g4 = pre.shape
         hid = g4 // 4
-        gates = pre.new_empty(steps, batch, g4)  # activated i, f, g, o
+        # Activated i, f, g, o of each step, one fresh (B, 4H) tensor per step: writing them into
+        # one (T, B, 4H) buffer costs a pass over fresh memory every step.
+        gates: list[Tensor] = []
         hs = pre.new_empty(steps, batch, hid)
         cs = pre.new_empty(steps, batch, hid)  # c_t after zoneout
         ct = pre.new_empty(steps, batch, hid) if carry_c is not None else cs  # c~_t
@@ -64,31 +66,30 @@ class _LSTMRecurrence(torch.autograd.Function):
         stats_hh: list[tuple[Tensor, Tensor]] = []
         stats_c: list[tuple[Tensor, Tensor]] = []
 
-        pre_l, z_l = pre.unbind(0), gates.unbind(0)
-        gv = gates.view(steps, batch, 4, hid)
-        i_l, f_l, g_l, o_l = (gv[:, :, k].unbind(0) for k in range(4))
+        pre_l = pre.unbind(0)
         hs_l, cs_l, ct_l, tc_l = hs.unbind(0), cs.unbind(0), ct.unbind(0), tc.unbind(0)
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
         prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h, c = h0, c0
         for t in range(steps):
-            z = z_l[t]
             if raw is not None:
                 r = prod(h)
                 raw.append(r)
-                y, mu, rs = ln_forward(r, ln_hh, None)
+                z, mu, rs = ln_forward(r, ln_hh, None)
                 stats_hh.append((mu, rs))
-                torch.add(y, pre_l[t], out=z)
+                z.add_(pre_l[t])
             else:
-                prod.add_into(pre_l[t], h, z)
+                z = prod.add_into(pre_l[t], h, pre.new_empty(batch, g4))
+            gates.append(z)
+            i, f, g, o = z.view(batch, 4, hid).unbind(1)
             # One sigmoid over all four gates; the g-gate arrives doubled, so that
             # tanh(z_g) = 2 sigmoid(2 z_g) - 1 (torch's tanh is several times slower on CPU).
             z.sigmoid_()
-            g_l[t].mul_(2.0).sub_(1.0)
+            g.mul_(2.0).sub_(1.0)
             cn = ct_l[t]
-            torch.mul(f_l[t], c, out=cn)
-            cn.addcmul_(i_l[t], g_l[t])
+            torch.mul(f, c, out=cn)
+            cn.addcmul_(i, g)
             if ln_c_w is not None:
                 yc, muc, rsc = ln_forward(cn, ln_c_w, ln_c_b)  # affine doubled, as for g
                 stats_c.append((muc, rsc))
@@ -96,9 +97,9 @@ class _LSTMRecurrence(torch.autograd.Function):
             else:
                 torch.tanh(cn, out=tc_l[t])
             if carry_h is None:
-                torch.mul(o_l[t], tc_l[t], out=hs_l[t])
+                torch.mul(o, tc_l[t], out=hs_l[t])
             else:
-                torch.lerp(o_l[t] * tc_l[t], h, mh_l[t], out=hs_l[t])  # type: ignore[arg-type]
+                torch.lerp(o * tc_l[t], h, mh_l[t], out=hs_l[t])  # type: ignore[arg-type]
             if carry_c is not None:
                 torch.lerp(cn, c, mc_l[t], out=cs_l[t])  # type: ignore[arg-type]
             h, c = hs_l[t], cs_l[t]
@@ -116,13 +117,13 @@ class _LSTMRecurrence(torch.autograd.Function):
         h0, c0, w_hh, ln_hh, ln_c_w, hs = ctx.saved_tensors
         gates, cs, ct, tc, raw = ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw
         carry_h, carry_c = ctx.carry_h, ctx.carry_c
-        steps, batch, g4 = gates.shape
+        steps, batch, g4 = len(gates), gates[0].shape[0], gates[0].shape[1]
         hid = g4 // 4
 
         d_h = d_hs.clone()  # accumulates the gradient of every h_t
         d_c = d_c_last.clone()
-        d_z = gates.new_empty(steps, batch, g4)  # gradient of the gate pre-activations
-        d_raw = gates.new_empty(steps, batch, g4) if raw is not None else d_z
+        d_z = hs.new_empty(steps, batch, g4)  # gradient of the gate pre-activations
+        d_raw = hs.new_empty(steps, batch, g4) if raw is not None else d_z
         draw_l = d_raw.unbind(0)
         d_gains: list[Tensor] = []  # per-step gradients of ln_hh
         d_c_gains: list[Tensor] = []  # per-step gradients of ln_c_weight
@@ -131,8 +132,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         # Per-step views, made once. The derivative factors are computed inside the loop, on
         # (B, H) slices that stay in cache: precomputing them for all steps at once costs more
         # (every temporary is a fresh (T, B, H) allocation streamed through memory).
-        gv, dzv = gates.view(steps, batch, 4, hid), d_z.view(steps, batch, 4, hid)
-        i_l, f_l, g_l, o_l = (gv[:, :, k].unbind(0) for k in range(4))
+        dzv = d_z.view(steps, batch, 4, hid)
         dzi_l, dzf_l, dzg_l, dzo_l = (dzv[:, :, k].unbind(0) for k in range(4))
         dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc.unbind(0), ct.unbind(0)
         cprev_l = (c0, *cs[:-1].unbind(0))
@@ -150,7 +150,8 @@ class _LSTMRecurrence(torch.autograd.Function):
             dht = (
                 dh if carry_h is None else times_keep(dh, mh_l[t])
             )  # gradient of the candidate h~_t
-            i, f, g, o, tct = i_l[t], f_l[t], g_l[t], o_l[t], tc_l[t]
+            i, f, g, o = gates[t].view(batch, 4, hid).unbind(1)
+            tct = tc_l[t]
             # o: dz_o = dh~ * tanh(.) * o (1 - o); the tanh input: dh~ * o * (1 - tanh^2)
             _sigmoid_bwd(dht * tct, o, grad_input=dzo_l[t])
             dt = _tanh_bwd(dht * o, tct)
