@@ -57,9 +57,10 @@ class _LSTMRecurrence(torch.autograd.Function):
         # one (T, B, 4H) buffer costs a pass over fresh memory every step.
         gates: list[Tensor] = []
         hs = pre.new_empty(steps, batch, hid)
-        cs = pre.new_empty(steps, batch, hid)  # c_t after zoneout
-        ct = pre.new_empty(steps, batch, hid) if carry_c is not None else cs  # c~_t
-        tc = pre.new_empty(steps, batch, hid)  # tanh(LN(c~_t))
+        # Per step, fresh tensors for the same reason: c_t after zoneout, c~_t, tanh(LN(c~_t)).
+        cs: list[Tensor] = []
+        ct: list[Tensor] = []
+        tc: list[Tensor] = []
         # The recurrent projection of each step, kept as the product returned it (copying it
         # into one (T, B, 4H) buffer costs a pass over fresh memory every step).
         raw: list[Tensor] | None = [] if ln_hh is not None else None
@@ -67,7 +68,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         stats_c: list[tuple[Tensor, Tensor]] = []
 
         pre_l = pre.unbind(0)
-        hs_l, cs_l, ct_l, tc_l = hs.unbind(0), cs.unbind(0), ct.unbind(0), tc.unbind(0)
+        hs_l = hs.unbind(0)
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
         prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
@@ -87,29 +88,29 @@ class _LSTMRecurrence(torch.autograd.Function):
             # tanh(z_g) = 2 sigmoid(2 z_g) - 1 (torch's tanh is several times slower on CPU).
             z.sigmoid_()
             g.mul_(2.0).sub_(1.0)
-            cn = ct_l[t]
-            torch.mul(f, c, out=cn)
-            cn.addcmul_(i, g)
+            cn = torch.mul(f, c).addcmul_(i, g)
+            ct.append(cn)
             if ln_c_w is not None:
                 yc, muc, rsc = ln_forward(cn, ln_c_w, ln_c_b)  # affine doubled, as for g
                 stats_c.append((muc, rsc))
-                torch.sigmoid(yc, out=tc_l[t]).mul_(2.0).sub_(1.0)
+                tct = yc.sigmoid_().mul_(2.0).sub_(1.0)
             else:
-                torch.tanh(cn, out=tc_l[t])
+                tct = torch.tanh(cn)
+            tc.append(tct)
             if carry_h is None:
-                torch.mul(o, tc_l[t], out=hs_l[t])
+                torch.mul(o, tct, out=hs_l[t])
             else:
-                torch.lerp(o * tc_l[t], h, mh_l[t], out=hs_l[t])  # type: ignore[arg-type]
-            if carry_c is not None:
-                torch.lerp(cn, c, mc_l[t], out=cs_l[t])  # type: ignore[arg-type]
-            h, c = hs_l[t], cs_l[t]
+                torch.lerp(o * tct, h, mh_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            c = cn if carry_c is None else torch.lerp(cn, c, mc_l[t])  # type: ignore[arg-type]
+            cs.append(c)
+            h = hs_l[t]
 
         ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw = gates, cs, ct, tc, raw
         ctx.stats_hh = stack_stats(stats_hh)
         ctx.stats_c = stack_stats(stats_c)
         ctx.carry_h, ctx.carry_c = carry_h, carry_c
         ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, hs)
-        return hs, cs[-1].clone()
+        return hs, c.clone()
 
     @staticmethod
     @once_differentiable
@@ -134,8 +135,8 @@ class _LSTMRecurrence(torch.autograd.Function):
         # (every temporary is a fresh (T, B, H) allocation streamed through memory).
         dzv = d_z.view(steps, batch, 4, hid)
         dzi_l, dzf_l, dzg_l, dzo_l = (dzv[:, :, k].unbind(0) for k in range(4))
-        dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc.unbind(0), ct.unbind(0)
-        cprev_l = (c0, *cs[:-1].unbind(0))
+        dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc, ct
+        cprev_l = (c0, *cs[:-1])
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
         if ctx.stats_c is not None:
             muc_l, rsc_l = ctx.stats_c[0].unbind(0), ctx.stats_c[1].unbind(0)
