@@ -121,7 +121,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         steps, batch, g4 = len(gates), gates[0].shape[0], gates[0].shape[1]
         hid = g4 // 4
 
-        d_h = d_hs.clone()  # accumulates the gradient of every h_t
         d_c = d_c_last.clone()
         d_z = hs.new_empty(steps, batch, g4)  # gradient of the gate pre-activations
         d_raw = hs.new_empty(steps, batch, g4) if raw is not None else d_z
@@ -135,7 +134,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         # (every temporary is a fresh (T, B, H) allocation streamed through memory).
         dzv = d_z.view(steps, batch, 4, hid)
         dzi_l, dzf_l, dzg_l, dzo_l = (dzv[:, :, k].unbind(0) for k in range(4))
-        dh_l, dz_l, tc_l, ct_l = d_h.unbind(0), d_z.unbind(0), tc, ct
+        dh_l, dz_l, tc_l, ct_l = d_hs.unbind(0), d_z.unbind(0), tc, ct
         cprev_l = (c0, *cs[:-1])
         mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
         if ctx.stats_c is not None:
@@ -144,10 +143,11 @@ class _LSTMRecurrence(torch.autograd.Function):
             mu_l, rs_l = ctx.stats_hh[0].unbind(0), ctx.stats_hh[1].unbind(0)
             raw_l = raw
         back = RecurrentProduct(w_hh.t(), h0.shape[0])  # d @ W_hh, packed once
-        d_h0 = h0.new_empty(0)
+        # The gradient of h_t: d_hs[t] plus what flows back from step t + 1, a fresh (B, H)
+        # tensor per step (no (T, B, H) copy of d_hs to accumulate into).
+        dh = dh_l[steps - 1] if steps > 0 else h0.new_empty(0)
 
         for t in range(steps - 1, -1, -1):
-            dh = dh_l[t]
             dht = (
                 dh if carry_h is None else times_keep(dh, mh_l[t])
             )  # gradient of the candidate h~_t
@@ -180,13 +180,12 @@ class _LSTMRecurrence(torch.autograd.Function):
                 d_gains.append(dg)
             else:
                 dr = dz_l[t]
+            target = back(dr)
             if t > 0:
-                target = dh_l[t - 1]
-                back.accumulate(target, dr)
-            else:
-                target = d_h0 = back(dr)
+                target.add_(dh_l[t - 1])
             if carry_h is not None:
                 add_scaled_(target, mh_l[t], dh)  # type: ignore[arg-type]
+            dh = target
 
         need = ctx.needs_input_grad
         d_w = recurrent_weight_grad(d_raw, h0, hs) if need[3] else None
@@ -194,7 +193,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_ln_c_w = d_ln_c_b = None
         if d_c_gains:
             d_ln_c_w, d_ln_c_b = torch.stack(d_c_gains).sum(0), torch.stack(d_c_shifts).sum(0)
-        return d_z, d_h0, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None
+        return d_z, dh, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None
 
 
 def gate_scale(gates: int, like: Tensor) -> Tensor:
