@@ -2,7 +2,9 @@
 
 The caller hoists the input side, ``pre = LN(W_ih x) + b_ih + b_hh`` for all steps, out of the
 loop; DropConnect is folded into ``w_hh`` by the caller. Forward runs the time loop with no
-autograd graph and writes every step into preallocated (T, B, .) buffers. Backward walks the steps
+autograd graph; it writes h_t into one (T, B, H) buffer and keeps everything else a step's backward
+needs as the per-step tensors the ops return, which reuse freed heap memory where fresh (T, B, .)
+buffers would cost a page fault at every first touch. Backward walks the steps
 in reverse doing only what is truly sequential: one (B, 4H) x (4H, H) matrix multiply and a few
 element-wise ops per step, on (B, H) slices that stay in cache. The LayerNorm gain gradients come
 out of the per-step LayerNorm backward; the recurrent weight gradient is one matrix multiply over
