@@ -16,6 +16,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnguard.nn.fused as fused
 from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
 
+# Every test here runs on the native kernels and on the pure-PyTorch fallback.
+pytestmark = pytest.mark.usefixtures("fused_backend")
+
 CONFIGS = [
     (LSTM, {}),
     (GRU, {"bias": False}),
@@ -84,7 +87,11 @@ def _check_same(ref: nn.Module, fast: nn.Module, x, hx=None, atol: float = 2e-5)
         torch.testing.assert_close(a, b, atol=atol, rtol=1e-4)
     assert g_ref.keys() == g_fast.keys() and g_ref
     for name in g_ref:
-        torch.testing.assert_close(g_fast[name], g_ref[name], atol=atol * 20, rtol=1e-3, msg=name)
+        # float32 rounding through LayerNorms over a few units grows with the gradient's size.
+        scale = max(1.0, g_ref[name].abs().max().item())
+        torch.testing.assert_close(
+            g_fast[name], g_ref[name], atol=atol * 20 * scale, rtol=1e-3, msg=name
+        )
     for a, b in zip(i_fast, i_ref):
         torch.testing.assert_close(a, b, atol=atol * 20, rtol=1e-3)
 

@@ -12,6 +12,9 @@ from rnnguard.nn.fused.indrnn import indrnn_recurrence
 from rnnguard.nn.fused.lstm import lstm_recurrence
 from rnnguard.nn.fused.rnn import rnn_recurrence
 
+# Every test here runs on the native kernels and on the pure-PyTorch fallback.
+pytestmark = pytest.mark.usefixtures("fused_backend")
+
 EPS = 1e-5
 
 

@@ -166,11 +166,29 @@ def _check_rate(p: float) -> None:
         raise ConfigError(f"p must be a probability in [0, 1), got {p}")
 
 
+#: Masks draw 16 random bits per element: a rate is rounded to a multiple of 2**-16.
+MASK_BITS = 16
+
+
 def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
-    # One sampling primitive for every mask, so reference and fused paths draw identical numbers.
-    # Uniform draws compared with ``keep``: the same Bernoulli(keep) law as ``bernoulli_`` at less
-    # than half its cost on CPU, which matters for the (T, B, H) zoneout masks.
-    return torch.rand(tuple(shape), device=like.device, dtype=like.dtype).lt_(keep)
+    """A {0, 1} mask of ``like``'s dtype, each entry 1 with probability ``keep`` (to 2**-16).
+
+    One sampling primitive for every mask, so reference and fused paths draw identical numbers.
+    Each element takes 16 bits of 64-bit integer draws, four elements a draw: the random number
+    generator is the main cost of a (T, B, H) zoneout mask on CPU, and ``torch.rand`` spends a
+    whole draw on each element.
+    """
+    span = 1 << MASK_BITS
+    threshold = round(keep * span)
+    size = 1
+    for d in shape:
+        size *= int(d)
+    if threshold >= span:
+        return torch.ones(tuple(shape), device=like.device, dtype=like.dtype)
+    words = torch.empty((size + 3) // 4, device=like.device, dtype=torch.int64)
+    words.random_(-(1 << 63), None)  # all 64 bits uniform
+    bits = words.view(torch.int16)[:size].view(tuple(shape))  # uniform on [-2**15, 2**15)
+    return torch.lt(bits, threshold - span // 2).to(like.dtype)
 
 
 def sample_masks(

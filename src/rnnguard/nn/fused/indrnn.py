@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnguard.nn.fused import native
 from rnnguard.nn.fused._common import (
     Carry,
     act_,
@@ -21,6 +22,7 @@ from rnnguard.nn.fused._common import (
     steps_of,
     times_keep,
 )
+from rnnguard.nn.fused.indrnn_native import NATIVE_ACTS, indrnn_recurrence_native
 
 __all__ = ["indrnn_recurrence"]
 
@@ -80,5 +82,10 @@ class _IndRNNRecurrence(torch.autograd.Function):
 def indrnn_recurrence(
     pre: Tensor, h0: Tensor, u: Tensor, nonlinearity: str = "relu", carry: Carry = None
 ) -> Tensor:
-    """Run the IndRNN recurrence over ``pre`` = LN(W_ih x) + b (T, B, H) -> h_t for every t."""
+    """Run the IndRNN recurrence over ``pre`` = LN(W_ih x) + b (T, B, H) -> h_t for every t.
+
+    On CPU float32 the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
+    """
+    if pre.shape[0] > 0 and nonlinearity in NATIVE_ACTS and native.usable(pre, h0, u, carry):
+        return indrnn_recurrence_native(pre, h0, u, nonlinearity, carry)
     return _IndRNNRecurrence.apply(pre, h0, u, nonlinearity, carry)  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnguard.nn.fused import native
 from rnnguard.nn.fused._common import (
     Carry,
     RecurrentProduct,
@@ -30,6 +31,7 @@ from rnnguard.nn.fused._common import (
     steps_of,
     times_keep,
 )
+from rnnguard.nn.fused.lstm_native import lstm_recurrence_native
 
 __all__ = ["fold_gate_scale", "gate_scale", "lstm_recurrence", "lstm_recurrence_prescaled"]
 
@@ -241,8 +243,12 @@ def lstm_recurrence_prescaled(
 
     The g-gate rows of ``pre`` and of the recurrent term (``w_hh``'s rows, or ``ln_hh`` with
     LayerNorm) and the cell LayerNorm's ``ln_c_weight``/``ln_c_bias`` are twice their true values.
-    Folding the factor into the (small) parameters costs nothing per step.
+    Folding the factor into the (small) parameters costs nothing per step. On CPU float32 the
+    native kernels run the loop when they are available (see :mod:`rnnguard.nn.fused.native`).
     """
+    args = (pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)
+    if pre.shape[0] > 0 and native.usable(*args):
+        return lstm_recurrence_native(*args)
     return _LSTMRecurrence.apply(pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,71 @@
+"""The fused IndRNN recurrence on the native kernels: the whole time loop in one C call.
+
+Same contract and maths as ``_IndRNNRecurrence`` in ``indrnn.py``, which is the fallback and the
+oracle in the tests. The recurrence is element-wise, so forward and backward are each a single
+pass over (T, B, H) with no Python work per step; ``u``'s gradient accumulates in the same pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnguard.nn.functional import LEAKY_SLOPE
+from rnnguard.nn.fused import native
+from rnnguard.nn.fused._common import Carry
+
+__all__ = ["NATIVE_ACTS", "indrnn_recurrence_native"]
+
+NATIVE_ACTS = {"tanh": 0, "relu": 1, "leaky_relu": 2}
+
+
+class _NativeIndRNNRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, pre: Tensor, h0: Tensor, u: Tensor, act: str, carry: Carry
+    ) -> Tensor:
+        lib = native.library()
+        assert lib is not None
+        pre, h0, u = pre.contiguous(), h0.contiguous(), u.contiguous()
+        steps, batch, hid = pre.shape
+        hs = native.empty(lib, pre, steps, batch, hid)
+        acts = hs if carry is None else native.empty(lib, pre, steps, batch, hid)  # activations
+        m = native.NativeCarry.of(carry, (steps, batch, hid))
+        nt = native.threads(batch)
+        mbuf = h0.new_empty(batch, hid)
+        lib.rg_indrnn_forward(
+            steps, batch, hid, pre.data_ptr(), h0.data_ptr(), u.data_ptr(), NATIVE_ACTS[act],
+            LEAKY_SLOPE, m, acts.data_ptr(), hs.data_ptr(), mbuf.data_ptr(), nt,
+        )  # fmt: skip
+        ctx.act, ctx.carry, ctx.m = act, carry, m
+        ctx.save_for_backward(h0, u, acts, hs)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        lib = native.library()
+        assert lib is not None
+        h0, u, acts, hs = ctx.saved_tensors
+        steps, batch, hid = hs.shape
+        d_hs = d_hs.contiguous()
+        d_a, d_h0 = native.empty(lib, hs, steps, batch, hid), torch.empty_like(h0)
+        nt = native.threads(batch)
+        d_u = u.new_zeros(nt, hid)  # one row per thread, summed below
+        scratch, mbuf = torch.empty_like(h0), torch.empty_like(h0)
+        lib.rg_indrnn_backward(
+            steps, batch, hid, d_hs.data_ptr(), acts.data_ptr(), hs.data_ptr(), h0.data_ptr(),
+            u.data_ptr(), NATIVE_ACTS[ctx.act], LEAKY_SLOPE, ctx.m, d_a.data_ptr(), d_h0.data_ptr(),
+            d_u.data_ptr(), scratch.data_ptr(), mbuf.data_ptr(), nt,
+        )  # fmt: skip
+        return d_a, d_h0, (d_u.sum(0) if ctx.needs_input_grad[2] else None), None, None
+
+
+def indrnn_recurrence_native(
+    pre: Tensor, h0: Tensor, u: Tensor, nonlinearity: str, carry: Carry
+) -> Tensor:
+    """:func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` on the native kernels."""
+    return _NativeIndRNNRecurrence.apply(pre, h0, u, nonlinearity, carry)  # type: ignore[no-any-return]

@@ -1,0 +1,277 @@
+"""Optional native kernels (``kernels.c``): built on first use, loaded with ctypes.
+
+Nothing is compiled at install time. The first fused LSTM or IndRNN call on CPU float32 tensors
+compiles ``kernels.c`` with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a
+per-user cache (``$RNNGUARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnguard``, else
+``~/.cache/rnnguard``), named by a hash of the source, flags and machine, written atomically so
+concurrent first calls are safe. When there is no compiler, the build fails or
+``RNNGUARD_NATIVE=0`` is set, the pure-PyTorch loops run instead: same maths, same results
+within float32 rounding, and the path every fused test also covers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "NativeCarry",
+    "available",
+    "build_error",
+    "disabled",
+    "library",
+    "ptr",
+    "threads",
+    "usable",
+]
+
+_SOURCE = Path(__file__).with_name("kernels.c")
+_FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared"]
+# Tried in order. -fopenmp links libgomp, which torch's CPU wheels load already (one runtime,
+# one thread pool); -march=native is not known to every compiler.
+_VARIANTS: tuple[list[str], ...] = (
+    ["-march=native", "-fopenmp"],
+    ["-fopenmp"],
+    ["-march=native"],
+    [],
+)
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_error: str | None = None
+_tried = False
+_forced_off = 0  # depth of ``disabled()`` blocks
+
+
+class NativeCarry(ctypes.Structure):
+    """The C ``Carry``: a carry weight tensor with its strides, a constant, or nothing."""
+
+    _fields_ = [
+        ("p", ctypes.c_void_p),
+        ("st", ctypes.c_int64),
+        ("sb", ctypes.c_int64),
+        ("sh", ctypes.c_int64),
+        ("k", ctypes.c_float),
+        ("on", ctypes.c_int32),
+    ]
+
+    @classmethod
+    def of(cls, carry: Tensor | float | None, shape: tuple[int, int, int]) -> NativeCarry:
+        """Describe a carry broadcastable to ``shape`` (T, B, H); keep the tensor alive yourself."""
+        if carry is None:
+            return cls(None, 0, 0, 0, 0.0, 0)
+        if not isinstance(carry, Tensor):
+            return cls(None, 0, 0, 0, float(carry), 1)
+        v = carry.expand(shape)
+        st, sb, sh = v.stride()
+        return cls(v.data_ptr(), st, sb, sh, 0.0, 1)
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("RNNGUARD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rnnguard"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_model() -> str:
+    # -march=native code must not be reused on another CPU sharing the same home directory.
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    return platform.processor()
+
+
+def _build(cc: str) -> Path:
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                source,
+                repr((_FLAGS, _VARIANTS)).encode(),
+                cc.encode(),
+                platform.machine().encode(),
+                _cpu_model().encode(),
+            ]
+        )
+    ).hexdigest()[:16]
+    out_dir = _cache_dir()
+    target = out_dir / f"rnnguard-kernels-{key}.so"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=out_dir)
+    os.close(fd)
+    try:
+        errors = []
+        for extra in _VARIANTS:
+            cmd = [cc, *_FLAGS, *extra, "-o", tmp, str(_SOURCE), "-lm"]
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if run.returncode == 0:
+                os.replace(tmp, target)  # atomic: a concurrent builder wrote the same bytes
+                return target
+            errors.append(run.stderr.strip().splitlines()[-1:] or ["exit status"])
+        raise OSError(f"{cc} failed: {errors[-1][0]}")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    vp, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+    carry_p = ctypes.POINTER(NativeCarry)
+    lib.rg_advise_huge.argtypes = [vp, i64]
+    lib.rg_advise_huge.restype = i32
+    lib.rg_lstm_forward_step.argtypes = [vp, i64, vp]
+    lib.rg_lstm_backward_step.argtypes = [vp, i64, vp]
+    lib.rg_indrnn_forward.argtypes = [
+        i64,
+        i64,
+        i64,
+        vp,
+        vp,
+        vp,
+        i32,
+        f32,
+        carry_p,
+        vp,
+        vp,
+        vp,
+        i32,
+    ]
+    lib.rg_indrnn_backward.argtypes = [
+        i64,
+        i64,
+        i64,
+        vp,
+        vp,
+        vp,
+        vp,
+        vp,
+        i32,
+        f32,
+        carry_p,
+        vp,
+        vp,
+        vp,
+        vp,
+        vp,
+        i32,
+    ]
+    for fn in (
+        "rg_lstm_forward_step",
+        "rg_lstm_backward_step",
+        "rg_indrnn_forward",
+        "rg_indrnn_backward",
+    ):
+        getattr(lib, fn).restype = None
+
+
+def _env_off() -> bool:
+    return os.environ.get("RNNGUARD_NATIVE", "").strip().lower() in ("0", "off", "false", "no")
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, building them on the first call; None when unavailable or switched off."""
+    global _lib, _error, _tried
+    if _forced_off or _env_off():
+        return None
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            try:
+                cc = _compiler()
+                if cc is None:
+                    raise OSError("no C compiler found (set CC)")
+                lib = ctypes.CDLL(str(_build(cc)))
+                _declare(lib)
+                _lib = lib
+            except (OSError, subprocess.SubprocessError) as exc:
+                _error = str(exc)
+                warnings.warn(
+                    f"rnnguard: native kernels unavailable ({_error}); using the pure-PyTorch "
+                    "fused loops",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            _tried = True
+    return _lib
+
+
+def available() -> bool:
+    """Whether the native kernels are built, loaded and switched on."""
+    return library() is not None
+
+
+def build_error() -> str | None:
+    """Why the native kernels are unavailable (after a failed build), else None."""
+    return _error
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the pure-PyTorch fused loops inside the block (as ``RNNGUARD_NATIVE=0`` does)."""
+    global _forced_off
+    _forced_off += 1
+    try:
+        yield
+    finally:
+        _forced_off -= 1
+
+
+def usable(*tensors: Any) -> bool:
+    """True when the kernels may run on these tensors: CPU float32, no gradient-of-gradient.
+
+    ``None`` and float entries are ignored. Under ``torch.enable_grad`` inside a backward
+    (double backward) the hand-written backward is first-order either way.
+    """
+    for v in tensors:
+        if isinstance(v, Tensor) and (v.device.type != "cpu" or v.dtype != torch.float32):
+            return False
+    return library() is not None
+
+
+_HUGE = 4 << 20  # below this a buffer spans at most one whole huge page: not worth a syscall
+
+
+def empty(lib: ctypes.CDLL, like: Tensor, *shape: int) -> Tensor:
+    """``like.new_empty(shape)``, advised to use huge pages when big (see ``rg_advise_huge``)."""
+    v = like.new_empty(shape)
+    nbytes = v.numel() * v.element_size()
+    if nbytes >= _HUGE:
+        lib.rg_advise_huge(v.data_ptr(), nbytes)
+    return v
+
+
+def threads(rows: int) -> int:
+    """How many threads a kernel splits ``rows`` independent rows over: torch's intra-op count."""
+    return max(1, min(torch.get_num_threads(), rows))
+
+
+def ptr(v: Tensor | None) -> int | None:
+    """A contiguous tensor's data pointer (None for None), for ctypes."""
+    return None if v is None else v.data_ptr()

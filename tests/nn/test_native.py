@@ -1,0 +1,240 @@
+"""The optional native kernels: agreement with the pure-PyTorch loops, threads, build and fallback.
+
+Agreement with the plain autograd loop is covered for both backends by the ``fused_backend``
+fixture in test_fused_recurrences.py and test_fused_layers.py; here the two fused backends are
+compared directly, including the cases the loops there do not reach.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from rnnguard.nn.functional import MASK_BITS, _bernoulli
+from rnnguard.nn.fused import native
+from rnnguard.nn.fused.indrnn import indrnn_recurrence
+from rnnguard.nn.fused.lstm import lstm_recurrence
+
+needs_native = pytest.mark.skipif(
+    not native.available(), reason=f"native kernels unavailable: {native.build_error()}"
+)
+
+
+@pytest.fixture
+def fresh_native(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
+    """Forget the loaded kernels so the next call builds (or fails to) from scratch."""
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_error", None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setenv("RNNGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    yield
+
+
+def _lstm_inputs(steps=6, batch=5, hid=8, carry="mask", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    leaves = dict(
+        pre=r(steps, batch, 4 * hid), h0=r(batch, hid), c0=r(batch, hid),
+        w=r(4 * hid, hid) * 0.4, ln=1 + 0.3 * r(4 * hid), cw=1 + 0.3 * r(hid), cb=0.2 * r(hid),
+    )  # fmt: skip
+    for v in leaves.values():
+        v.requires_grad_(True)
+    if carry == "mask":
+        m = (torch.rand(steps, batch, hid, generator=g) < 0.3).float()
+    elif carry == "pad":  # broadcast over units: the kernels read it with a zero stride
+        m = (torch.rand(steps, batch, 1, generator=g) < 0.3).float()
+    elif carry == "rate":
+        m = 0.25
+    else:
+        m = None
+    return leaves, m
+
+
+def _lstm_run(leaves, m, ln: bool):
+    for v in leaves.values():
+        v.grad = None
+    L = leaves
+    hs, c = lstm_recurrence(
+        L["pre"], L["h0"], L["c0"], L["w"],
+        L["ln"] if ln else None, L["cw"] if ln else None, L["cb"] if ln else None, m, m,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    (hs * torch.randn(hs.shape, generator=gen)).sum().add((c * c).sum()).backward()
+    grads = {k: v.grad.clone() for k, v in leaves.items() if v.grad is not None}
+    return hs.detach(), c.detach(), grads
+
+
+@needs_native
+@pytest.mark.parametrize("ln", [False, True])
+@pytest.mark.parametrize("carry", ["none", "mask", "pad", "rate"])
+def test_native_lstm_equals_pure_pytorch_loop(ln: bool, carry: str) -> None:
+    leaves, m = _lstm_inputs(carry=carry)
+    hs_n, c_n, g_n = _lstm_run(leaves, m, ln)
+    with native.disabled():
+        hs_t, c_t, g_t = _lstm_run(leaves, m, ln)
+    torch.testing.assert_close(hs_n, hs_t, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(c_n, c_t, atol=2e-6, rtol=1e-5)
+    assert g_n.keys() == g_t.keys()
+    for k in g_t:
+        # Two float32 roundings of the same sums; through LayerNorm they grow with the size.
+        scale = max(1.0, g_t[k].abs().max().item())
+        torch.testing.assert_close(g_n[k], g_t[k], atol=2e-5 * scale, rtol=1e-4, msg=k)
+
+
+@needs_native
+def test_native_zoneout_copies_carried_states_bit_for_bit() -> None:
+    leaves, _ = _lstm_inputs(carry="none")
+    m = torch.ones(6, 5, 8)
+    m[0] = 0.0  # step 0 computes; every later step must keep step 0's state exactly
+    with torch.no_grad():
+        hs, _ = lstm_recurrence(leaves["pre"], leaves["h0"], leaves["c0"], leaves["w"],
+                                carry_h=m, carry_c=m)  # fmt: skip
+    assert all(torch.equal(hs[t], hs[0]) for t in range(1, 6))
+
+
+@needs_native
+@pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("carry", ["none", "mask", "pad", "rate"])
+def test_native_indrnn_equals_pure_pytorch_loop(act: str, carry: str) -> None:
+    g = torch.Generator().manual_seed(2)
+    pre = torch.randn(7, 4, 9, generator=g, requires_grad=True)
+    h0 = torch.randn(4, 9, generator=g, requires_grad=True)
+    u = torch.empty(9).uniform_(-1.2, 1.2, generator=g).requires_grad_(True)
+    _, m = _lstm_inputs(steps=7, batch=4, hid=9, carry=carry)
+
+    def run():
+        for v in (pre, h0, u):
+            v.grad = None
+        hs = indrnn_recurrence(pre, h0, u, act, m)
+        hs.pow(2).sum().backward()
+        return hs.detach(), pre.grad.clone(), h0.grad.clone(), u.grad.clone()
+
+    got = run()
+    with native.disabled():
+        want = run()
+    for a, b, name in zip(got, want, ("hs", "pre", "h0", "u")):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+
+
+@needs_native
+def test_native_results_do_not_depend_on_the_thread_count() -> None:
+    leaves, m = _lstm_inputs(steps=5, batch=7, hid=16, carry="mask")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _lstm_run(leaves, m, True)
+        torch.set_num_threads(2)
+        two = _lstm_run(leaves, m, True)
+    finally:
+        torch.set_num_threads(before)
+    # Rows never mix inside a kernel, so values are identical; the affine gradients are summed
+    # per thread, so they agree to rounding.
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    for k in one[2]:
+        torch.testing.assert_close(one[2][k], two[2][k], atol=1e-5, rtol=1e-5, msg=k)
+
+
+@needs_native
+def test_native_propagates_nan_like_the_pure_loop() -> None:
+    leaves, _ = _lstm_inputs(carry="none")
+    with torch.no_grad():
+        pre = leaves["pre"].clone()
+        pre[2, 1, 3] = float("nan")
+        args = (
+            pre,
+            leaves["h0"],
+            leaves["c0"],
+            leaves["w"],
+            leaves["ln"],
+            leaves["cw"],
+            leaves["cb"],
+        )
+        hs_n, _ = lstm_recurrence(*args)
+        with native.disabled():
+            hs_t, _ = lstm_recurrence(*args)
+    assert torch.isnan(hs_n).any()
+    assert torch.equal(torch.isnan(hs_n), torch.isnan(hs_t))
+
+
+def test_disabled_and_environment_switch_off_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    with native.disabled():
+        assert native.library() is None and not native.usable(torch.zeros(1))
+    monkeypatch.setenv("RNNGUARD_NATIVE", "0")
+    assert native.library() is None
+
+
+def test_kernels_never_take_other_devices_or_dtypes() -> None:
+    assert not native.usable(torch.zeros(2, dtype=torch.float64))
+    assert not native.usable(torch.zeros(2, device="meta"))
+
+
+def test_missing_compiler_warns_once_and_falls_back(
+    fresh_native, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang on it
+    leaves, m = _lstm_inputs(carry="mask")
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        hs, _, _ = _lstm_run(leaves, m, True)
+    assert native.library() is None and "no C compiler" in (native.build_error() or "")
+    with native.disabled():
+        hs_t, _, _ = _lstm_run(leaves, m, True)
+    torch.testing.assert_close(hs, hs_t, atol=0, rtol=0)
+
+
+def test_failing_compiler_reports_its_error_and_falls_back(
+    fresh_native, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    fake = tmp_path / "broken-cc"
+    fake.write_text("#!/bin/sh\necho 'kernels.c:1: error: simulated failure' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(fake))
+    with pytest.warns(RuntimeWarning, match="simulated failure"):
+        assert not native.available()
+    assert not list((tmp_path / "cache").glob("*.so"))  # no half-written library left behind
+
+
+@needs_native
+def test_build_is_cached_by_content(fresh_native, tmp_path) -> None:
+    cc = native._compiler()
+    assert cc is not None
+    first = native._build(cc)
+    stamp = first.stat().st_mtime_ns
+    again = native._build(cc)
+    assert again == first and again.stat().st_mtime_ns == stamp
+    assert first.parent == tmp_path / "cache" and os.access(first, os.R_OK)
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporaries left
+
+
+# ------------------------------------------------------------------------- the mask sampler
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.83])
+def test_masks_are_bernoulli_with_the_rate_rounded_to_16_bits(keep: float) -> None:
+    torch.manual_seed(0)
+    n = 1 << 21
+    mask = _bernoulli((n,), keep, torch.zeros(1))
+    assert mask.dtype == torch.float32 and set(mask.unique().tolist()) <= {0.0, 1.0}
+    q = round(keep * (1 << MASK_BITS)) / (1 << MASK_BITS)
+    sd = (q * (1 - q) / n) ** 0.5
+    assert abs(mask.mean().item() - q) < 5 * sd
+
+
+def test_mask_extremes_and_odd_shapes() -> None:
+    like = torch.zeros(1, dtype=torch.float64)
+    assert _bernoulli((3, 5, 7), 0.0, like).sum() == 0
+    ones = _bernoulli((3, 5, 7), 1.0 - 2.0**-18, like)  # rounds to 1: all kept
+    assert ones.dtype == torch.float64 and bool(ones.eq(1).all())
+    torch.manual_seed(5)
+    a = _bernoulli((3, 5, 7), 0.4, like)
+    torch.manual_seed(5)
+    b = _bernoulli((3, 5, 7), 0.4, like)
+    assert a.shape == (3, 5, 7) and torch.equal(a, b)
+    # Neighbouring 16-bit fields of one draw are independent: no pattern along the last axis.
+    torch.manual_seed(1)
+    cols = _bernoulli((1 << 18, 4), 0.5, torch.zeros(1)).mean(0)
+    assert torch.allclose(cols, torch.full((4,), 0.5), atol=0.005)
