@@ -17,7 +17,7 @@ import torch
 from rnnguard.nn.functional import MASK_BITS, _bernoulli
 from rnnguard.nn.fused import native
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
-from rnnguard.nn.fused.lstm import lstm_recurrence
+from rnnguard.nn.fused.lstm import lstm_recurrence, lstm_recurrence_prescaled
 
 needs_native = pytest.mark.skipif(
     not native.available(), reason=f"native kernels unavailable: {native.build_error()}"
@@ -83,6 +83,38 @@ def test_native_lstm_equals_pure_pytorch_loop(ln: bool, carry: str) -> None:
         # Two float32 roundings of the same sums; through LayerNorm they grow with the size.
         scale = max(1.0, g_t[k].abs().max().item())
         torch.testing.assert_close(g_n[k], g_t[k], atol=2e-5 * scale, rtol=1e-4, msg=k)
+
+
+@pytest.mark.usefixtures("fused_backend")
+@pytest.mark.parametrize("ln_hh", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_input_layernorm_inside_the_recurrence_equals_applying_it_first(
+    ln_hh: bool, bias: bool
+) -> None:
+    g = torch.Generator().manual_seed(4)
+    steps, batch, hid = 5, 3, 6
+    v = torch.randn(steps, batch, 4 * hid, generator=g, requires_grad=True)
+    gain = (1 + 0.3 * torch.randn(4 * hid, generator=g)).requires_grad_(True)
+    shift = (0.2 * torch.randn(4 * hid, generator=g)).requires_grad_(True) if bias else None
+    h0, c0 = torch.randn(batch, hid, generator=g), torch.randn(batch, hid, generator=g)
+    w = (0.4 * torch.randn(4 * hid, hid, generator=g)).requires_grad_(True)
+    lnh = (1 + 0.3 * torch.randn(4 * hid, generator=g)).requires_grad_(True) if ln_hh else None
+    m = (torch.rand(steps, batch, hid, generator=g) < 0.3).float()
+    leaves = [t for t in (v, gain, shift, w, lnh) if t is not None]
+
+    def run(fused_ln: bool):
+        for t in leaves:
+            t.grad = None
+        if fused_ln:
+            hs, c = lstm_recurrence_prescaled(v, h0, c0, w, lnh, None, None, m, m, gain, shift)
+        else:
+            pre = torch.nn.functional.layer_norm(v, (4 * hid,), gain, shift, 1e-5)
+            hs, c = lstm_recurrence_prescaled(pre, h0, c0, w, lnh, None, None, m, m)
+        (hs.sin().sum() + c.sum()).backward()
+        return [hs.detach()] + [t.grad.clone() for t in leaves]
+
+    for a, b in zip(run(True), run(False)):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
 @needs_native

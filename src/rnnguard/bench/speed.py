@@ -189,6 +189,13 @@ def _machine(device: Any) -> dict[str, Any]:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        from rnnguard.nn.fused import native
+
+        # Which fused loops the rows ran: the native kernels or the pure-PyTorch fallback.
+        info["native_kernels"] = (
+            "on" if native.available() else f"off ({native.build_error() or 'switched off'})"
+        )
     if hasattr(os, "getloadavg"):
         info["load_before"] = [round(v, 2) for v in os.getloadavg()]
     return info
@@ -368,7 +375,8 @@ def format_report(report: SpeedReport) -> str:
     lines = [
         f"machine: {m['processor']}, {m['cpus']} CPUs, torch {m['torch']} "
         f"({m['torch_threads']} threads), device {m['device']}"
-        + (f" ({m['gpu']})" if "gpu" in m else ""),
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + (f", native kernels {m['native_kernels']}" if "native_kernels" in m else ""),
         f"load average (1/5/15 min): before {m.get('load_before')}, after {m.get('load_after')}",
         "",
         "| size | layer / config | forward ms | fwd+bwd ms | vs baseline fwd | vs baseline fwd+bwd | baseline | GFLOP/s | peak MiB |",

@@ -67,7 +67,10 @@ def run_direction(
     # The input side of every step in one matrix multiply. b_hh joins b_ih there (so the loop
     # never adds it) except in the GRU, whose reset gate multiplies b_hh's n-part.
     scale = gate_scale(params.weight_ih.shape[0], x) if kind == "lstm" else None
-    pre = frame.to_frame(_project_input(x, params, kind in ("lstm", "rnn"), scale))
+    # The LSTM takes its input LayerNorm into the recurrence (the native kernels fuse it into
+    # each step); the others get LN(W_ih x) + b ready-made.
+    proj, ln_in, in_bias = _project_input(x, params, kind in ("lstm", "rnn"), scale, kind == "lstm")
+    pre = frame.to_frame(proj)
     carry_h = frame.carry(masks.zoneout_h, opts.zoneout, opts.training, x)
     h0 = state0[0]
     final: State
@@ -80,7 +83,7 @@ def run_direction(
             scale, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias
         )
         hs, c_last = lstm_recurrence_prescaled(
-            pre, h0, c0, w_rec, ln_hh, ln_cw, ln_cb, carry_h, carry_c
+            pre, h0, c0, w_rec, ln_hh, ln_cw, ln_cb, carry_h, carry_c, ln_in, in_bias
         )
         final = LSTMState(hs[-1], c_last)
     elif kind == "gru":
@@ -98,12 +101,17 @@ def run_direction(
 
 
 def _project_input(
-    x: Tensor, params: LayerParams, fold_bias_hh: bool, scale: Tensor | None = None
-) -> Tensor:
+    x: Tensor,
+    params: LayerParams,
+    fold_bias_hh: bool,
+    scale: Tensor | None = None,
+    defer_ln: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``LN(W_ih x) + b_ih (+ b_hh)`` for all steps, the bias fused into the matmul or the LayerNorm.
 
     ``scale`` (G,) multiplies the result's features, folded into the weight (or LayerNorm gain)
-    and the bias, so it costs no pass over the (T, B, G) result.
+    and the bias, so it costs no pass over the (T, B, G) result. Returns ``(result, None, None)``,
+    or with ``defer_ln`` and an input LayerNorm ``(W_ih x, gain, bias)`` for the caller to apply.
     """
     bias = params.bias_ih
     if fold_bias_hh and params.bias_hh is not None:
@@ -112,7 +120,9 @@ def _project_input(
         bias = bias * scale
     if params.ln_ih is None:
         w = params.weight_ih if scale is None else params.weight_ih * scale.unsqueeze(1)
-        return F.linear(x, w, bias)
+        return F.linear(x, w, bias), None, None
     gain = params.ln_ih if scale is None else params.ln_ih * scale
     v = F.linear(x, params.weight_ih)
-    return F.layer_norm(v, (v.shape[-1],), gain, bias, LN_EPS)
+    if defer_ln:
+        return v, gain, bias
+    return F.layer_norm(v, (v.shape[-1],), gain, bias, LN_EPS), None, None

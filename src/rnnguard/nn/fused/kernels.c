@@ -119,6 +119,29 @@ int32_t rg_advise_huge(void *p, i64 nbytes) {
     return 0;
 }
 
+/* ln_row_backward for a row kept un-normalised: xh = (v - mean) rstd is recomputed, not stored. */
+static inline void ln_row_backward_raw(const float *dy, const float *v, float mean, float rstd,
+                                       const float *w, i64 n, float *dx, float *dw, float *db) {
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma omp simd reduction(+ : s1, s2)
+    for (i64 k = 0; k < n; k++) {
+        float dxh = dy[k] * w[k];
+        s1 += dxh;
+        s2 += dxh * (v[k] - mean) * rstd;
+    }
+    float m1 = s1 / (float)n, m2 = s2 / (float)n;
+#pragma omp simd
+    for (i64 k = 0; k < n; k++) {
+        float xh = (v[k] - mean) * rstd;
+        dw[k] += dy[k] * xh;
+        dx[k] = rstd * (dy[k] * w[k] - m1 - xh * m2);
+    }
+    if (db) {
+#pragma omp simd
+        for (i64 k = 0; k < n; k++) db[k] += dy[k];
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* LSTM: one call per step; the caller runs the product with W_hh between calls.             */
 
@@ -126,31 +149,56 @@ typedef struct {
     i64 T, B, H;
     float eps;
     int32_t threads;                  /* rows of a step are split over this many threads */
-    const float *pre;                 /* (T, B, 4H) input side incl. biases, g rows doubled */
+    const float *pre;                 /* (T, B, 4H) input side incl. biases, g rows doubled; or,
+                                         with ln_in, the raw input projection v */
+    const float *ln_in, *b_in;        /* (4H) input LayerNorm: pre = LN(v) ln_in + b_in, or NULL */
     const float *h0, *c0;             /* (B, H) */
     const float *ln_hh;               /* (4H) gain of the recurrent LayerNorm, or NULL */
     const float *ln_cw, *ln_cb;       /* (H) doubled cell LayerNorm, or NULL */
     Carry ch, cc;                     /* carries of h and c */
     /* forward results, kept for backward */
+    float *mu_in, *rs_in;             /* (T, B) moments of v (ln_in) */
     float *gates;                     /* (T, B, 4H) activated i, f, g, o */
     float *xh;                        /* (T, B, 4H) normalised recurrent projection (ln_hh) */
     float *rs;                        /* (T, B) its rstd */
     float *xc;                        /* (T, B, H) normalised candidate cell (ln_c) */
     float *rsc;                       /* (T, B) its rstd */
-    float *tc;                        /* (T, B, H) tanh of the (normalised) candidate cell */
+    float *tc;                        /* (T, B, H) tanh of the candidate cell; NULL with ln_c,
+                                         where backward recomputes it from xc (saves memory) */
     float *cs, *hs;                   /* (T, B, H) states after the carry */
-    float *tmp, *mbuf;                /* (B, H) scratch rows */
+    float *tmp, *mbuf, *tcbuf;        /* (B, H) scratch rows */
     /* backward */
     const float *d_hs;                /* (T, B, H) gradient of every output */
-    float *d_z;                       /* (T, B, 4H) gradient of the gate pre-activations */
-    float *d_raw;                     /* (T, B, 4H) ... of the recurrent projection (d_z w/o LN) */
+    float *d_pre;                     /* (T, B, 4H) gradient of pre (of v with ln_in) */
+    float *dz_all;                    /* (T, B, 4H) where the gate gradients dz go, or NULL: */
+    float *dz_rows;                   /* (B, 4H) ... scratch rows, when nothing keeps them */
+    float *d_raw;                     /* (T, B, 4H) gradient of the recurrent projection (ln_hh) */
     float *dh, *dh_keep, *dc;         /* (B, H): grad of h_t, its carried part, grad of c_t */
-    float *d_ln_hh, *d_ln_cw, *d_ln_cb; /* (threads, 4H or H): per-thread affine gradients */
+    float *d_ln_in, *d_b_in;          /* (threads, 4H): per-thread affine gradients */
+    float *d_ln_hh;                   /* (threads, 4H) */
+    float *d_ln_cw, *d_ln_cb;         /* (threads, H) */
 } LstmArgs;
 
 static void lstm_forward_row(const LstmArgs *a, i64 t, const float *r, i64 b) {
     const i64 B = a->B, H = a->H, G = 4 * H, row = t * B + b;
     const float *zp = a->pre + row * G, *rr = r + b * G;
+    float *zin = NULL;
+    if (a->ln_in) { /* the input LayerNorm, into the gates buffer the next loop overwrites */
+        float mu, rstd;
+        moments(zp, G, a->eps, &mu, &rstd);
+        a->mu_in[row] = mu;
+        a->rs_in[row] = rstd;
+        zin = a->gates + row * G;
+        const float *w = a->ln_in, *bias = a->b_in;
+        if (bias) {
+#pragma omp simd
+            for (i64 k = 0; k < G; k++) zin[k] = (zp[k] - mu) * rstd * w[k] + bias[k];
+        } else {
+#pragma omp simd
+            for (i64 k = 0; k < G; k++) zin[k] = (zp[k] - mu) * rstd * w[k];
+        }
+        zp = zin;
+    }
     const float *hp = (t ? a->hs + (t - 1) * B * H : a->h0) + b * H;
     const float *cp = (t ? a->cs + (t - 1) * B * H : a->c0) + b * H;
     float *gt = a->gates + row * G;
@@ -178,7 +226,7 @@ static void lstm_forward_row(const LstmArgs *a, i64 t, const float *r, i64 b) {
         gg[j] = 2.0f * gg[j] - 1.0f;
         cn[j] = gf[j] * cp[j] + gi[j] * gg[j];
     }
-    float *tc = a->tc + row * H;
+    float *tc = a->tc ? a->tc + row * H : a->tcbuf + b * H;
     if (a->ln_cw) {
         float mu, rstd;
         moments(cn, H, a->eps, &mu, &rstd);
@@ -222,13 +270,20 @@ void rg_lstm_forward_step(const LstmArgs *a, i64 t, const float *r) {
 
 static void lstm_backward_row(const LstmArgs *a, i64 t, const float *mm, i64 b, int tid) {
     const i64 T = a->T, B = a->B, H = a->H, G = 4 * H, row = t * B + b;
-    const float *gt = a->gates + row * G, *tc = a->tc + row * H;
+    const float *gt = a->gates + row * G;
     const float *cp = (t ? a->cs + (t - 1) * B * H : a->c0) + b * H;
     const float *gi = gt, *gf = gt + H, *gg = gt + 2 * H, *go = gt + 3 * H;
     const float *dhs = a->d_hs + row * H;
+    const float *tc = a->tc ? a->tc + row * H : a->tcbuf + b * H;
+    if (!a->tc) { /* tanh(LN(c~)) again, from the stored normalised c~ */
+        const float *xc = a->xc + row * H, *w = a->ln_cw, *bias = a->ln_cb;
+        float *out = a->tcbuf + b * H;
+#pragma omp simd
+        for (i64 j = 0; j < H; j++) out[j] = 2.0f * sigm(xc[j] * w[j] + bias[j]) - 1.0f;
+    }
     float *dh = a->dh + b * H, *keep = a->dh_keep + b * H, *dc = a->dc + b * H;
     float *dht = a->tmp + b * H;
-    float *dz = a->d_z + row * G;
+    float *dz = a->dz_rows ? a->dz_rows + b * G : a->dz_all + row * G;
     float *dzi = dz, *dzf = dz + H, *dzg = dz + 2 * H, *dzo = dz + 3 * H;
     /* dL/dh_t: the output's own gradient, the recurrent part and the carried part. */
     if (t == T - 1) {
@@ -298,11 +353,16 @@ static void lstm_backward_row(const LstmArgs *a, i64 t, const float *mm, i64 b, 
         ln_row_backward(dz, a->xh + row * G, a->ln_hh, a->rs[row], G, a->d_raw + row * G,
                         a->d_ln_hh + tid * G, NULL);
     }
+    if (a->ln_in) {
+        ln_row_backward_raw(dz, a->pre + row * G, a->mu_in[row], a->rs_in[row], a->ln_in, G,
+                            a->d_pre + row * G, a->d_ln_in + tid * G,
+                            a->b_in ? a->d_b_in + tid * G : NULL);
+    }
 }
 
 /* Backward of step t.  On entry a->dc holds dL/dc_t (from step t + 1, or the final state) and,
- * for t < T - 1, mm = dr_{t+1} W_hh is the recurrent part of dL/dh_t.  Writes d_z[t] and
- * d_raw[t], and leaves dL/dc_{t-1} in a->dc and the carried part of dL/dh_t in a->dh_keep. */
+ * for t < T - 1, mm = dr_{t+1} W_hh is the recurrent part of dL/dh_t.  Writes the step's gate
+ * gradients (dz_all or the dz_rows scratch), d_raw[t] (ln_hh), d_pre[t] (ln_in), and leaves dL/dc_{t-1} in a->dc and the carried part of dL/dh_t in a->dh_keep. */
 void rg_lstm_backward_step(const LstmArgs *a, i64 t, const float *mm) {
     const i64 B = a->B;
 #pragma omp parallel num_threads(a->threads) if (a->threads > 1)

@@ -238,18 +238,26 @@ def lstm_recurrence_prescaled(
     ln_c_bias: Tensor | None,
     carry_h: Carry,
     carry_c: Carry,
+    ln_in: Tensor | None = None,
+    in_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`lstm_recurrence` with the doubling already folded into the parameters.
 
     The g-gate rows of ``pre`` and of the recurrent term (``w_hh``'s rows, or ``ln_hh`` with
     LayerNorm) and the cell LayerNorm's ``ln_c_weight``/``ln_c_bias`` are twice their true values.
-    Folding the factor into the (small) parameters costs nothing per step. On CPU float32 the
-    native kernels run the loop when they are available (see :mod:`rnnguard.nn.fused.native`).
+    Folding the factor into the (small) parameters costs nothing per step. With ``ln_in`` (4H,),
+    ``pre`` is the raw input projection and the input side is ``LN(pre) * ln_in + in_bias``
+    (both prescaled too). On CPU float32 the native kernels run the loop, the input LayerNorm
+    included, when they are available (see :mod:`rnnguard.nn.fused.native`).
     """
-    args = (pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)
-    if pre.shape[0] > 0 and native.usable(*args):
-        return lstm_recurrence_native(*args)
-    return _LSTMRecurrence.apply(pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)  # type: ignore[no-any-return]
+    if in_bias is not None and ln_in is None:
+        raise ValueError("in_bias needs ln_in")
+    rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)
+    if pre.shape[0] > 0 and native.usable(pre, *rest, ln_in, in_bias):
+        return lstm_recurrence_native(pre, *rest, ln_in, in_bias)
+    if ln_in is not None:
+        pre = ln_forward(pre, ln_in, in_bias)[0]
+    return _LSTMRecurrence.apply(pre, *rest)  # type: ignore[no-any-return]
 
 
 def lstm_recurrence(

@@ -31,13 +31,20 @@ class _Args(ctypes.Structure):
     _fields_ = [
         ("T", ctypes.c_int64), ("B", ctypes.c_int64), ("H", ctypes.c_int64),
         ("eps", ctypes.c_float), ("threads", ctypes.c_int32),
-        ("pre", _P), ("h0", _P), ("c0", _P), ("ln_hh", _P), ("ln_cw", _P), ("ln_cb", _P),
+        ("pre", _P), ("ln_in", _P), ("b_in", _P), ("h0", _P), ("c0", _P),
+        ("ln_hh", _P), ("ln_cw", _P), ("ln_cb", _P),
         ("ch", native.NativeCarry), ("cc", native.NativeCarry),
+        ("mu_in", _P), ("rs_in", _P),
         ("gates", _P), ("xh", _P), ("rs", _P), ("xc", _P), ("rsc", _P), ("tc", _P),
-        ("cs", _P), ("hs", _P), ("tmp", _P), ("mbuf", _P),
-        ("d_hs", _P), ("d_z", _P), ("d_raw", _P), ("dh", _P), ("dh_keep", _P), ("dc", _P),
-        ("d_ln_hh", _P), ("d_ln_cw", _P), ("d_ln_cb", _P),
+        ("cs", _P), ("hs", _P), ("tmp", _P), ("mbuf", _P), ("tcbuf", _P),
+        ("d_hs", _P), ("d_pre", _P), ("dz_all", _P), ("dz_rows", _P), ("d_raw", _P),
+        ("dh", _P), ("dh_keep", _P), ("dc", _P),
+        ("d_ln_in", _P), ("d_b_in", _P), ("d_ln_hh", _P), ("d_ln_cw", _P), ("d_ln_cb", _P),
     ]  # fmt: skip
+
+
+def _contig(v: Tensor | None) -> Tensor | None:
+    return None if v is None else v.contiguous()
 
 
 class _NativeLSTMRecurrence(torch.autograd.Function):
@@ -53,32 +60,48 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         ln_c_b: Tensor | None,
         carry_h: Carry,
         carry_c: Carry,
+        ln_in: Tensor | None,
+        b_in: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         lib = native.library()
         assert lib is not None
         steps, batch, g4 = pre.shape
         hid = g4 // 4
         pre, h0, c0 = pre.contiguous(), h0.contiguous(), c0.contiguous()
-        ln_hh = None if ln_hh is None else ln_hh.contiguous()
-        ln_c_w = None if ln_c_w is None else ln_c_w.contiguous()
-        ln_c_b = None if ln_c_b is None else ln_c_b.contiguous()
+        ln_hh, ln_c_w, ln_c_b = _contig(ln_hh), _contig(ln_c_w), _contig(ln_c_b)
+        ln_in, b_in = _contig(ln_in), _contig(b_in)
 
         def new(*shape: int) -> Tensor:
             return native.empty(lib, pre, *shape)
 
+        def new_if(cond: bool, *shape: int) -> Tensor | None:
+            return new(*shape) if cond else None
+
+        mu_in, rs_in = (
+            new_if(ln_in is not None, steps, batch),
+            new_if(ln_in is not None, steps, batch),
+        )
         gates = new(steps, batch, g4)
-        xh = new(steps, batch, g4) if ln_hh is not None else None
-        rs = new(steps, batch) if ln_hh is not None else None
-        xc = new(steps, batch, hid) if ln_c_w is not None else None
-        rsc = new(steps, batch) if ln_c_w is not None else None
-        tc, cs, hs = new(steps, batch, hid), new(steps, batch, hid), new(steps, batch, hid)
-        tmp, mbuf = new(batch, hid), new(batch, hid)
+        xh, rs = (
+            new_if(ln_hh is not None, steps, batch, g4),
+            new_if(ln_hh is not None, steps, batch),
+        )
+        xc, rsc = (
+            new_if(ln_c_w is not None, steps, batch, hid),
+            new_if(ln_c_w is not None, steps, batch),
+        )
+        # With the cell LayerNorm, backward recomputes tanh(LN(c~)) from xc instead of keeping it.
+        tc = new_if(ln_c_w is None, steps, batch, hid)
+        cs, hs = new(steps, batch, hid), new(steps, batch, hid)
+        tmp, mbuf, tcbuf = new(batch, hid), new(batch, hid), new(batch, hid)
         shape = (steps, batch, hid)
         p = native.ptr
         args = _Args(
-            steps, batch, hid, LN_EPS, native.threads(batch), p(pre), p(h0), p(c0), p(ln_hh), p(ln_c_w), p(ln_c_b),
+            steps, batch, hid, LN_EPS, native.threads(batch),
+            p(pre), p(ln_in), p(b_in), p(h0), p(c0), p(ln_hh), p(ln_c_w), p(ln_c_b),
             native.NativeCarry.of(carry_h, shape), native.NativeCarry.of(carry_c, shape),
-            p(gates), p(xh), p(rs), p(xc), p(rsc), p(tc), p(cs), p(hs), p(tmp), p(mbuf),
+            p(mu_in), p(rs_in), p(gates), p(xh), p(rs), p(xc), p(rsc), p(tc), p(cs), p(hs),
+            p(tmp), p(mbuf), p(tcbuf),
         )  # fmt: skip
         step = lib.rg_lstm_forward_step
         prod = RecurrentProduct(w_hh, batch)
@@ -90,7 +113,11 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
             step(ref, t, r.data_ptr())
             h = hs_l[t]
         ctx.args, ctx.carries = args, (carry_h, carry_c)
-        ctx.save_for_backward(pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, gates, xh, rs, xc, rsc, tc, cs, hs, tmp, mbuf)  # fmt: skip
+        # The kernel's pointers into these stay valid as long as ctx holds them. ``pre`` is read
+        # again by backward only under the input LayerNorm (it is then the raw projection).
+        ctx.buffers = (mu_in, rs_in, gates, xh, rs, xc, rsc, tc, cs, tmp, mbuf, tcbuf)
+        kept_pre = pre if ln_in is not None else None
+        ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, hs, kept_pre, ln_in, b_in)
         return hs, cs[-1].clone()
 
     @staticmethod
@@ -98,25 +125,44 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
         lib = native.library()
         assert lib is not None
-        saved = ctx.saved_tensors
-        h0, w_hh, ln_hh, ln_c_w, hs = saved[1], saved[3], saved[4], saved[5], saved[14]
+        h0, _c0, w_hh, ln_hh, ln_c_w, _ln_c_b, hs, _pre, ln_in, b_in = ctx.saved_tensors
         args: _Args = ctx.args
         steps, batch, hid = args.T, args.B, args.H
+        g4 = 4 * hid
+
+        def new(*shape: int) -> Tensor:
+            return native.empty(lib, hs, *shape)
+
         d_hs = d_hs.contiguous()
-        d_z = native.empty(lib, hs, steps, batch, 4 * hid)
-        d_raw = native.empty(lib, hs, steps, batch, 4 * hid) if ln_hh is not None else d_z
+        d_pre = new(steps, batch, g4)
+        # The gate gradients dz feed the product with W_hh and the weight gradient unless the
+        # recurrent LayerNorm stands between (then its backward d_raw does); they are d_pre
+        # itself unless the input LayerNorm stands between. Only what is read later is kept.
+        dz_all = dz_rows = None
+        if ln_hh is not None:
+            d_raw = new(steps, batch, g4)
+            if ln_in is None:
+                dz_all = d_pre
+            else:
+                dz_rows = new(batch, g4)
+        else:
+            d_raw = dz_all = d_pre if ln_in is None else new(steps, batch, g4)
         dh, keep = hs.new_empty(batch, hid), hs.new_zeros(batch, hid)
         dc = d_c_last.contiguous().clone()
         # The affine gradients accumulate one row per thread (summed below), so no two threads
         # ever add into the same memory.
         nt = args.threads
-        d_ln_hh = hs.new_zeros(nt, 4 * hid) if ln_hh is not None else None
-        d_ln_cw = hs.new_zeros(nt, hid) if ln_c_w is not None else None
-        d_ln_cb = hs.new_zeros(nt, hid) if ln_c_w is not None else None
+
+        def acc(param: Tensor | None, width: int) -> Tensor | None:
+            return None if param is None else hs.new_zeros(nt, width)
+
+        d_ln_in, d_b_in, d_ln_hh = acc(ln_in, g4), acc(b_in, g4), acc(ln_hh, g4)
+        d_ln_cw, d_ln_cb = acc(ln_c_w, hid), acc(ln_c_w, hid)
         p = native.ptr
-        args.d_hs, args.d_z, args.d_raw = p(d_hs), p(d_z), p(d_raw)
-        args.dh, args.dh_keep, args.dc = p(dh), p(keep), p(dc)
-        args.d_ln_hh, args.d_ln_cw, args.d_ln_cb = p(d_ln_hh), p(d_ln_cw), p(d_ln_cb)
+        args.d_hs, args.d_pre, args.dz_all, args.dz_rows = p(d_hs), p(d_pre), p(dz_all), p(dz_rows)
+        args.d_raw, args.dh, args.dh_keep, args.dc = p(d_raw), p(dh), p(keep), p(dc)
+        args.d_ln_in, args.d_b_in, args.d_ln_hh = p(d_ln_in), p(d_b_in), p(d_ln_hh)
+        args.d_ln_cw, args.d_ln_cb = p(d_ln_cw), p(d_ln_cb)
         step = lib.rg_lstm_backward_step
         back = RecurrentProduct(w_hh.t(), batch)  # d @ W_hh, packed once
         ref = ctypes.byref(args)
@@ -129,12 +175,13 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         d_h0 = d_rec + keep if args.ch.on else d_rec
         need = ctx.needs_input_grad
         d_w = recurrent_weight_grad(d_raw, h0, hs) if need[3] else None
+
+        def total(v: Tensor | None) -> Tensor | None:
+            return None if v is None else v.sum(0)
+
         return (
-            d_z, d_h0, dc, d_w,
-            None if d_ln_hh is None else d_ln_hh.sum(0),
-            None if d_ln_cw is None else d_ln_cw.sum(0),
-            None if d_ln_cb is None else d_ln_cb.sum(0),
-            None, None,
+            d_pre, d_h0, dc, d_w, total(d_ln_hh), total(d_ln_cw), total(d_ln_cb), None, None,
+            total(d_ln_in), total(d_b_in),
         )  # fmt: skip
 
 
@@ -148,8 +195,10 @@ def lstm_recurrence_native(
     ln_c_bias: Tensor | None,
     carry_h: Carry,
     carry_c: Carry,
+    ln_in: Tensor | None = None,
+    in_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels."""
     return _NativeLSTMRecurrence.apply(  # type: ignore[no-any-return]
-        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c
+        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c, ln_in, in_bias
     )
