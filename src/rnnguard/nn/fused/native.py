@@ -97,12 +97,15 @@ def _compiler() -> str | None:
 
 
 def _cpu_model() -> str:
-    # -march=native code must not be reused on another CPU sharing the same home directory.
+    # -march=native code must not be reused on another CPU sharing the same home directory:
+    # the first CPU's model name and feature flags go into the cache key.
+    found: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
-    return platform.processor()
+            key = line.split(":", 1)[0].strip()
+            if key in ("model name", "flags", "Features") and key not in found:
+                found[key] = line
+    return "\n".join(found.values()) or platform.processor()
 
 
 def _build(cc: str) -> Path:
@@ -134,7 +137,7 @@ def _build(cc: str) -> Path:
                 os.replace(tmp, target)  # atomic: a concurrent builder wrote the same bytes
                 return target
             errors.append(run.stderr.strip().splitlines()[-1:] or ["exit status"])
-        raise OSError(f"{cc} failed: {errors[-1][0]}")
+        raise OSError(f"{cc} failed: {errors[0][0]}")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
