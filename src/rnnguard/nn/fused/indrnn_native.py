@@ -64,6 +64,8 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         return d_a, d_h0, (d_u.sum(0) if ctx.needs_input_grad[2] else None), None, None
 
 
+# ctypes calls cannot be traced: under torch.compile this runs eagerly, as one opaque step.
+@torch.compiler.disable
 def indrnn_recurrence_native(
     pre: Tensor, h0: Tensor, u: Tensor, nonlinearity: str, carry: Carry
 ) -> Tensor:

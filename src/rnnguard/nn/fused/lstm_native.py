@@ -185,6 +185,8 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         )  # fmt: skip
 
 
+# ctypes calls cannot be traced: under torch.compile this runs eagerly, as one opaque step.
+@torch.compiler.disable
 def lstm_recurrence_native(
     pre: Tensor,
     h0: Tensor,

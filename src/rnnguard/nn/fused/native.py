@@ -217,7 +217,7 @@ def library() -> ctypes.CDLL | None:
                 _error = str(exc)
                 warnings.warn(
                     f"rnnguard: native kernels unavailable ({_error}); using the pure-PyTorch "
-                    "fused loops",
+                    "fused loops (set RNNGUARD_NATIVE=0 to silence this)",
                     RuntimeWarning,
                     stacklevel=3,
                 )
