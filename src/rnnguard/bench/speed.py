@@ -12,11 +12,13 @@ it (the profiler's allocation events on CPU, ``torch.cuda.max_memory_allocated``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -161,8 +163,14 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
         return int(torch.cuda.max_memory_allocated(device) - base)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():
+        prof.start()
+    try:
         _step(model, x, device)
+    finally:
+        with _quiet_stderr():
+            prof.stop()
     events = [
         (e.start_ns(), e.nbytes())
         for e in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
@@ -173,6 +181,29 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
         live += nbytes
         peak = max(peak, live)
     return int(peak)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to the null device inside the block.
+
+    The profiler's C++ side prints a line to stderr at every start and stop; only those calls
+    are wrapped, so anything the measured step itself reports still shows.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. replaced by a StringIO)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def _machine(device: Any) -> dict[str, Any]:
