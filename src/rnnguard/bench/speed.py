@@ -163,7 +163,7 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
         return int(torch.cuda.max_memory_allocated(device) - base)
     from torch.profiler import ProfilerActivity, profile
 
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    prof: Any = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _quiet_stderr():
         prof.start()
     try:
@@ -173,7 +173,7 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
             prof.stop()
     events = [
         (e.start_ns(), e.nbytes())
-        for e in prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+        for e in prof.profiler.kineto_results.events()
         if e.name() == "[memory]"
     ]
     live = peak = 0
