@@ -263,6 +263,12 @@ def _row(
         m = lm_run.get("metrics", {})
         row["bpc_valid"] = _fmt(m.get("valid_bpc"))
         row["bpc_test"] = _fmt(m.get("test_bpc"))
+        base = lm_run.get("baseline")
+        valid = m.get("valid_bpc")
+        if base is not None and valid is not None and not valid <= base:
+            # A model worse than counting characters did not learn: say so beside the number
+            # (a residual RNN whose carried state grows without bound ends up here).
+            row["bpc_valid"] += f" (worse than unigram {base:.3f})"
     ok_runs = [r for r in recipe_runs if r.get("status", "ok") == "ok"]
     if lm_run is not None and lm_run.get("status", "ok") == "ok":
         row["explosions"] = _fmt(float(lm_run.get("explosions_per_epoch", float("nan"))), 2)
@@ -364,7 +370,8 @@ Definitions. *Effective length*: the largest grid length solved with every short
 non-finite) per epoch of the language-model run. *Gradient horizon*: the distance k at which
 ||dL_T/dx_{T-k}|| falls below 1e-3 of its value at k = 0 (">T" = never within the sequence), before
 and after training, on the longest adding run. *BPC*: mean cross-entropy over all predicted
-characters (end-of-line tokens included) divided by ln 2.
+characters (end-of-line tokens included) divided by ln 2; "worse than unigram" marks a model that
+predicts worse than character frequencies alone (it did not learn, or its state blew up).
 The last two columns are not our measurements: the guide's numbers have no stated setup, and the
 published ones use other model sizes and far larger budgets."""
 
