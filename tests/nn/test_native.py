@@ -270,3 +270,21 @@ def test_mask_extremes_and_odd_shapes() -> None:
     torch.manual_seed(1)
     cols = _bernoulli((1 << 18, 4), 0.5, torch.zeros(1)).mean(0)
     assert torch.allclose(cols, torch.full((4,), 0.5), atol=0.005)
+
+
+@needs_native
+def test_old_builds_are_pruned(fresh_native, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for i in range(native._KEEP_BUILDS + 3):
+        stale = cache / f"rnnguard-kernels-stale{i:02d}.so"
+        stale.write_bytes(b"")
+        os.utime(stale, (1_000_000 + i, 1_000_000 + i))
+    (cache / "unrelated.txt").write_text("kept")
+    cc = native._compiler()
+    assert cc is not None
+    built = native._build(cc)
+    left = sorted(p.name for p in cache.glob("rnnguard-kernels-*.so"))
+    assert built.name in left and len(left) == native._KEEP_BUILDS
+    assert "rnnguard-kernels-stale00.so" not in left  # the oldest go first
+    assert (cache / "unrelated.txt").exists()

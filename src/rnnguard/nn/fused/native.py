@@ -135,12 +135,28 @@ def _build(cc: str) -> Path:
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if run.returncode == 0:
                 os.replace(tmp, target)  # atomic: a concurrent builder wrote the same bytes
+                _prune(out_dir, keep=target)
                 return target
             errors.append(run.stderr.strip().splitlines()[-1:] or ["exit status"])
         raise OSError(f"{cc} failed: {errors[0][0]}")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+_KEEP_BUILDS = 8
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Delete all but the newest few builds: each source or compiler change leaves one behind.
+
+    Another installed version may still want a deleted one; it then rebuilds it (a second).
+    """
+    builds = sorted(folder.glob("rnnguard-kernels-*.so"), key=lambda p: p.stat().st_mtime)
+    for old in builds[:-_KEEP_BUILDS]:
+        if old != keep:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def _declare(lib: ctypes.CDLL) -> None:
