@@ -71,8 +71,9 @@ def _lstm_run(leaves, m, ln: bool):
 @needs_native
 @pytest.mark.parametrize("ln", [False, True])
 @pytest.mark.parametrize("carry", ["none", "mask", "pad", "rate"])
-def test_native_lstm_equals_pure_pytorch_loop(ln: bool, carry: str) -> None:
-    leaves, m = _lstm_inputs(carry=carry)
+@pytest.mark.parametrize("hid", [8, 64])  # 64: whole SIMD vectors, not just the remainder loops
+def test_native_lstm_equals_pure_pytorch_loop(ln: bool, carry: str, hid: int) -> None:
+    leaves, m = _lstm_inputs(steps=12, batch=6, hid=hid, carry=carry)
     hs_n, c_n, g_n = _lstm_run(leaves, m, ln)
     with native.disabled():
         hs_t, c_t, g_t = _lstm_run(leaves, m, ln)
@@ -88,11 +89,12 @@ def test_native_lstm_equals_pure_pytorch_loop(ln: bool, carry: str) -> None:
 @pytest.mark.usefixtures("fused_backend")
 @pytest.mark.parametrize("ln_hh", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("hid", [6, 32])
 def test_input_layernorm_inside_the_recurrence_equals_applying_it_first(
-    ln_hh: bool, bias: bool
+    ln_hh: bool, bias: bool, hid: int
 ) -> None:
     g = torch.Generator().manual_seed(4)
-    steps, batch, hid = 5, 3, 6
+    steps, batch = 5, 3
     v = torch.randn(steps, batch, 4 * hid, generator=g, requires_grad=True)
     gain = (1 + 0.3 * torch.randn(4 * hid, generator=g)).requires_grad_(True)
     shift = (0.2 * torch.randn(4 * hid, generator=g)).requires_grad_(True) if bias else None
@@ -131,12 +133,13 @@ def test_native_zoneout_copies_carried_states_bit_for_bit() -> None:
 @needs_native
 @pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("carry", ["none", "mask", "pad", "rate"])
-def test_native_indrnn_equals_pure_pytorch_loop(act: str, carry: str) -> None:
+@pytest.mark.parametrize("hid", [9, 64])
+def test_native_indrnn_equals_pure_pytorch_loop(act: str, carry: str, hid: int) -> None:
     g = torch.Generator().manual_seed(2)
-    pre = torch.randn(7, 4, 9, generator=g, requires_grad=True)
-    h0 = torch.randn(4, 9, generator=g, requires_grad=True)
-    u = torch.empty(9).uniform_(-1.2, 1.2, generator=g).requires_grad_(True)
-    _, m = _lstm_inputs(steps=7, batch=4, hid=9, carry=carry)
+    pre = torch.randn(7, 4, hid, generator=g, requires_grad=True)
+    h0 = torch.randn(4, hid, generator=g, requires_grad=True)
+    u = torch.empty(hid).uniform_(-1.2, 1.2, generator=g).requires_grad_(True)
+    _, m = _lstm_inputs(steps=7, batch=4, hid=hid, carry=carry)
 
     def run():
         for v in (pre, h0, u):
