@@ -252,6 +252,8 @@ def lstm_recurrence_prescaled(
     """
     if in_bias is not None and ln_in is None:
         raise ValueError("in_bias needs ln_in")
+    if (ln_c_weight is None) != (ln_c_bias is None):
+        raise ValueError("ln_c_weight and ln_c_bias must be given together")
     rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)
     if pre.shape[0] > 0 and native.usable(pre, *rest, ln_in, in_bias):
         return lstm_recurrence_native(pre, *rest, ln_in, in_bias)
