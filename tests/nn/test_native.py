@@ -119,6 +119,64 @@ def test_input_layernorm_inside_the_recurrence_equals_applying_it_first(
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the native entry points looked up while the test runs (proof that they ran)."""
+    calls: list[str] = []
+    real = native.kernel
+
+    def spy(lib, name, dtype):
+        calls.append(name + native.SUFFIXES[dtype])
+        return real(lib, name, dtype)
+
+    monkeypatch.setattr(native, "kernel", spy)
+    return calls
+
+
+@needs_native
+@pytest.mark.parametrize("carry", ["mask", "pad", "rate"])
+def test_native_lstm_backward_passes_gradcheck_in_float64(carry: str, kernel_calls) -> None:
+    """Every extra at once: input, recurrent and cell LayerNorms, zoneout of h and c."""
+    dt, steps, batch, hid = torch.float64, 4, 3, 3
+    g = torch.Generator().manual_seed(6)
+
+    def leaf(*shape, scale=1.0, shift=0.0):
+        return (shift + scale * torch.randn(*shape, generator=g, dtype=dt)).requires_grad_(True)
+
+    v, h0, c0 = leaf(steps, batch, 4 * hid), leaf(batch, hid), leaf(batch, hid)
+    w = leaf(4 * hid, hid, scale=0.5)
+    ln_in, b_in, ln_hh = (
+        leaf(4 * hid, scale=0.3, shift=1.0),
+        leaf(4 * hid, scale=0.2),
+        leaf(4 * hid, scale=0.3, shift=1.0),
+    )
+    cw, cb = leaf(hid, scale=0.3, shift=1.0), leaf(hid, scale=0.2)
+    _, m = _lstm_inputs(steps=steps, batch=batch, hid=hid, carry=carry, seed=7)
+    m = m.double() if isinstance(m, torch.Tensor) else m
+
+    def fn(*a):
+        return lstm_recurrence_prescaled(*a[:4], a[4], a[5], a[6], m, m, a[7], a[8])
+
+    inputs = (v, h0, c0, w, ln_hh, cw, cb, ln_in, b_in)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+    assert "rg_lstm_backward_step_f64" in kernel_calls
+
+
+@needs_native
+@pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
+def test_native_indrnn_backward_passes_gradcheck_in_float64(act: str, kernel_calls) -> None:
+    dt = torch.float64
+    g = torch.Generator().manual_seed(8)
+    pre = torch.randn(5, 3, 4, generator=g, dtype=dt).add_(0.3).requires_grad_(True)
+    h0 = torch.rand(3, 4, generator=g, dtype=dt).requires_grad_(True)
+    u = torch.empty(4, dtype=dt).uniform_(-1, 1, generator=g).requires_grad_(True)
+    m = (torch.rand(5, 3, 4, generator=g) < 0.3).double()
+    assert torch.autograd.gradcheck(
+        lambda *a: indrnn_recurrence(*a, act, m), (pre, h0, u), eps=1e-6, atol=1e-5
+    )
+    assert "rg_indrnn_backward_f64" in kernel_calls
+
+
 @needs_native
 def test_native_zoneout_copies_carried_states_bit_for_bit() -> None:
     leaves, _ = _lstm_inputs(carry="none")
@@ -203,7 +261,9 @@ def test_disabled_and_environment_switch_off_the_kernels(monkeypatch: pytest.Mon
 
 
 def test_kernels_never_take_other_devices_or_dtypes() -> None:
-    assert not native.usable(torch.zeros(2, dtype=torch.float64))
+    assert not native.usable(torch.zeros(2, dtype=torch.bfloat16))
+    assert not native.usable(torch.zeros(2, dtype=torch.float16))
+    assert not native.usable(torch.zeros(2), torch.zeros(2, dtype=torch.float64))  # mixed
     assert not native.usable(torch.zeros(2, device="meta"))
 
 

@@ -5,7 +5,7 @@
 loop inside a ``torch.autograd.Function`` with a hand-written backward (see the per-family modules).
 Every loop is written in PyTorch operations, so it runs on any device; on CPU in float32 the
 per-step product with ``W_hh`` goes through torch's oneDNN packed linear (checked at import, with
-``torch.mm`` as the fallback), and the LSTM and IndRNN loops call the optional native kernels of
+``torch.mm`` as the fallback), and on CPU (float32 and float64) the LSTM and IndRNN loops call the optional native kernels of
 :mod:`rnnguard.nn.fused.native` (compiled on first use; the PyTorch loops are their fallback and
 the tests run both). The hand-written backward gives first-order
 gradients (any number of times through a retained graph); for double backward (gradients of

@@ -84,7 +84,7 @@ def indrnn_recurrence(
 ) -> Tensor:
     """Run the IndRNN recurrence over ``pre`` = LN(W_ih x) + b (T, B, H) -> h_t for every t.
 
-    On CPU float32 the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
+    On CPU (float32, float64) the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
     """
     if pre.shape[0] > 0 and nonlinearity in NATIVE_ACTS and native.usable(pre, h0, u, carry):
         return indrnn_recurrence_native(pre, h0, u, nonlinearity, carry)

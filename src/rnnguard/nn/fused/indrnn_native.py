@@ -36,7 +36,7 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         m = native.NativeCarry.of(carry, (steps, batch, hid))
         nt = native.threads(batch)
         mbuf = h0.new_empty(batch, hid)
-        lib.rg_indrnn_forward(
+        native.kernel(lib, "rg_indrnn_forward", pre.dtype)(
             steps, batch, hid, pre.data_ptr(), h0.data_ptr(), u.data_ptr(), NATIVE_ACTS[act],
             LEAKY_SLOPE, m, acts.data_ptr(), hs.data_ptr(), mbuf.data_ptr(), nt,
         )  # fmt: skip
@@ -56,7 +56,7 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         nt = native.threads(batch)
         d_u = u.new_zeros(nt, hid)  # one row per thread, summed below
         scratch, mbuf = torch.empty_like(h0), torch.empty_like(h0)
-        lib.rg_indrnn_backward(
+        native.kernel(lib, "rg_indrnn_backward", hs.dtype)(
             steps, batch, hid, d_hs.data_ptr(), acts.data_ptr(), hs.data_ptr(), h0.data_ptr(),
             u.data_ptr(), NATIVE_ACTS[ctx.act], LEAKY_SLOPE, ctx.m, d_a.data_ptr(), d_h0.data_ptr(),
             d_u.data_ptr(), scratch.data_ptr(), mbuf.data_ptr(), nt,

@@ -247,7 +247,7 @@ def lstm_recurrence_prescaled(
     LayerNorm) and the cell LayerNorm's ``ln_c_weight``/``ln_c_bias`` are twice their true values.
     Folding the factor into the (small) parameters costs nothing per step. With ``ln_in`` (4H,),
     ``pre`` is the raw input projection and the input side is ``LN(pre) * ln_in + in_bias``
-    (both prescaled too). On CPU float32 the native kernels run the loop, the input LayerNorm
+    (both prescaled too). On CPU (float32, float64) the native kernels run the loop, the input LayerNorm
     included, when they are available (see :mod:`rnnguard.nn.fused.native`).
     """
     if in_bias is not None and ln_in is None:

@@ -30,7 +30,7 @@ class _Args(ctypes.Structure):
 
     _fields_ = [
         ("T", ctypes.c_int64), ("B", ctypes.c_int64), ("H", ctypes.c_int64),
-        ("eps", ctypes.c_float), ("threads", ctypes.c_int32),
+        ("eps", ctypes.c_double), ("threads", ctypes.c_int32),
         ("pre", _P), ("ln_in", _P), ("b_in", _P), ("h0", _P), ("c0", _P),
         ("ln_hh", _P), ("ln_cw", _P), ("ln_cb", _P),
         ("ch", native.NativeCarry), ("cc", native.NativeCarry),
@@ -103,7 +103,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
             p(mu_in), p(rs_in), p(gates), p(xh), p(rs), p(xc), p(rsc), p(tc), p(cs), p(hs),
             p(tmp), p(mbuf), p(tcbuf),
         )  # fmt: skip
-        step = lib.rg_lstm_forward_step
+        step = native.kernel(lib, "rg_lstm_forward_step", pre.dtype)
         prod = RecurrentProduct(w_hh, batch)
         ref = ctypes.byref(args)
         hs_l = hs.unbind(0)
@@ -163,7 +163,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         args.d_raw, args.dh, args.dh_keep, args.dc = p(d_raw), p(dh), p(keep), p(dc)
         args.d_ln_in, args.d_b_in, args.d_ln_hh = p(d_ln_in), p(d_b_in), p(d_ln_hh)
         args.d_ln_cw, args.d_ln_cb = p(d_ln_cw), p(d_ln_cb)
-        step = lib.rg_lstm_backward_step
+        step = native.kernel(lib, "rg_lstm_backward_step", hs.dtype)
         back = RecurrentProduct(w_hh.t(), batch)  # d @ W_hh, packed once
         ref = ctypes.byref(args)
         draw_l = d_raw.unbind(0)

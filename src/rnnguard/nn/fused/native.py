@@ -1,12 +1,12 @@
 """Optional native kernels (``kernels.c``): built on first use, loaded with ctypes.
 
-Nothing is compiled at install time. The first fused LSTM or IndRNN call on CPU float32 tensors
+Nothing is compiled at install time. The first fused LSTM or IndRNN call on CPU tensors
 compiles ``kernels.c`` with the system C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into a
 per-user cache (``$RNNGUARD_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnguard``, else
 ``~/.cache/rnnguard``), named by a hash of the source, flags and machine, written atomically so
 concurrent first calls are safe. When there is no compiler, the build fails or
 ``RNNGUARD_NATIVE=0`` is set, the pure-PyTorch loops run instead: same maths, same results
-within float32 rounding, and the path every fused test also covers.
+within rounding, and the path every fused test also covers.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SUFFIXES",
     "NativeCarry",
     "available",
     "build_error",
     "disabled",
+    "kernel",
     "library",
     "ptr",
     "threads",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("kernels.c")
+_SOURCES = (_SOURCE, Path(__file__).with_name("kernels_impl.h"))  # all that goes into a build
+#: The dtypes the kernels are built for, and the suffix of their entry points.
+SUFFIXES = {torch.float32: "_f32", torch.float64: "_f64"}
 _FLAGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared"]
 # Tried in order. -fopenmp links libgomp, which torch's CPU wheels load already (one runtime,
 # one thread pool); -march=native is not known to every compiler.
@@ -65,7 +70,7 @@ class NativeCarry(ctypes.Structure):
         ("st", ctypes.c_int64),
         ("sb", ctypes.c_int64),
         ("sh", ctypes.c_int64),
-        ("k", ctypes.c_float),
+        ("k", ctypes.c_double),
         ("on", ctypes.c_int32),
     ]
 
@@ -109,7 +114,7 @@ def _cpu_model() -> str:
 
 
 def _build(cc: str) -> Path:
-    source = _SOURCE.read_bytes()
+    source = b"".join(p.read_bytes() for p in _SOURCES)
     key = hashlib.sha256(
         b"\0".join(
             [
@@ -160,53 +165,28 @@ def _prune(folder: Path, keep: Path) -> None:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    vp, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+    vp, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
     carry_p = ctypes.POINTER(NativeCarry)
     lib.rg_advise_huge.argtypes = [vp, i64]
     lib.rg_advise_huge.restype = i32
-    lib.rg_lstm_forward_step.argtypes = [vp, i64, vp]
-    lib.rg_lstm_backward_step.argtypes = [vp, i64, vp]
-    lib.rg_indrnn_forward.argtypes = [
-        i64,
-        i64,
-        i64,
-        vp,
-        vp,
-        vp,
-        i32,
-        f32,
-        carry_p,
-        vp,
-        vp,
-        vp,
-        i32,
-    ]
-    lib.rg_indrnn_backward.argtypes = [
-        i64,
-        i64,
-        i64,
-        vp,
-        vp,
-        vp,
-        vp,
-        vp,
-        i32,
-        f32,
-        carry_p,
-        vp,
-        vp,
-        vp,
-        vp,
-        vp,
-        i32,
-    ]
-    for fn in (
-        "rg_lstm_forward_step",
-        "rg_lstm_backward_step",
-        "rg_indrnn_forward",
-        "rg_indrnn_backward",
-    ):
-        getattr(lib, fn).restype = None
+    signatures = {
+        "rg_lstm_forward_step": [vp, i64, vp],
+        "rg_lstm_backward_step": [vp, i64, vp],
+        "rg_indrnn_forward": [i64, i64, i64, vp, vp, vp, i32, f64, carry_p, vp, vp, vp, i32],
+        "rg_indrnn_backward": [
+            i64, i64, i64, vp, vp, vp, vp, vp, i32, f64, carry_p, vp, vp, vp, vp, vp, i32,
+        ],
+    }  # fmt: skip
+    for name, argtypes in signatures.items():
+        for suffix in SUFFIXES.values():
+            fn = getattr(lib, name + suffix)
+            fn.argtypes = argtypes
+            fn.restype = None
+
+
+def kernel(lib: ctypes.CDLL, name: str, dtype: torch.dtype) -> Any:
+    """The entry point ``name`` built for ``dtype`` (see :data:`SUFFIXES`)."""
+    return getattr(lib, name + SUFFIXES[dtype])
 
 
 def _env_off() -> bool:
@@ -263,14 +243,14 @@ def disabled() -> Iterator[None]:
 
 
 def usable(*tensors: Any) -> bool:
-    """True when the kernels may run on these tensors: CPU float32, no gradient-of-gradient.
+    """True when the kernels may run on these tensors: all on CPU, all float32 or all float64.
 
-    ``None`` and float entries are ignored. Under ``torch.enable_grad`` inside a backward
-    (double backward) the hand-written backward is first-order either way.
+    ``None`` and float entries are ignored.
     """
-    for v in tensors:
-        if isinstance(v, Tensor) and (v.device.type != "cpu" or v.dtype != torch.float32):
-            return False
+    dtypes = {v.dtype for v in tensors if isinstance(v, Tensor)}
+    devices = {v.device.type for v in tensors if isinstance(v, Tensor)}
+    if len(dtypes) != 1 or dtypes.pop() not in SUFFIXES or devices != {"cpu"}:
+        return False
     return library() is not None
 
 
