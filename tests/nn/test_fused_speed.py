@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -12,7 +14,9 @@ from rnnguard.errors import ConfigError
 
 
 def test_run_speed_tiny_has_every_row_ratio_and_verdict() -> None:
-    report = speed.run_speed(sizes=("tiny",), repeats=1, memory=True, scaling=(4, 8))
+    report = speed.run_speed(
+        sizes=("tiny",), repeats=1, memory=True, scaling=(4, 8), keep_freed_memory=False
+    )
     names = [r.case for r in report.rows]
     assert "torch.nn.LSTM" in names and "LSTM ln+zo.1+dc.2 [reference]" in names
     by_name = {r.case: r for r in report.rows}
@@ -31,10 +35,11 @@ def test_run_speed_tiny_has_every_row_ratio_and_verdict() -> None:
 def test_speed_command_prints_table_and_writes_json(tmp_path, capsys) -> None:
     out = tmp_path / "speed.json"
     code = main(["speed", "--quick", "--repeats", "1", "--no-memory", "--no-scaling",
-                 "--no-reference", "--json", str(out)])  # fmt: skip
+                 "--no-reference", "--default-allocator", "--json", str(out)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "IndRNN 2 layers relu" in printed and "[reference]" not in printed
+    assert "allocator default" in printed and "native kernels" in printed
     data = json.loads(out.read_text())
     assert data["machine"]["torch_threads"] >= 1 and data["rows"]
 
@@ -46,3 +51,14 @@ def test_speed_command_prints_table_and_writes_json(tmp_path, capsys) -> None:
 def test_run_speed_rejects_bad_arguments(kwargs, needle) -> None:
     with pytest.raises(ConfigError, match=needle):
         speed.run_speed(**kwargs)
+
+
+def test_keep_freed_memory_reports_what_it_did() -> None:
+    # In a child process: the setting lasts for the life of the process that makes it.
+    code = "from rnnguard.bench.speed import keep_freed_memory_; print(keep_freed_memory_())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    said = out.stdout.strip()
+    if sys.platform.startswith("linux"):
+        assert said.startswith(("glibc, freed memory kept", "default (")), said
+    else:
+        assert said.startswith("default"), said

@@ -183,6 +183,31 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
     return int(peak)
 
 
+def keep_freed_memory_() -> str:
+    """Make glibc's malloc keep freed memory in the process for reuse; returns what was done.
+
+    By default glibc hands big blocks back to the kernel when they are freed (``munmap``, heap
+    trimming), so the next training step touches fresh pages and pays a page fault per 4 KiB;
+    on virtual machines that cost varies with the host and can exceed the arithmetic, and which
+    rows pay it depends on allocation history. With the mmap and trim thresholds raised, every
+    row reuses warm memory, as a long training run would. Elsewhere (no glibc) nothing changes.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return "default (not glibc)"
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "default (no mallopt)"
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    ok = mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, (1 << 31) - 1)
+    return "glibc, freed memory kept for reuse (mallopt)" if ok else "default (mallopt refused)"
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to the null device inside the block.
@@ -365,8 +390,13 @@ def run_speed(
     scaling: tuple[int, int] | None = (100, 1000),
     reference: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    keep_freed_memory: bool = True,
 ) -> SpeedReport:
-    """Run the benchmark and return its report (see the module docstring for what is measured)."""
+    """Run the benchmark and return its report (see the module docstring for what is measured).
+
+    ``keep_freed_memory`` first asks the C allocator to keep freed memory for reuse (see
+    :func:`keep_freed_memory`), for every row alike, so page faults do not decide the ratios.
+    """
     import torch
 
     from rnnguard.errors import ConfigError
@@ -383,7 +413,9 @@ def run_speed(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but CUDA is not available")
     dev = torch.device(device)
+    allocator = keep_freed_memory_() if keep_freed_memory else "default"
     report = SpeedReport(_machine(dev))
+    report.machine["allocator"] = allocator
     all_cases = _cases()
     for size in sizes:
         # The plain reference loops are 5-10x slower: only at the small sizes, for memory and speedup.
@@ -407,7 +439,8 @@ def format_report(report: SpeedReport) -> str:
         f"machine: {m['processor']}, {m['cpus']} CPUs, torch {m['torch']} "
         f"({m['torch_threads']} threads), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
-        + (f", native kernels {m['native_kernels']}" if "native_kernels" in m else ""),
+        + (f", native kernels {m['native_kernels']}" if "native_kernels" in m else "")
+        + (f", allocator {m['allocator']}" if "allocator" in m else ""),
         f"load average (1/5/15 min): before {m.get('load_before')}, after {m.get('load_after')}",
         "",
         "| size | layer / config | forward ms | fwd+bwd ms | vs baseline fwd | vs baseline fwd+bwd | baseline | GFLOP/s | peak MiB |",
@@ -470,6 +503,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-scaling", action="store_true", help="skip the T=100/1000 scaling rows")
     p.add_argument("--no-reference", action="store_true", help="skip the slow reference-loop rows")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave malloc as it is (default: keep freed memory for reuse, so that page "
+        "faults, which hit rows unevenly, do not decide the ratios)",
+    )
     p.set_defaults(func=_cmd_speed)
 
 
@@ -495,6 +534,7 @@ def _cmd_speed(args: argparse.Namespace) -> int:
         scaling=scaling,
         reference=not args.no_reference,
         log=lambda s: print(s, file=sys.stderr, flush=True),
+        keep_freed_memory=not args.default_allocator,
     )
     print(format_report(report))
     if args.json:

@@ -31,8 +31,8 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         assert lib is not None
         pre, h0, u = pre.contiguous(), h0.contiguous(), u.contiguous()
         steps, batch, hid = pre.shape
-        hs = native.empty(lib, pre, steps, batch, hid)
-        acts = hs if carry is None else native.empty(lib, pre, steps, batch, hid)  # activations
+        hs = pre.new_empty(steps, batch, hid)
+        acts = hs if carry is None else pre.new_empty(steps, batch, hid)  # activations
         m = native.NativeCarry.of(carry, (steps, batch, hid))
         nt = native.threads(batch)
         mbuf = h0.new_empty(batch, hid)
@@ -52,7 +52,7 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         h0, u, acts, hs = ctx.saved_tensors
         steps, batch, hid = hs.shape
         d_hs = d_hs.contiguous()
-        d_a, d_h0 = native.empty(lib, hs, steps, batch, hid), torch.empty_like(h0)
+        d_a, d_h0 = torch.empty_like(hs), torch.empty_like(h0)
         nt = native.threads(batch)
         d_u = u.new_zeros(nt, hid)  # one row per thread, summed below
         scratch, mbuf = torch.empty_like(h0), torch.empty_like(h0)

@@ -16,9 +16,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 /* glibc's vector math library has SIMD variants of exp/expf: declaring them lets the loops
@@ -46,23 +43,6 @@ typedef struct {
 #endif
 
 enum { ACT_TANH = 0, ACT_RELU = 1, ACT_LEAKY = 2 };
-
-/* Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh buffer.  A big tensor
- * is new memory from the kernel on every call; touching it 4 KiB page by page costs a fault per
- * page, which on virtual machines can cost more than the arithmetic.  Advice only: returns
- * whether the kernel took it, and nothing changes where huge pages are unavailable. */
-int32_t rg_advise_huge(void *p, i64 nbytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const uintptr_t huge = (uintptr_t)1 << 21;
-    uintptr_t lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-    uintptr_t hi = ((uintptr_t)p + (uintptr_t)nbytes) & ~(huge - 1);
-    if (hi > lo) return madvise((void *)lo, hi - lo, MADV_HUGEPAGE) == 0;
-#else
-    (void)p;
-    (void)nbytes;
-#endif
-    return 0;
-}
 
 /* The kernels themselves, once per floating type (kernels_impl.h). */
 #define REAL float

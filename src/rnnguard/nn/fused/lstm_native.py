@@ -72,7 +72,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         ln_in, b_in = _contig(ln_in), _contig(b_in)
 
         def new(*shape: int) -> Tensor:
-            return native.empty(lib, pre, *shape)
+            return pre.new_empty(shape)
 
         def new_if(cond: bool, *shape: int) -> Tensor | None:
             return new(*shape) if cond else None
@@ -103,9 +103,9 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
             p(mu_in), p(rs_in), p(gates), p(xh), p(rs), p(xc), p(rsc), p(tc), p(cs), p(hs),
             p(tmp), p(mbuf), p(tcbuf),
         )  # fmt: skip
+        ref = ctypes.byref(args)
         step = native.kernel(lib, "rg_lstm_forward_step", pre.dtype)
         prod = RecurrentProduct(w_hh, batch)
-        ref = ctypes.byref(args)
         hs_l = hs.unbind(0)
         h = h0
         for t in range(steps):
@@ -131,7 +131,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         g4 = 4 * hid
 
         def new(*shape: int) -> Tensor:
-            return native.empty(lib, hs, *shape)
+            return hs.new_empty(shape)
 
         d_hs = d_hs.contiguous()
         d_pre = new(steps, batch, g4)
@@ -163,9 +163,9 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         args.d_raw, args.dh, args.dh_keep, args.dc = p(d_raw), p(dh), p(keep), p(dc)
         args.d_ln_in, args.d_b_in, args.d_ln_hh = p(d_ln_in), p(d_b_in), p(d_ln_hh)
         args.d_ln_cw, args.d_ln_cb = p(d_ln_cw), p(d_ln_cb)
+        ref = ctypes.byref(args)
         step = native.kernel(lib, "rg_lstm_backward_step", hs.dtype)
         back = RecurrentProduct(w_hh.t(), batch)  # d @ W_hh, packed once
-        ref = ctypes.byref(args)
         draw_l = d_raw.unbind(0)
         mm = 0
         for t in range(steps - 1, -1, -1):

@@ -167,8 +167,6 @@ def _prune(folder: Path, keep: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     vp, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
     carry_p = ctypes.POINTER(NativeCarry)
-    lib.rg_advise_huge.argtypes = [vp, i64]
-    lib.rg_advise_huge.restype = i32
     signatures = {
         "rg_lstm_forward_step": [vp, i64, vp],
         "rg_lstm_backward_step": [vp, i64, vp],
@@ -252,18 +250,6 @@ def usable(*tensors: Any) -> bool:
     if len(dtypes) != 1 or dtypes.pop() not in SUFFIXES or devices != {"cpu"}:
         return False
     return library() is not None
-
-
-_HUGE = 4 << 20  # below this a buffer spans at most one whole huge page: not worth a syscall
-
-
-def empty(lib: ctypes.CDLL, like: Tensor, *shape: int) -> Tensor:
-    """``like.new_empty(shape)``, advised to use huge pages when big (see ``rg_advise_huge``)."""
-    v = like.new_empty(shape)
-    nbytes = v.numel() * v.element_size()
-    if nbytes >= _HUGE:
-        lib.rg_advise_huge(v.data_ptr(), nbytes)
-    return v
 
 
 def threads(rows: int) -> int:
