@@ -55,7 +55,7 @@ def test_run_speed_rejects_bad_arguments(kwargs, needle) -> None:
 
 def test_keep_freed_memory_reports_what_it_did() -> None:
     # In a child process: the setting lasts for the life of the process that makes it.
-    code = "from rnnguard.bench.speed import keep_freed_memory_; print(keep_freed_memory_())"
+    code = "from rnnguard.utils.memory import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     said = out.stdout.strip()
     if sys.platform.startswith("linux"):

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rnnguard.utils.memory import keep_freed_memory as keep_freed_memory_now
+
 __all__ = ["SIZES", "Case", "SpeedResult", "format_report", "main", "register", "run_speed"]
 
 #: Benchmark sizes (batch B, steps T, input I, hidden H).
@@ -181,31 +183,6 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
         live += nbytes
         peak = max(peak, live)
     return int(peak)
-
-
-def keep_freed_memory_() -> str:
-    """Make glibc's malloc keep freed memory in the process for reuse; returns what was done.
-
-    By default glibc hands big blocks back to the kernel when they are freed (``munmap``, heap
-    trimming), so the next training step touches fresh pages and pays a page fault per 4 KiB;
-    on virtual machines that cost varies with the host and can exceed the arithmetic, and which
-    rows pay it depends on allocation history. With the mmap and trim thresholds raised, every
-    row reuses warm memory, as a long training run would. Elsewhere (no glibc) nothing changes.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return "default (not glibc)"
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return "default (no mallopt)"
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    ok = mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, (1 << 31) - 1)
-    return "glibc, freed memory kept for reuse (mallopt)" if ok else "default (mallopt refused)"
 
 
 @contextlib.contextmanager
@@ -395,7 +372,8 @@ def run_speed(
     """Run the benchmark and return its report (see the module docstring for what is measured).
 
     ``keep_freed_memory`` first asks the C allocator to keep freed memory for reuse (see
-    :func:`keep_freed_memory`), for every row alike, so page faults do not decide the ratios.
+    :func:`rnnguard.utils.memory.keep_freed_memory`), for every row alike, so page faults do not
+    decide the ratios.
     """
     import torch
 
@@ -413,7 +391,7 @@ def run_speed(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but CUDA is not available")
     dev = torch.device(device)
-    allocator = keep_freed_memory_() if keep_freed_memory else "default"
+    allocator = keep_freed_memory_now() if keep_freed_memory else "default"
     report = SpeedReport(_machine(dev))
     report.machine["allocator"] = allocator
     all_cases = _cases()
