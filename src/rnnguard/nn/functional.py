@@ -188,8 +188,10 @@ def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
     words = torch.empty((size + 3) // 4, device=like.device, dtype=torch.int64)
     words.random_(-(1 << 63), None)  # all 64 bits uniform
     bits = words.view(torch.int16)[:size].view(tuple(shape))  # uniform on [-2**15, 2**15)
+    if like.device.type != "cpu":  # the plain form everywhere it was not measured
+        return torch.lt(bits, threshold - span // 2).to(like.dtype)
     out = torch.empty(tuple(shape), device=like.device, dtype=like.dtype)
-    return torch.lt(bits, threshold - span // 2, out=out)  # written as 0/1 directly: no bool pass
+    return torch.lt(bits, threshold - span // 2, out=out)  # on CPU 10x faster than lt().to()
 
 
 def sample_masks(
