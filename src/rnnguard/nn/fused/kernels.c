@@ -34,7 +34,6 @@ typedef struct {
     int32_t on; /* 0: no carry */
 } Carry;
 
-
 #ifdef _OPENMP
 #include <omp.h>
 #define THREAD_ID omp_get_thread_num()

@@ -4,12 +4,14 @@
  * COPYSIGN as the matching math functions.  No include guard, on purpose.
  */
 
-static inline REAL NAME(sigm)(REAL x) { return ((REAL)1.0) / (((REAL)1.0) + EXP(-x)); }
+#define R(x) ((REAL)(x)) /* a constant in the kernel's type (a bare 0.5 would compute in double) */
 
-/* torch.NAME(lerp)'s formula, so the results match it exactly (weight 0 or 1 returns an end point). */
+static inline REAL NAME(sigm)(REAL x) { return 1 / (1 + EXP(-x)); }
+
+/* torch.lerp's formula, so the results match it exactly (weight 0 or 1 returns an end point). */
 static inline REAL NAME(lerp)(REAL start, REAL end, REAL w) {
     REAL diff = end - start;
-    return FABS(w) < ((REAL)0.5) ? start + w * diff : end - diff * (((REAL)1.0) - w);
+    return FABS(w) < R(0.5) ? start + w * diff : end - diff * (1 - w);
 }
 
 /* The carry weights of row b at step t as H contiguous floats: the tensor's own row when its
@@ -26,60 +28,39 @@ static inline const REAL *NAME(carry_row)(const Carry *c, i64 t, i64 b, i64 H, R
     return scratch;
 }
 
-
-
 /* Mean and reciprocal standard deviation (biased variance) of n values, two passes. */
 static inline void NAME(moments)(const REAL *v, i64 n, REAL eps, REAL *mean, REAL *rstd) {
-    REAL s = ((REAL)0.0);
+    REAL s = 0;
 #pragma omp simd reduction(+ : s)
     for (i64 k = 0; k < n; k++) s += v[k];
-    REAL mu = s / (REAL)n, q = ((REAL)0.0);
+    REAL mu = s / (REAL)n, q = 0;
 #pragma omp simd reduction(+ : q)
     for (i64 k = 0; k < n; k++) {
         REAL d = v[k] - mu;
         q += d * d;
     }
     *mean = mu;
-    *rstd = ((REAL)1.0) / SQRT(q / (REAL)n + eps);
+    *rstd = 1 / SQRT(q / (REAL)n + eps);
 }
 
-/* LayerNorm backward for one row: dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy w.
- * dw += dy xh and (when db) db += dy accumulate the affine gradients. */
-static inline void NAME(ln_row_backward)(const REAL *dy, const REAL *xh, const REAL *w, REAL rstd,
-                                   i64 n, REAL *dx, REAL *dw, REAL *db) {
-    REAL s1 = ((REAL)0.0), s2 = ((REAL)0.0);
+/* LayerNorm backward for one row with normalised input xh = (v - shift) scale (a stored
+ * normalised row passes shift 0, scale 1; a raw row its mean and rstd): dx = rstd (dxh -
+ * mean(dxh) - xh mean(dxh xh)) with dxh = dy w; dw += dy xh and (when db) db += dy accumulate
+ * the affine gradients. */
+static inline void NAME(ln_row_backward)(const REAL *dy, const REAL *v, REAL shift, REAL scale,
+                                         const REAL *w, REAL rstd, i64 n, REAL *dx, REAL *dw,
+                                         REAL *db) {
+    REAL s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
     for (i64 k = 0; k < n; k++) {
         REAL dxh = dy[k] * w[k];
         s1 += dxh;
-        s2 += dxh * xh[k];
+        s2 += dxh * (v[k] - shift) * scale;
     }
     REAL m1 = s1 / (REAL)n, m2 = s2 / (REAL)n;
 #pragma omp simd
     for (i64 k = 0; k < n; k++) {
-        dw[k] += dy[k] * xh[k];
-        dx[k] = rstd * (dy[k] * w[k] - m1 - xh[k] * m2);
-    }
-    if (db) {
-#pragma omp simd
-        for (i64 k = 0; k < n; k++) db[k] += dy[k];
-    }
-}
-
-/* NAME(ln_row_backward) for a row kept un-normalised: xh = (v - mean) rstd is recomputed, not stored. */
-static inline void NAME(ln_row_backward_raw)(const REAL *dy, const REAL *v, REAL mean, REAL rstd,
-                                       const REAL *w, i64 n, REAL *dx, REAL *dw, REAL *db) {
-    REAL s1 = ((REAL)0.0), s2 = ((REAL)0.0);
-#pragma omp simd reduction(+ : s1, s2)
-    for (i64 k = 0; k < n; k++) {
-        REAL dxh = dy[k] * w[k];
-        s1 += dxh;
-        s2 += dxh * (v[k] - mean) * rstd;
-    }
-    REAL m1 = s1 / (REAL)n, m2 = s2 / (REAL)n;
-#pragma omp simd
-    for (i64 k = 0; k < n; k++) {
-        REAL xh = (v[k] - mean) * rstd;
+        REAL xh = (v[k] - shift) * scale;
         dw[k] += dy[k] * xh;
         dx[k] = rstd * (dy[k] * w[k] - m1 - xh * m2);
     }
@@ -104,7 +85,7 @@ typedef struct {
     const REAL *ln_cw, *ln_cb;       /* (H) doubled cell LayerNorm, or NULL */
     Carry ch, cc;                     /* carries of h and c */
     /* forward results, kept for backward */
-    REAL *mu_in, *rs_in;             /* (T, B) NAME(moments) of v (ln_in) */
+    REAL *mu_in, *rs_in;             /* (T, B) moments of v (ln_in) */
     REAL *gates;                     /* (T, B, 4H) activated i, f, g, o */
     REAL *xh;                        /* (T, B, 4H) normalised recurrent projection (ln_hh) */
     REAL *rs;                        /* (T, B) its rstd */
@@ -129,13 +110,12 @@ typedef struct {
 static void NAME(lstm_forward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *r, i64 b) {
     const i64 B = a->B, H = a->H, G = 4 * H, row = t * B + b;
     const REAL *zp = a->pre + row * G, *rr = r + b * G;
-    REAL *zin = NULL;
     if (a->ln_in) { /* the input LayerNorm, into the gates buffer the next loop overwrites */
         REAL mu, rstd;
-        NAME(moments)(zp, G, a->eps, &mu, &rstd);
+        NAME(moments)(zp, G, (REAL)a->eps, &mu, &rstd);
         a->mu_in[row] = mu;
         a->rs_in[row] = rstd;
-        zin = a->gates + row * G;
+        REAL *zin = a->gates + row * G;
         const REAL *w = a->ln_in, *bias = a->b_in;
         if (bias) {
 #pragma omp simd
@@ -151,7 +131,7 @@ static void NAME(lstm_forward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *r
     REAL *gt = a->gates + row * G;
     if (a->ln_hh) {
         REAL mu, rstd;
-        NAME(moments)(rr, G, a->eps, &mu, &rstd);
+        NAME(moments)(rr, G, (REAL)a->eps, &mu, &rstd);
         a->rs[row] = rstd;
         REAL *xh = a->xh + row * G;
         const REAL *w = a->ln_hh;
@@ -170,13 +150,13 @@ static void NAME(lstm_forward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *r
     REAL *cn = a->tmp + b * H;
 #pragma omp simd
     for (i64 j = 0; j < H; j++) {
-        gg[j] = ((REAL)2.0) * gg[j] - ((REAL)1.0);
+        gg[j] = 2 * gg[j] - 1;
         cn[j] = gf[j] * cp[j] + gi[j] * gg[j];
     }
     REAL *tc = a->tc ? a->tc + row * H : a->tcbuf + b * H;
     if (a->ln_cw) {
         REAL mu, rstd;
-        NAME(moments)(cn, H, a->eps, &mu, &rstd);
+        NAME(moments)(cn, H, (REAL)a->eps, &mu, &rstd);
         a->rsc[row] = rstd;
         REAL *xc = a->xc + row * H;
         const REAL *w = a->ln_cw, *bias = a->ln_cb;
@@ -184,11 +164,11 @@ static void NAME(lstm_forward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *r
         for (i64 j = 0; j < H; j++) {
             REAL x = (cn[j] - mu) * rstd;
             xc[j] = x;
-            tc[j] = ((REAL)2.0) * NAME(sigm)(x * w[j] + bias[j]) - ((REAL)1.0);
+            tc[j] = 2 * NAME(sigm)(x * w[j] + bias[j]) - 1;
         }
     } else {
 #pragma omp simd
-        for (i64 j = 0; j < H; j++) tc[j] = ((REAL)2.0) * NAME(sigm)(((REAL)2.0) * cn[j]) - ((REAL)1.0);
+        for (i64 j = 0; j < H; j++) tc[j] = 2 * NAME(sigm)(2 * cn[j]) - 1;
     }
     REAL *h = a->hs + row * H, *c = a->cs + row * H;
     if (a->ch.on) {
@@ -226,7 +206,7 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
         const REAL *xc = a->xc + row * H, *w = a->ln_cw, *bias = a->ln_cb;
         REAL *out = a->tcbuf + b * H;
 #pragma omp simd
-        for (i64 j = 0; j < H; j++) out[j] = ((REAL)2.0) * NAME(sigm)(xc[j] * w[j] + bias[j]) - ((REAL)1.0);
+        for (i64 j = 0; j < H; j++) out[j] = 2 * NAME(sigm)(xc[j] * w[j] + bias[j]) - 1;
     }
     REAL *dh = a->dh + b * H, *keep = a->dh_keep + b * H, *dc = a->dc + b * H;
     REAL *dht = a->tmp + b * H;
@@ -259,15 +239,15 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
 #pragma omp simd
     for (i64 j = 0; j < H; j++) {
         REAL o = go[j], th = tc[j], g = dht[j];
-        dzo[j] = g * th * (((REAL)1.0) - o) * o;
-        dt[j] = g * o * (((REAL)1.0) - th * th);
+        dzo[j] = g * th * (1 - o) * o;
+        dt[j] = g * o * (1 - th * th);
     }
     REAL *dcn = dht; /* dL/dc~_t */
     if (a->ln_cw) {
 #pragma omp simd
-        for (i64 j = 0; j < H; j++) dt[j] *= ((REAL)0.5); /* the LayerNorm output came doubled */
-        NAME(ln_row_backward)(dt, a->xc + row * H, a->ln_cw, a->rsc[row], H, dcn,
-                        a->d_ln_cw + tid * H, a->d_ln_cb + tid * H);
+        for (i64 j = 0; j < H; j++) dt[j] *= R(0.5); /* the LayerNorm output came doubled */
+        NAME(ln_row_backward)(dt, a->xc + row * H, 0, 1, a->ln_cw, a->rsc[row], H, dcn,
+                              a->d_ln_cw + tid * H, a->d_ln_cb + tid * H);
     } else {
         memcpy(dcn, dt, (size_t)H * sizeof(REAL));
     }
@@ -292,24 +272,26 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
 #pragma omp simd
     for (i64 j = 0; j < H; j++) {
         REAL d = dcn[j], i = gi[j], f = gf[j], g = gg[j];
-        dzi[j] = d * g * (((REAL)1.0) - i) * i;
-        dzf[j] = d * cp[j] * (((REAL)1.0) - f) * f;
-        dzg[j] = d * i * (((REAL)1.0) - g * g) * ((REAL)0.5);
+        dzi[j] = d * g * (1 - i) * i;
+        dzf[j] = d * cp[j] * (1 - f) * f;
+        dzg[j] = d * i * (1 - g * g) * R(0.5);
     }
     if (a->ln_hh) {
-        NAME(ln_row_backward)(dz, a->xh + row * G, a->ln_hh, a->rs[row], G, a->d_raw + row * G,
-                        a->d_ln_hh + tid * G, NULL);
+        NAME(ln_row_backward)(dz, a->xh + row * G, 0, 1, a->ln_hh, a->rs[row], G,
+                              a->d_raw + row * G, a->d_ln_hh + tid * G, NULL);
     }
     if (a->ln_in) {
-        NAME(ln_row_backward_raw)(dz, a->pre + row * G, a->mu_in[row], a->rs_in[row], a->ln_in, G,
-                            a->d_pre + row * G, a->d_ln_in + tid * G,
-                            a->b_in ? a->d_b_in + tid * G : NULL);
+        /* v is kept raw: its normalised form is recomputed from the stored moments */
+        NAME(ln_row_backward)(dz, a->pre + row * G, a->mu_in[row], a->rs_in[row], a->ln_in,
+                              a->rs_in[row], G, a->d_pre + row * G, a->d_ln_in + tid * G,
+                              a->b_in ? a->d_b_in + tid * G : NULL);
     }
 }
 
 /* Backward of step t.  On entry a->dc holds dL/dc_t (from step t + 1, or the final state) and,
  * for t < T - 1, mm = dr_{t+1} W_hh is the recurrent part of dL/dh_t.  Writes the step's gate
- * gradients (dz_all or the dz_rows scratch), d_raw[t] (ln_hh), d_pre[t] (ln_in), and leaves dL/dc_{t-1} in a->dc and the carried part of dL/dh_t in a->dh_keep. */
+ * gradients (dz_all or the dz_rows scratch), d_raw[t] (ln_hh) and d_pre[t] (ln_in), and leaves
+ * dL/dc_{t-1} in a->dc and the carried part of dL/dh_t in a->dh_keep. */
 void NAME(rg_lstm_backward_step)(const NAME(LstmArgs) *a, i64 t, const REAL *mm) {
     const i64 B = a->B;
 #pragma omp parallel num_threads(a->threads) if (a->threads > 1)
@@ -321,30 +303,29 @@ void NAME(rg_lstm_backward_step)(const NAME(LstmArgs) *a, i64 t, const REAL *mm)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* IndRNN: h~_t = act(pre_t + u h_{t-1}), h_t = NAME(lerp)(h~_t, h_{t-1}, m_t); the whole loop.      */
+/* IndRNN: h~_t = act(pre_t + u h_{t-1}), h_t = lerp(h~_t, h_{t-1}, m_t); the whole loop.            */
 /* Rows never mix, so each thread runs the whole time loop for its own rows.                  */
-
 
 /* tanh with one exp: a short odd series near 0 (where 1 - e cancels), else (1 - e)/(1 + e). */
 static inline REAL NAME(tanh1)(REAL x) {
-    REAL ax = FABS(x), e = EXP(-((REAL)2.0) * ax);
-    REAL big = (((REAL)1.0) - e) / (((REAL)1.0) + e);
+    REAL ax = FABS(x), e = EXP(-2 * ax);
+    REAL big = (1 - e) / (1 + e);
     REAL x2 = x * x;
-    REAL small = ax * (((REAL)1.0) + x2 * (-((REAL)1.0) / ((REAL)3.0) + x2 * (((REAL)2.0) / ((REAL)15.0) + x2 * (-((REAL)17.0) / ((REAL)315.0)))));
-    return COPYSIGN(ax < ((REAL)0.0625) ? small : big, x);
+    REAL small = ax * (1 + x2 * (R(-1.0 / 3) + x2 * (R(2.0 / 15) + x2 * R(-17.0 / 315))));
+    return COPYSIGN(ax < R(0.0625) ? small : big, x);
 }
 
 static inline REAL NAME(act_fwd)(REAL v, int act, REAL slope) {
     if (act == ACT_TANH) return NAME(tanh1)(v);
-    if (act == ACT_RELU) return v > ((REAL)0.0) ? v : (v != v ? v : ((REAL)0.0));
-    return v > ((REAL)0.0) ? v : v * slope;
+    if (act == ACT_RELU) return v > 0 ? v : (v != v ? v : 0);
+    return v > 0 ? v : v * slope;
 }
 
 /* The derivative from the activation's output y (as torch's *_backward ops take it). */
 static inline REAL NAME(act_grad)(REAL y, int act, REAL slope) {
-    if (act == ACT_TANH) return ((REAL)1.0) - y * y;
-    if (act == ACT_RELU) return y > ((REAL)0.0) ? ((REAL)1.0) : ((REAL)0.0);
-    return y > ((REAL)0.0) ? ((REAL)1.0) : slope;
+    if (act == ACT_TANH) return 1 - y * y;
+    if (act == ACT_RELU) return y > 0 ? 1 : 0;
+    return y > 0 ? 1 : slope;
 }
 
 void NAME(rg_indrnn_forward)(i64 T, i64 B, i64 H, const REAL *pre, const REAL *h0, const REAL *u,
@@ -403,7 +384,7 @@ void NAME(rg_indrnn_backward)(i64 T, i64 B, i64 H, const REAL *d_hs, const REAL 
                         REAL gj = g[j], d = (gj - gj * w[j]) * NAME(act_grad)(av[j], act, slope);
                         da[j] = d;
                         du[j] += d * hp[j];
-                        g[j] = (dn ? dn[j] : ((REAL)0.0)) + d * u[j] + w[j] * gj;
+                        g[j] = (dn ? dn[j] : 0) + d * u[j] + w[j] * gj;
                     }
                 } else {
 #pragma omp simd
@@ -411,7 +392,7 @@ void NAME(rg_indrnn_backward)(i64 T, i64 B, i64 H, const REAL *d_hs, const REAL 
                         REAL d = g[j] * NAME(act_grad)(av[j], act, slope);
                         da[j] = d;
                         du[j] += d * hp[j];
-                        g[j] = (dn ? dn[j] : ((REAL)0.0)) + d * u[j];
+                        g[j] = (dn ? dn[j] : 0) + d * u[j];
                     }
                 }
             }
@@ -419,3 +400,5 @@ void NAME(rg_indrnn_backward)(i64 T, i64 B, i64 H, const REAL *d_hs, const REAL 
         }
     }
 }
+
+#undef R
