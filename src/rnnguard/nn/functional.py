@@ -6,6 +6,7 @@ call the same ``*_step`` functions, so there is exactly one implementation of ea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -180,9 +181,7 @@ def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
     """
     span = 1 << MASK_BITS
     threshold = round(keep * span)
-    size = 1
-    for d in shape:
-        size *= int(d)
+    size = math.prod(int(d) for d in shape)
     if threshold >= span:
         return torch.ones(tuple(shape), device=like.device, dtype=like.dtype)
     words = torch.empty((size + 3) // 4, device=like.device, dtype=torch.int64)

@@ -40,7 +40,8 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
             steps, batch, hid, pre.data_ptr(), h0.data_ptr(), u.data_ptr(), NATIVE_ACTS[act],
             LEAKY_SLOPE, m, acts.data_ptr(), hs.data_ptr(), mbuf.data_ptr(), nt,
         )  # fmt: skip
-        ctx.act, ctx.carry, ctx.m = act, carry, m
+        ctx.act, ctx.m = act, m
+        ctx.carry = carry  # keeps the tensor behind m's pointer alive until backward
         ctx.save_for_backward(h0, u, acts, hs)
         return hs
 

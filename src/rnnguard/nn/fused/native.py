@@ -207,7 +207,7 @@ def library() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(str(_build(cc)))
                 _declare(lib)
                 _lib = lib
-            except (OSError, subprocess.SubprocessError) as exc:
+            except (OSError, AttributeError, subprocess.SubprocessError) as exc:
                 _error = str(exc)
                 warnings.warn(
                     f"rnnguard: native kernels unavailable ({_error}); using the pure-PyTorch "
