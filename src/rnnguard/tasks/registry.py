@@ -27,6 +27,7 @@ _BUILTIN_MODULES = (
     "rnnguard.tasks.adding",
     "rnnguard.tasks.copy",
     "rnnguard.tasks.text",
+    "rnnguard.tasks.synthlang",
     "rnnguard.tasks.mnist",
 )
 _loaded = False

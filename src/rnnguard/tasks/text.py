@@ -255,8 +255,10 @@ class CharLMTask(BaseTask):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def split_bpc(self, model: Any, split: str, device: torch.device | str = "cpu") -> float:
-        """BPC of ``model`` on a whole split: every token after the first is predicted once."""
+    def split_token_bits(
+        self, model: Any, split: str, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Bits ``model`` spends on each token of a split after the first (state carried along)."""
         if split not in self.data:
             raise ConfigError(f"split must be one of {sorted(self.data)}, got {split!r}")
         data = self.data[split]
@@ -271,18 +273,21 @@ class CharLMTask(BaseTask):
         x[:n_targets] = data[:-1]
         y[:n_targets] = data[1:]
         x, y = x.view(streams, per), y.view(streams, per)
-        total, count, state = 0.0, 0, None
+        bits = torch.zeros(streams, per, dtype=torch.float64)
+        state = None
         for i in range(0, per, self.length):
             xb = x[:, i : i + self.length].to(device)
             yb = y[:, i : i + self.length].to(device)
             out, state = model(xb, state) if state is not None else model(xb)
-            total += float(
-                torch.nn.functional.cross_entropy(
-                    out.float().flatten(0, 1), yb.flatten(), ignore_index=-100, reduction="sum"
-                )
+            nats = torch.nn.functional.cross_entropy(
+                out.float().flatten(0, 1), yb.flatten(), ignore_index=-100, reduction="none"
             )
-            count += int((yb != -100).sum())
-        return total / count / math.log(2)
+            bits[:, i : i + self.length] = nats.view(yb.shape).double().cpu() / math.log(2)
+        return bits.flatten()[:n_targets]
+
+    def split_bpc(self, model: Any, split: str, device: torch.device | str = "cpu") -> float:
+        """BPC of ``model`` on a whole split: every token after the first is predicted once."""
+        return float(self.split_token_bits(model, split, device).mean())
 
     def evaluate(
         self, model: Any, device: torch.device | str = "cpu", splits: Sequence[str] | None = None
