@@ -60,3 +60,32 @@ def test_bad_grid() -> None:
         LengthSearch("r", "adding", (20, 10), lambda n, s: RunSpec("r", "a", n, s, 1, 1))
     with pytest.raises(ConfigError, match="seeds"):
         LengthSearch("r", "adding", (10,), lambda n, s: RunSpec("r", "a", n, s, 1, 1), (0, 0))
+
+
+def _exhaustive(solved: set[tuple[int, int]], grid: tuple[int, ...]) -> int:
+    """The definition applied to every grid point of both seeds (what the search avoids running)."""
+    prefix = []
+    for n in grid:
+        if (n, 0) not in solved:
+            break
+        prefix.append(n)
+    return next((n for n in reversed(prefix) if (n, 1) in solved), 0)
+
+
+def test_search_equals_the_exhaustive_grid_on_every_solved_set_and_runs_less() -> None:
+    import itertools
+
+    grid = (10, 20, 50, 100, 200)
+    points = [(n, s) for n in grid for s in (0, 1)]
+    runs_total = 0
+    for bits in itertools.product((False, True), repeat=len(points)):  # all 1024 solved sets
+        solved = {p for p, b in zip(points, bits) if b}
+        runs: list[int] = []
+
+        def oracle(n: int, s: int, _solved: set = solved, _runs: list = runs) -> bool:
+            _runs.append(n)
+            return (n, s) in _solved
+
+        assert effective_length(oracle, grid) == _exhaustive(solved, grid), sorted(solved)
+        runs_total += len(runs)
+    assert runs_total < 0.6 * len(points) * 2 ** len(points)  # far fewer than the full grid
