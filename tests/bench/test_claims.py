@@ -1,0 +1,98 @@
+"""The reproduction suite's claims: sourced data, and judges that decide on recorded results."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rnnguard.bench.claims import (
+    CLAIMS,
+    Claim,
+    ClaimJob,
+    ClaimRun,
+    claims_table,
+    fails,
+    lower_bpc,
+    solves,
+)
+from rnnguard.errors import ConfigError
+from rnnguard.tasks import list_tasks
+from rnnguard.train.recipes import list_recipes
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.key)
+def test_every_claim_is_sourced_and_runnable(claim: Claim) -> None:
+    assert re.search(r"(19|20)\d\d", claim.source), "a source names its year"
+    assert re.search(r"(Table|Fig\.|Sec\.)", claim.source), "and where in the paper"
+    for text in (
+        claim.published_setting,
+        claim.published_value,
+        claim.our_setting,
+        claim.paper_budget,
+    ):
+        assert text.strip()
+    for run in claim.runs:
+        assert run.recipe in list_recipes()
+        assert run.task in list_tasks()
+        spec = run.spec()
+        assert spec.recipe == run.recipe and spec.steps == run.steps
+
+
+def test_claim_keys_are_unique() -> None:
+    keys = [c.key for c in CLAIMS]
+    assert len(keys) == len(set(keys))
+
+
+ADD = ClaimRun("indrnn-relu", "adding", 1000, steps=10)
+
+
+def test_solves_judge() -> None:
+    short, full = solves(ADD, full_budget=False), solves(ADD, full_budget=True)
+    hit = {"metric": 0.004, "solved": True, "solved_step": 3100}
+    miss = {"metric": 0.16, "solved": False, "steps": 10}
+    assert short([hit]).outcome == full([hit]).outcome == "reproduced"
+    assert "3100" in short([hit]).measured
+    assert short([miss]).outcome == "inconclusive at this budget"
+    assert full([miss]).outcome == "not reproduced"
+    assert short([{"status": "error", "error": "boom"}]).outcome == "inconclusive at this budget"
+
+
+def test_fails_judge_uses_the_task_baseline() -> None:
+    judge = fails(ClaimRun("lstm", "copy", 100, steps=10))  # baseline 10 ln 8 / 120 = 0.173
+    assert judge([{"metric": 0.17, "solved": False}]).outcome == "reproduced"
+    assert judge([{"metric": 0.10, "solved": False}]).outcome == "inconclusive at this budget"
+    assert judge([{"metric": 0.001, "solved": True}]).outcome == "not reproduced"
+    assert judge([{"metric": float("nan"), "solved": False}]).outcome == "reproduced"
+
+
+def test_lower_bpc_judge_needs_more_than_noise() -> None:
+    a = ClaimRun("lstm-ln-clip", "ptb-char", 100, 10, kind="lm")
+    b = ClaimRun("lstm", "ptb-char", 100, 10, kind="lm")
+    judge = lower_bpc(a, b)
+    assert judge([{"metric": 1.70}, {"metric": 1.80}]).outcome == "reproduced"
+    assert judge([{"metric": 1.79}, {"metric": 1.80}]).outcome == "inconclusive at this budget"
+    assert judge([{"metric": 1.90}, {"metric": 1.80}]).outcome == "not reproduced"
+
+
+def test_claim_job_waits_for_every_run_then_renders_its_verdict() -> None:
+    claim = next(c for c in CLAIMS if c.key == "layernorm-lstm-ptb")
+    job = ClaimJob(claim)
+    assert len(job.pending()) == 2 and job.verdict() is None
+    assert "pending" in claims_table([job])
+    first, second = job.pending()
+    job.feed(first, {"metric": 1.7})
+    assert job.pending() == [second] and job.verdict() is None
+    job.feed(second, {"metric": 1.9})
+    assert job.done
+    verdict = job.verdict()
+    assert verdict is not None and verdict.outcome == "reproduced"
+    table = claims_table([job])
+    assert "**reproduced**" in table and claim.source in table and "1.267 vs 1.312" in table
+
+
+def test_a_claim_without_source_or_runs_is_refused() -> None:
+    with pytest.raises(ConfigError, match="source"):
+        Claim("k", "s", "", "p", "v", "o", "b", (ADD,), solves(ADD, False))
+    with pytest.raises(ConfigError, match="runs"):
+        Claim("k", "s", "Li 2018, Fig. 2", "p", "v", "o", "b", (), solves(ADD, False))
