@@ -88,6 +88,8 @@ class GuardStats:
 class GradientGuard:
     """Wraps ``optimizer.step()`` with unscaling, a non-finite check, clipping and explosion counting.
 
+    Loops that update the weights by hand call :meth:`clip` instead of :meth:`step`.
+
     Args:
         mode: ``"none"`` (measure only), ``"norm"`` (clip the total norm at ``max_norm``, as
             ``torch.nn.utils.clip_grad_norm_``), ``"value"`` (clamp each element to
@@ -114,6 +116,7 @@ class GradientGuard:
     Example:
         >>> guard = GradientGuard(mode="norm", max_norm=1.0)
         >>> report = guard.step(optimizer, scaler=scaler, scheduler=scheduler)  # doctest: +SKIP
+        >>> report = guard.clip(model.parameters())  # no optimizer: check report.skipped  # doctest: +SKIP
     """
 
     def __init__(
@@ -180,20 +183,60 @@ class GradientGuard:
         scheduler: Any = None,
     ) -> GuardReport:
         """Unscale, measure, skip if non-finite, clip, step, update the scaler, advance the schedule."""
-        spe = self.steps_per_epoch
-        if spe is not None and self.stats.steps > 0 and self.stats.steps % spe == 0:
-            self.new_epoch()
         scaler_on = scaler is not None and scaler.is_enabled()
         scale_before = float(scaler.get_scale()) if scaler_on else None
         if scaler_on:
             # Clip thresholds refer to true gradients: unscale first (pytorch#40907).
             scaler.unscale_(optimizer)
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        report = self.clip(
+            [p for g in optimizer.param_groups for p in g["params"]], loss_scale=scale_before
+        )
+        if not report.skipped:
+            if scaler_on:
+                scaler.step(optimizer)  # gradients are already unscaled; scaler will not redo it
+            else:
+                optimizer.step()
+        if scaler_on:
+            # Always update, so that a non-finite step lowers the scale instead of repeating.
+            scaler.update()
+            report.loss_scale = float(scaler.get_scale())
+        if not report.skipped and scheduler is not None:
+            scheduler.step()
+        return report
+
+    def clip(
+        self,
+        parameters: torch.Tensor | Iterable[torch.Tensor] | torch.nn.Module,
+        *,
+        loss_scale: float | None = None,
+    ) -> GuardReport:
+        """Measure and clip the gradients of ``parameters`` in place, and count the step; no update.
+
+        For loops that update weights themselves (no optimizer object): apply the update only when
+        ``report.skipped`` is False, and advance any schedule only then. The gradients must be the
+        true ones: under a GradScaler, unscale them first and pass the scale they were unscaled
+        from as ``loss_scale`` (a non-finite gradient at a scale >= ``min_loss_scale`` is then an
+        fp16 overflow, not an explosion). :meth:`step` is this plus the optimizer's step.
+
+        Example (a hand-written SGD update):
+            >>> report = guard.clip(model.parameters())  # doctest: +SKIP
+            >>> if not report.skipped:  # doctest: +SKIP
+            ...     for p in model.parameters():
+            ...         p.data.add_(p.grad, alpha=-lr)
+        """
+        params = [p for p in _parameter_list(parameters) if p.grad is not None]
+        if loss_scale is not None and (
+            isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float))
+        ):
+            raise TypeError(f"loss_scale must be a number or None, got {type(loss_scale).__name__}")
+        spe = self.steps_per_epoch
+        if spe is not None and self.stats.steps > 0 and self.stats.steps % spe == 0:
+            self.new_epoch()
         grads = [p.grad for p in params]
         norm_before = self._total_norm(grads)  # type: ignore[arg-type]
         finite = math.isfinite(norm_before)
 
-        overflow = not finite and scale_before is not None and scale_before >= self.min_loss_scale
+        overflow = not finite and loss_scale is not None and loss_scale >= self.min_loss_scale
         report = GuardReport(
             norm_before=norm_before,
             norm_after=norm_before,
@@ -211,16 +254,6 @@ class GradientGuard:
                 report.clipped = report.norm_after < norm_before * (1 - 1e-6)
             self.history.append(norm_before)
             self.stats.max_norm_seen = max(self.stats.max_norm_seen, norm_before)
-            if scaler_on:
-                scaler.step(optimizer)  # gradients are already unscaled; scaler will not redo it
-            else:
-                optimizer.step()
-        if scaler_on:
-            # Always update, so that a non-finite step lowers the scale instead of repeating.
-            scaler.update()
-            report.loss_scale = float(scaler.get_scale())
-        if finite and scheduler is not None:
-            scheduler.step()
 
         s = self.stats
         s.steps += 1
@@ -314,3 +347,23 @@ class GradientGuard:
 
     def __repr__(self) -> str:
         return f"GradientGuard({self.extra_repr()})"
+
+
+def _parameter_list(parameters: Any) -> list[torch.Tensor]:
+    """The tensors of ``parameters``: a module, one tensor, or an iterable of tensors."""
+    if isinstance(parameters, torch.nn.Module):
+        return list(parameters.parameters())
+    if isinstance(parameters, torch.Tensor):
+        return [parameters]
+    if isinstance(parameters, (str, bytes)) or not isinstance(parameters, Iterable):
+        raise TypeError(
+            "parameters must be a tensor, an iterable of tensors or a torch.nn.Module, "
+            f"got {type(parameters).__name__}"
+        )
+    out = list(parameters)
+    for i, p in enumerate(out):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(
+                f"parameters must hold tensors; item {i} is a {type(p).__name__}"
+            )
+    return out
