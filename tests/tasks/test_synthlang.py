@@ -29,7 +29,7 @@ def test_formula_by_hand_for_a_tiny_grammar() -> None:
     assert lang.entropy_rate() == pytest.approx(1.0)
     assert lang.memoryless_rate() == pytest.approx(4 / 3)
     tokens, dist = lang.sample(9, seed=0)
-    assert lang.vocab[: 4] == ["A", "B", "a", "b"]
+    assert lang.vocab[:4] == ["A", "B", "a", "b"]
     keys, closes = tokens[0::3], tokens[2::3]
     assert torch.equal(closes, keys + 2)  # each close letter matches its key
     assert dist.tolist() == [0, 0, 1] * 3
@@ -57,33 +57,53 @@ def test_distances_and_keys_are_uniform() -> None:
 def test_task_reports_floor_excess_and_memory() -> None:
     task = create_task("synthlang", length=20, train_tokens=3_000, eval_tokens=2_000)
     assert isinstance(task, SynthLangTask)
+    keys, vocab = task.language.keys, len(task.vocab)
 
+    class Model(torch.nn.Module):
+        """Uniform over the vocabulary, or (``peek``) sure of each close letter's key."""
 
-    # A uniform predictor: BPC = log2 V, no memory at any distance.
-    class Uniform(torch.nn.Module):
+        def __init__(self, peek: bool) -> None:
+            super().__init__()
+            self.peek, self.pos = peek, 0
+
         def forward(self, x: torch.Tensor, state: object = None) -> tuple[torch.Tensor, None]:
-            return torch.zeros(*x.shape, len(task.vocab)), None
+            logits = torch.zeros(*x.shape, vocab)
+            if self.peek:  # cheat: read the next target of stream 0's split layout
+                targets = task.data["valid"][1:]
+                per = -(-targets.numel() // x.shape[0])
+                for b in range(x.shape[0]):
+                    for t in range(x.shape[1]):
+                        j = b * per + self.pos + t
+                        if j < targets.numel() and keys <= int(targets[j]) < 2 * keys:
+                            logits[b, t, int(targets[j])] = 50.0
+            self.pos += x.shape[1]
+            return logits, None
 
-    result = task.evaluate(Uniform())
-    assert result["bpc"] == pytest.approx(math.log2(len(task.vocab)), abs=1e-6)
+    result = task.evaluate(Model(peek=False), splits=("valid",))
+    assert result["bpc"] == pytest.approx(math.log2(vocab), abs=1e-6)
     assert result["floor_bpc"] == pytest.approx(task.language.entropy_rate())
     assert result["excess_bpc"] == pytest.approx(result["bpc"] - result["floor_bpc"])
+    for d in task.language.distances:  # uniform over the close letters: no memory
+        assert result[f"memory_d{d}"] == pytest.approx(0.0, abs=1e-6)
+    result = task.evaluate(Model(peek=True), splits=("valid",))
     for d in task.language.distances:
-        # uniform over V at a close costs log2 V; the floor there is -log2 hazard(d)
-        expected = 1 - (math.log2(len(task.vocab)) + math.log2(task.language.close_hazard(d))) / 3
-        assert result[f"memory_d{d}"] == pytest.approx(expected, abs=1e-6)
+        assert result[f"memory_d{d}"] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_memory_score_is_one_for_the_true_predictor_and_zero_without_the_key() -> None:
-    lang = SynthLanguage(keys=8, distances=(4, 9))
+def test_memory_score_rewards_the_right_letter_only() -> None:
+    lang = SynthLanguage(keys=4, distances=(4, 9))
     task = SynthLangTask(lang, length=10, train_tokens=2_000, eval_tokens=3_000)
-    tokens = task.data["valid"]
-    ideal = lang.ideal_bits(tokens)
-    assert task.memory_scores(ideal, "valid") == pytest.approx({"memory_d4": 1.0, "memory_d9": 1.0})
-    forgetful = ideal + (task.close_distance["valid"][1:] > 0).double() * 3.0  # log2 8 bits lost
-    assert task.memory_scores(forgetful, "valid") == pytest.approx(
-        {"memory_d4": 0.0, "memory_d9": 0.0}
-    )
+    targets = task.data["valid"][1:]
+    n = targets.numel()
+    right = torch.full((n, 4), -20.0)
+    wrong = torch.full((n, 4), -20.0)
+    is_close = (targets >= 4) & (targets < 8)
+    right[is_close, targets[is_close] - 4] = 0.0
+    wrong[is_close, (targets[is_close] - 4 + 1) % 4] = 0.0
+    assert task.memory_scores(right, "valid") == pytest.approx({"memory_d4": 1.0, "memory_d9": 1.0})
+    half = task.memory_scores(torch.zeros(n, 4), "valid")  # uniform among the 4 closes
+    assert half == pytest.approx({"memory_d4": 0.0, "memory_d9": 0.0})
+    assert all(v < -1 for v in task.memory_scores(wrong, "valid").values())
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ Segment boundaries can be read off the symbols, so by the renewal-reward theorem
 (bits per character) is exactly ``H(segment) / E[segment length]`` with
 ``H(segment) = log2 keys + log2 |distances| + log2 fillers + (E[d] - 1) log2 branching``.
 That is the floor no model can beat; BPC minus the floor is what a model failed to capture. A model
-that forgets the key pays ``log2 keys`` extra bits on each close letter, and :meth:`SynthLanguage
-.memory_bits` measures exactly that per distance, so a language-model result also says *how far
-back* a model remembers.
+that forgets the key pays up to ``log2 keys`` extra bits on each close letter;
+:meth:`SynthLangTask.memory_scores` measures per distance how much of the key a model still holds,
+so a language-model result also says *how far back* a model remembers.
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ _SPLIT_OFFSETS = {"train": 0, "valid": 1, "test": 2}
 
 
 def _int_in(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (
-        low <= int(value) <= high
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not (low <= int(value) <= high)
     ):
         raise ConfigError(f"{name} must be an int in [{low}, {high}], got {value!r}")
     return int(value)
@@ -195,9 +197,7 @@ class SynthLangTask(CharLMTask):
     """:class:`CharLMTask` on text generated from a :class:`SynthLanguage` (no download).
 
     ``evaluate`` adds the floor (``floor_bpc``), the excess over it (``excess_bpc``) and, per key
-    distance ``d``, ``memory_d{d}``: the share of the key's ``log2 keys`` bits the model recovered
-    at the close letter (1 = remembers perfectly, 0 = no better than forgetting the key, below 0
-    = worse than a forgetful predictor that knows the timing).
+    distance ``d``, ``memory_d{d}`` (see :meth:`memory_scores`).
     Evaluation splits each split into parallel streams, so a stream's first (partial) segment
     cannot be predicted from context; with the default sizes that costs well under 0.01 BPC.
     """
@@ -224,17 +224,26 @@ class SynthLangTask(CharLMTask):
         super().__init__(splits, vocab, length, name="synthlang", **kwargs)
         self.floor = language.entropy_rate()
 
-    def memory_scores(self, losses_bits: torch.Tensor, split: str) -> dict[str, float]:
-        """Per distance, the share of the key's bits recovered at the close letters."""
-        lang, dist = self.language, self.close_distance[split][1:]  # aligned with the targets
+    def memory_scores(self, close_logp: torch.Tensor, split: str) -> dict[str, float]:
+        """Per distance ``d``, the share of the key's bits the model holds at the close letters.
+
+        ``close_logp`` (n_targets, keys) are the model's log-probabilities of the close letters at
+        every position. Restricted to the close letters, so that *when* the segment closes does
+        not count, the correct letter's probability ``q`` gives ``1 - log2(1/q) / log2 keys``:
+        1 = remembers the key, 0 = no better than guessing, below 0 = confidently wrong.
+        """
+        lang = self.language
+        targets = self.data[split][1:]
+        dist = self.close_distance[split][1:]
+        q = close_logp.log_softmax(-1)
         scores: dict[str, float] = {}
         for d in lang.distances:
-            where = dist[: losses_bits.numel()] == d
-            if not bool(where.any()):
+            where = (dist == d).nonzero().flatten()
+            if where.numel() == 0:
                 continue
-            floor = -math.log2(lang.close_hazard(d))
-            excess = float(losses_bits[where].mean()) - floor
-            scores[f"memory_d{d}"] = 1.0 - excess / math.log2(lang.keys)
+            correct = targets[where] - lang.keys  # index of the close letter among the closes
+            bits = -q[where, correct] / math.log(2)
+            scores[f"memory_d{d}"] = 1.0 - float(bits.mean()) / math.log2(lang.keys)
         return scores
 
     def evaluate(
@@ -242,19 +251,22 @@ class SynthLangTask(CharLMTask):
     ) -> dict[str, float]:
         """BPC per split (as :class:`CharLMTask`), the floor, the excess and memory by distance."""
         names = tuple(splits) if splits is not None else self.eval_splits
+        closes = range(self.language.keys, 2 * self.language.keys)
         was_training = getattr(model, "training", False)
         if hasattr(model, "eval"):
             model.eval()
         try:
-            losses = {s: self.split_token_bits(model, s, device) for s in names}
+            bits, logp = self.split_token_bits(model, names[0], device, columns=closes)
+            result = {f"{names[0]}_bpc": float(bits.mean())}
+            for split in names[1:]:
+                result[f"{split}_bpc"] = self.split_bpc(model, split, device)
         finally:
             if was_training:
                 model.train()
-        result = {f"{s}_bpc": float(v.mean()) for s, v in losses.items()}
         first = result[f"{names[0]}_bpc"]
         result.update(bpc=first, loss=first * math.log(2), floor_bpc=self.floor)
         result["excess_bpc"] = first - self.floor
-        result.update(self.memory_scores(losses[names[0]], names[0]))
+        result.update(self.memory_scores(logp, names[0]))
         return result
 
 

@@ -256,9 +256,17 @@ class CharLMTask(BaseTask):
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def split_token_bits(
-        self, model: Any, split: str, device: torch.device | str = "cpu"
-    ) -> torch.Tensor:
-        """Bits ``model`` spends on each token of a split after the first (state carried along)."""
+        self,
+        model: Any,
+        split: str,
+        device: torch.device | str = "cpu",
+        columns: Sequence[int] | None = None,
+    ) -> Any:
+        """Bits ``model`` spends on each token of a split after the first (state carried along).
+
+        With ``columns``, returns ``(bits, logp)``: also the model's log-probabilities (nats) of
+        those vocabulary entries at every position, shape ``(n_targets, len(columns))``.
+        """
         if split not in self.data:
             raise ConfigError(f"split must be one of {sorted(self.data)}, got {split!r}")
         data = self.data[split]
@@ -274,6 +282,7 @@ class CharLMTask(BaseTask):
         y[:n_targets] = data[1:]
         x, y = x.view(streams, per), y.view(streams, per)
         bits = torch.zeros(streams, per, dtype=torch.float64)
+        logp = torch.zeros(streams, per, 0 if columns is None else len(columns))
         state = None
         for i in range(0, per, self.length):
             xb = x[:, i : i + self.length].to(device)
@@ -283,7 +292,11 @@ class CharLMTask(BaseTask):
                 out.float().flatten(0, 1), yb.flatten(), ignore_index=-100, reduction="none"
             )
             bits[:, i : i + self.length] = nats.view(yb.shape).double().cpu() / math.log(2)
-        return bits.flatten()[:n_targets]
+            if columns is not None:
+                logp[:, i : i + self.length] = out.float().log_softmax(-1)[..., list(columns)].cpu()
+        if columns is None:
+            return bits.flatten()[:n_targets]
+        return bits.flatten()[:n_targets], logp.flatten(0, 1)[:n_targets]
 
     def split_bpc(self, model: Any, split: str, device: torch.device | str = "cpu") -> float:
         """BPC of ``model`` on a whole split: every token after the first is predicted once."""
