@@ -2,7 +2,7 @@
 
 import sys
 
-from rnnguard.bench.speed import main
+from rnnguard.cli.speed import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

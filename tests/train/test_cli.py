@@ -208,7 +208,7 @@ def test_monitor_horizon_logs_the_horizon_to_metrics(tmp_path: Path) -> None:
 
 def test_monitor_horizon_is_imported_only_when_asked() -> None:
     code = (
-        "import sys, rnnguard.train.commands as c, rnnguard.train.trainer;"
+        "import sys, rnnguard.cli.train as c, rnnguard.train.trainer;"
         "print('rnnguard.diagnose' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from rnnguard.cli.args import add_task_arg, task_args
 from rnnguard.errors import ConfigError
-from rnnguard.utils.args import add_task_arg, task_args
 
 
 def register(subparsers: Any) -> None:

@@ -1,4 +1,4 @@
-"""Command-line argument helpers shared by the areas' ``commands`` modules."""
+"""Command-line argument helpers shared by the command modules."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rnnguard.cli.args import add_task_arg, parse_pairs, task_args
 from rnnguard.errors import ConfigError
-from rnnguard.utils.args import add_task_arg, parse_pairs, task_args
 
 
 def register(subparsers: Any) -> None:

@@ -1,8 +1,9 @@
-"""The ``rnnguard`` command line: thin parsing on top of library functions.
+"""The ``rnnguard`` command line: argument parsing and command functions, thin on top of the library.
 
-Each area of the library contributes its sub-commands through a ``commands`` module exposing
-``register(subparsers)``; every sub-command sets ``func(args) -> int``. Command modules keep heavy
-imports inside their handlers so ``rnnguard --help`` stays fast.
+All command-line code lives in this package and nothing in the library imports it. Each module
+here exposes ``register(subparsers)`` for one area (train, diagnose, bench, tune, speed); every
+sub-command sets ``func(args) -> int``. Command modules keep heavy imports inside their handlers
+so ``rnnguard --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from rnnguard import __version__
 from rnnguard.errors import RnnguardError
 
 COMMAND_MODULES = (
-    "rnnguard.train.commands",
-    "rnnguard.diagnose.commands",
-    "rnnguard.bench.commands",
-    "rnnguard.tune.commands",
-    "rnnguard.bench.speed",
+    "rnnguard.cli.train",
+    "rnnguard.cli.diagnose",
+    "rnnguard.cli.bench",
+    "rnnguard.cli.tune",
+    "rnnguard.cli.speed",
 )
 
 

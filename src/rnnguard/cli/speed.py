@@ -1,0 +1,82 @@
+"""``rnnguard speed``: the command line of :mod:`rnnguard.bench.speed`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+from rnnguard.bench.speed import format_report, run_speed
+
+__all__ = ["main", "register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``speed`` sub-command to the ``rnnguard`` parser."""
+    p = subparsers.add_parser(
+        "speed",
+        help="speed and memory of the rnnguard layers against torch.nn",
+        description=(
+            "Time forward and forward+backward of the rnnguard layers (fused fast paths and the "
+            "reference loop) against torch.nn.LSTM/GRU in the same run, with GFLOP/s, peak memory "
+            "of a training step, T=100/1000 scaling and the speed targets."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test")
+    p.add_argument(
+        "--sizes", nargs="+", default=None, help="small | large | tiny (default: small large)"
+    )
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per row (default 5)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--no-scaling", action="store_true", help="skip the T=100/1000 scaling rows")
+    p.add_argument("--no-reference", action="store_true", help="skip the slow reference-loop rows")
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave malloc as it is (default: keep freed memory for reuse, so that page "
+        "faults, which hit rows unevenly, do not decide the ratios)",
+    )
+    p.set_defaults(func=_cmd_speed)
+
+
+def _cmd_speed(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    from rnnguard.errors import ConfigError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    sizes = tuple(args.sizes or (("tiny",) if args.quick else ("small", "large")))
+    repeats = args.repeats or (2 if args.quick else 5)
+    scaling = None if args.no_scaling else ((10, 100) if args.quick else (100, 1000))
+    report = run_speed(
+        sizes,
+        repeats,
+        args.device,
+        memory=not args.no_memory,
+        scaling=scaling,
+        reference=not args.no_reference,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+        keep_freed_memory=not args.default_allocator,
+    )
+    print(format_report(report))
+    if args.json:
+        from rnnguard.utils.io import atomic_write_json
+
+        atomic_write_json(args.json, asdict(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``rnnguard speed`` with ``argv`` (for ``benchmarks/speed.py``)."""
+    parser = argparse.ArgumentParser(prog="speed")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["speed", *(argv if argv is not None else [])])
+    return int(args.func(args))
