@@ -33,7 +33,8 @@ from rnnguard.tasks.registry import create_task, list_tasks, register_task
 from rnnguard.train.config import GuardConfig, OptimConfig, ScheduleConfig, TrainConfig
 from rnnguard.train.guard import GradientGuard
 from rnnguard.train.recipes import Recipe, get_recipe, list_recipes, register_recipe
-from rnnguard.train.trainer import FitResult, fit
+from rnnguard.train.state import FitResult
+from rnnguard.train.trainer import fit
 
 __all__ = [
     "GRU",

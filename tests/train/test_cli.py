@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rnnguard.cli import main
-from rnnguard.train.trainer import checkpoint_paths
+from rnnguard.train.checkpoint import checkpoint_paths
 from rnnguard.utils.io import read_jsonl
 
 TINY = [

@@ -11,8 +11,10 @@ from torch import nn
 
 from rnnguard.tasks import AddingTask
 from rnnguard.train.config import OptimConfig, TrainConfig
+from rnnguard.train.evaluation import evaluate
+from rnnguard.train.model_call import split_output
 from rnnguard.train.recipes import Recipe
-from rnnguard.train.trainer import evaluate, fit, split_output
+from rnnguard.train.trainer import fit
 
 CFG = TrainConfig(steps=3, batch_size=4, eval_every=0, eval_batches=1, progress=False)
 

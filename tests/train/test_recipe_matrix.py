@@ -11,9 +11,10 @@ import torch
 
 from rnnguard.nn.registry import list_layers
 from rnnguard.tasks import create_task
+from rnnguard.train.checkpoint import checkpoint_paths
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.recipes import Recipe, get_recipe, list_recipes
-from rnnguard.train.trainer import checkpoint_paths, fit
+from rnnguard.train.trainer import fit
 
 from .helpers import Crash
 

@@ -11,9 +11,10 @@ import torch
 from rnnguard.errors import ConfigError
 from rnnguard.tasks import AddingTask
 from rnnguard.train.callbacks import Callback
+from rnnguard.train.checkpoint import checkpoint_paths, load_checkpoint
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.recipes import Recipe, get_recipe
-from rnnguard.train.trainer import checkpoint_paths, fit, load_checkpoint
+from rnnguard.train.trainer import fit
 from rnnguard.utils.io import read_jsonl
 
 from .helpers import Crash, PoisonStream

@@ -14,9 +14,10 @@ from rnnguard.errors import ConfigError
 from rnnguard.models import SequenceModel
 from rnnguard.tasks import AddingTask, create_task
 from rnnguard.train.callbacks import Callback
+from rnnguard.train.checkpoint import checkpoint_paths
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.recipes import Recipe, get_recipe
-from rnnguard.train.trainer import checkpoint_paths, fit
+from rnnguard.train.trainer import fit
 from rnnguard.utils.io import read_jsonl
 
 from .helpers import Crash, PoisonStream, PoisonTask
@@ -247,7 +248,7 @@ def test_task_state_is_checkpointed(tmp_path: Path) -> None:
 
 
 def test_evaluation_is_fixed_held_out_batches() -> None:
-    from rnnguard.train.trainer import evaluate
+    from rnnguard.train.evaluation import evaluate
 
     task = AddingTask(7)
     model = SequenceModel(task.spec, "gru", hidden_size=4)
@@ -257,7 +258,7 @@ def test_evaluation_is_fixed_held_out_batches() -> None:
     assert a == b and a != c and model.training  # train mode restored
     # The held-out stream differs from the training stream of the same seed.
     train_x, _ = task.batch(5, torch.Generator().manual_seed(1 * 1_000_033 + 1))
-    from rnnguard.train.trainer import EVAL_SEED_OFFSET
+    from rnnguard.train.evaluation import EVAL_SEED_OFFSET
 
     eval_x, _ = task.batch(5, torch.Generator().manual_seed(1 + EVAL_SEED_OFFSET))
     assert not torch.equal(train_x, eval_x)

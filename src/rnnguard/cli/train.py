@@ -103,9 +103,10 @@ def register(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``rnnguard train``."""
     from rnnguard.tasks import create_task
+    from rnnguard.train.checkpoint import checkpoint_paths, latest_checkpoint
     from rnnguard.train.config import TrainConfig
     from rnnguard.train.recipes import Recipe, get_recipe
-    from rnnguard.train.trainer import checkpoint_paths, fit, latest_checkpoint
+    from rnnguard.train.trainer import fit
 
     # Numeric flags are validated by TrainConfig and the task, which name the offending value.
     monitor_every = args.monitor_horizon

@@ -1,4 +1,4 @@
-"""Helpers shared by the diagnostics: argument checks, eval-mode context, calling user models."""
+"""Helpers shared by the diagnostics: argument checks, eval-mode context, device of a model."""
 
 from __future__ import annotations
 
@@ -69,40 +69,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags.items():
             m.training = flag
-
-
-def first_tensor(out: Any) -> Tensor:
-    """The prediction in a model's return value: the tensor itself or the first item of a tuple."""
-    while isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    if not isinstance(out, Tensor):
-        raise ConfigError(
-            f"model must return a tensor (or a tuple whose first item is one), got {type(out).__name__}"
-        )
-    return out
-
-
-def call_model(model: nn.Module, x: Tensor) -> Tensor:
-    """Call ``model(x)`` and return its prediction, turning a rejection of ``x`` into ConfigError."""
-    try:
-        out = model(x)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"model must accept a (batch, time, features) input; with shape {tuple(x.shape)} "
-            f"it raised {type(exc).__name__}: {msg}"
-        ) from exc
-    y = first_tensor(out)
-    if y.dim() not in (2, 3) or y.shape[0] != x.shape[0]:
-        raise ConfigError(
-            "model output must have shape (batch, time, outputs) or (batch, outputs) with "
-            f"batch {x.shape[0]}, got {tuple(y.shape)}"
-        )
-    if y.dim() == 3 and y.shape[1] != x.shape[1]:
-        raise ConfigError(
-            f"model output must keep the {x.shape[1]} time steps of its input, got shape {tuple(y.shape)}"
-        )
-    return y
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

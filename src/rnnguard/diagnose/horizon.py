@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from rnnguard.diagnose._common import (
-    call_model,
     check_module,
     check_positive_int,
     check_probability,
@@ -31,6 +30,7 @@ from rnnguard.diagnose._common import (
     eval_mode,
 )
 from rnnguard.errors import ConfigError
+from rnnguard.train.model_call import call_model
 
 __all__ = [
     "Horizon",

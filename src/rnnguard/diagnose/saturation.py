@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnguard.diagnose._common import call_model, check_module, check_sequence_batch, eval_mode
+from rnnguard.diagnose._common import check_module, check_sequence_batch, eval_mode
 from rnnguard.diagnose.trajectory import DirectionTrace, trace_recurrent
 from rnnguard.errors import ConfigError
 from rnnguard.nn.functional import LN_EPS, project_input
+from rnnguard.train.model_call import call_model
 
 __all__ = [
     "LayerSaturation",

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnguard.diagnose._common import check_positive_int, first_tensor
+from rnnguard.diagnose._common import check_positive_int
 from rnnguard.diagnose.horizon import input_horizon
 from rnnguard.errors import ConfigError
+from rnnguard.train.model_call import ModelCall
 
 __all__ = ["ArmResult", "VerifyReport", "plain_training_recipe", "verify"]
 
@@ -84,17 +85,6 @@ class VerifyReport:
             "prescribed": self.prescribed.to_dict(),
             "settings": self.settings,
         }
-
-
-class _PairOutput(nn.Module):
-    """Adapts a model returning only predictions to the trainer's ``(outputs, state)`` contract."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, None]:
-        return first_tensor(self.model(x)), None
 
 
 def plain_training_recipe() -> Any:
@@ -220,7 +210,8 @@ def verify(
                 )
             torch.manual_seed(seed)
             original = _call_factory(original)
-        orig_model = original if _returns_pair(original, task) else _PairOutput(original)
+        # Any model that maps a batch to predictions: the first tensor it returns is taken.
+        orig_model = ModelCall(original, per_step=False, nested=True)
         orig_recipe = original_recipe if original_recipe is not None else plain_training_recipe()
     config = TrainConfig(
         steps=steps,
@@ -261,12 +252,3 @@ def _call_factory(factory: Callable[..., Any]) -> nn.Module:
             f"the model factory must return a torch.nn.Module, got {type(model).__name__}"
         )
     return model
-
-
-def _returns_pair(model: nn.Module, task: Any) -> bool:
-    """Whether ``model(x)`` already returns ``(outputs, state)`` as the trainer expects."""
-    x, _ = task.batch(2, torch.Generator().manual_seed(0))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with torch.no_grad():
-        out = model(x.to(device))
-    return isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], Tensor)

@@ -27,9 +27,9 @@ _EXPORTS = {
     "list_recipes": "recipes",
     "register_recipe": "recipes",
     "Callback": "callbacks",
-    "FitResult": "trainer",
-    "TrainContext": "trainer",
-    "evaluate": "trainer",
+    "FitResult": "state",
+    "TrainContext": "state",
+    "evaluate": "evaluation",
     "fit": "trainer",
 }
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rnnguard.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
 if TYPE_CHECKING:
-    from rnnguard.train.trainer import FitResult, TrainContext
+    from rnnguard.train.state import FitResult, TrainContext
 
 CSV_COLUMNS = (
     "kind",
