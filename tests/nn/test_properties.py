@@ -301,7 +301,7 @@ def test_total_forget_bias(value):
 
 
 def test_chrono_init():
-    m = rn.LSTM(F_IN, 100, init=rinit.recipe("chrono", t_max=50))
+    m = rn.LSTM(F_IN, 100, init=rinit.scheme("chrono", t_max=50))
     bf = (m.bias_ih_l0 + m.bias_hh_l0)[100:200]
     bi = (m.bias_ih_l0 + m.bias_hh_l0)[:100]
     assert bf.min() >= 0 and bf.max() <= torch.log(torch.tensor(49.0)) + 1e-6
@@ -313,7 +313,7 @@ def test_init_callable_and_recipes_listed():
     seen = []
     m = rn.GRU(F_IN, H, init=lambda mod: seen.append(mod))
     assert seen == [m]
-    assert {"torch", "safe", "chrono", "irnn"} <= set(rinit.list_init_recipes())
+    assert {"torch", "safe", "chrono", "irnn"} <= set(rinit.list_init_schemes())
     r = rn.RNN(F_IN, H, nonlinearity="relu", init="irnn")
     torch.testing.assert_close(r.weight_hh_l0.detach(), torch.eye(H))
 
@@ -442,7 +442,7 @@ def test_weight_normed_layer_loads_a_torch_state_dict():
 
 
 @pytest.mark.parametrize("init", ["torch", "safe", "irnn", None])
-def test_every_init_recipe_respects_the_indrnn_bound(init):
+def test_every_init_scheme_respects_the_indrnn_bound(init):
     for m in (rn.IndRNN(F_IN, 64, 2, recurrent_max=0.1, init=init), rn.IndRNNCell(F_IN, 64, recurrent_max=0.1, init=init)):  # fmt: skip
         for name, p in m.named_parameters():
             if name.startswith("weight_hh"):

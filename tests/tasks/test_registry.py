@@ -32,4 +32,4 @@ def test_register_custom_task() -> None:
     finally:
         from rnnguard.tasks import registry
 
-        registry._TASKS.pop("_test_dummy")
+        registry.TASKS.unregister("_test_dummy")

@@ -130,7 +130,7 @@ def test_register_recipe_decorator() -> None:
     finally:
         from rnnguard.train import recipes
 
-        recipes._RECIPES.pop("_test_tiny")
+        recipes.RECIPES.unregister("_test_tiny")
 
 
 def test_sequence_model_token_input_and_state() -> None:

@@ -233,5 +233,5 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (_QUICK, _STANDARD, _PAPER)}
 def get_preset(name: str) -> Preset:
     """The preset called ``name`` (``quick``, ``standard`` or ``paper``)."""
     if name not in PRESETS:
-        raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        raise ConfigError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -93,7 +93,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run_train)
 
-    lp = subparsers.add_parser("list", help="list recipes, tasks, layers and init recipes")
+    lp = subparsers.add_parser("list", help="list recipes, tasks, layers and init schemes")
     lp.add_argument(
         "what", nargs="?", default="all", choices=("all", "recipes", "tasks", "layers", "inits")
     )
@@ -238,9 +238,9 @@ def run_list(args: argparse.Namespace) -> int:
     if what in ("all", "layers"):
         _print_described("layers", layers)
     if what in ("all", "inits"):
-        from rnnguard.nn.init import list_init_recipes
+        from rnnguard.nn.init import list_init_schemes
 
-        _print_described("init recipes", list_init_recipes())
+        _print_described("init schemes", list_init_schemes())
     return 0
 
 

@@ -13,7 +13,6 @@ from rnnguard.diagnose.doctor import (
     Evidence,
     Finding,
     Prescription,
-    diagnose,
     doctor,
     prescribe,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "SaturationThresholds",
     "Spectrum",
     "VerifyReport",
-    "diagnose",
     "doctor",
     "gradient_horizons",
     "input_horizon",

@@ -40,7 +40,6 @@ __all__ = [
     "Evidence",
     "Finding",
     "Prescription",
-    "diagnose",
     "doctor",
     "prescribe",
 ]
@@ -648,9 +647,6 @@ def doctor(
         recipe=recipe,
         task_length=getattr(data, "length", None) if task_name is not None else None,
     )
-
-
-diagnose = doctor
 
 
 def _model_from_recipe(

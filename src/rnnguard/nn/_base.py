@@ -82,12 +82,9 @@ class RecurrentBase(nn.Module):
         if init is not None and not callable(init):
             if not isinstance(init, str):
                 raise TypeError(
-                    f"init must be a recipe name, a callable or None, got {type(init).__name__}"
+                    f"init must be a scheme name, a callable or None, got {type(init).__name__}"
                 )
-            if init not in rinit.list_init_recipes():
-                raise ConfigError(
-                    f"init must be one of {sorted(rinit.list_init_recipes())} or a callable, got {init!r}"
-                )
+            rinit.INIT_SCHEMES.entry(init)  # unknown names fail here, listing the known ones
         self.init = init
         self.weight_norm = _checks.boolean("weight_norm", weight_norm)
         self.residual = _checks.boolean("residual", residual)

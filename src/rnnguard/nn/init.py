@@ -1,16 +1,16 @@
-"""Initialisers for recurrent weights and named recipes that apply them to a whole model.
+"""Initialisers for recurrent weights and named schemes that apply them to a whole model.
 
 Tensor-level (in place, like ``torch.nn.init``): :func:`orthogonal_gates_`, :func:`xavier_input_`,
 :func:`kaiming_input_`. Module-level (every recurrent layer/cell inside ``module``, torch.nn or
-rnnguard): :func:`forget_bias_`, :func:`chrono_`, :func:`indrnn_`. Recipes:
-``apply(model, "safe")``, :func:`list_init_recipes`, :func:`recipe` (a bound recipe for ``init=``).
+rnnguard): :func:`forget_bias_`, :func:`chrono_`, :func:`indrnn_`. Schemes:
+``apply(model, "safe")``, :func:`list_init_schemes`, :func:`scheme` (a bound scheme for ``init=``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,20 +20,22 @@ from torch.nn.utils import parametrize
 from rnnguard.errors import ConfigError
 from rnnguard.nn._checks import positive_float
 from rnnguard.nn.functional import GATES, TORCH_MODES, torch_cell_kind, torch_suffix
+from rnnguard.utils.registry import Entry, Registry
 
 __all__ = [
-    "InitRecipe",
+    "INIT_SCHEMES",
+    "InitScheme",
     "RecurrentUnit",
     "apply",
     "chrono_",
     "forget_bias_",
     "indrnn_",
     "kaiming_input_",
-    "list_init_recipes",
+    "list_init_schemes",
     "orthogonal_gates_",
-    "recipe",
     "recurrent_units",
-    "register_init_recipe",
+    "register_init_scheme",
+    "scheme",
     "torch_default_",
     "xavier_input_",
 ]
@@ -228,62 +230,45 @@ def _zero_biases(u: RecurrentUnit) -> None:
             _set(u.module, name, torch.zeros_like(getattr(u.module, name)))
 
 
-# --------------------------------------------------------------------------- recipes
+# --------------------------------------------------------------------------- schemes
+
+#: A registered init scheme: ``name``, ``obj`` (``fn(model, **kwargs)``), ``description``, ``metadata``.
+InitScheme = Entry[Callable[..., None]]
+
+INIT_SCHEMES: Registry[Callable[..., None]] = Registry("init scheme")
 
 
-@dataclass(frozen=True)
-class InitRecipe:
-    """A named initialisation applied to every recurrent unit of a model."""
-
-    name: str
-    fn: Callable[..., None] = field(repr=False)
-    description: str = ""
-
-
-_RECIPES: dict[str, InitRecipe] = {}
-
-
-def register_init_recipe(
-    name: str, description: str = ""
+def register_init_scheme(
+    name: str, description: str = "", **metadata: Any
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Decorator registering ``fn(model, **kwargs)`` as the init recipe ``name``."""
-
-    def deco(fn: Callable[..., None]) -> Callable[..., None]:
-        if name in _RECIPES:
-            raise ConfigError(f"init recipe name must be new, got {name!r} (already registered)")
-        _RECIPES[name] = InitRecipe(name, fn, description or (fn.__doc__ or "").strip())
-        return fn
-
-    return deco
+    """Decorator registering ``fn(model, **kwargs)`` as the init scheme ``name``."""
+    return INIT_SCHEMES.decorator(name, description, **metadata)
 
 
-def list_init_recipes() -> dict[str, InitRecipe]:
-    """All registered init recipes by name."""
-    return dict(_RECIPES)
+def list_init_schemes() -> dict[str, InitScheme]:
+    """All registered init schemes by name."""
+    return INIT_SCHEMES.entries()
 
 
 def apply(model: nn.Module, init: str | Callable[..., Any], **kwargs: Any) -> nn.Module:
-    """Initialise every recurrent layer/cell of ``model`` with a recipe name or a callable ``fn(model)``."""
+    """Initialise every recurrent layer/cell of ``model`` with a scheme name or a callable ``fn(model)``."""
     if callable(init):
         init(model, **kwargs)
         return model
     if not isinstance(init, str):
-        raise TypeError(f"init must be a recipe name or a callable, got {type(init).__name__}")
-    if init not in _RECIPES:
-        raise ConfigError(f"init must be one of {sorted(_RECIPES)} or a callable, got {init!r}")
-    _RECIPES[init].fn(model, **kwargs)
+        raise TypeError(f"init must be a scheme name or a callable, got {type(init).__name__}")
+    INIT_SCHEMES.get(init)(model, **kwargs)
     return model
 
 
-def recipe(name: str, **kwargs: Any) -> Callable[[nn.Module], nn.Module]:
-    """A recipe with its arguments bound, for ``init=``: ``LSTM(..., init=recipe("chrono", t_max=784))``."""
-    if name not in _RECIPES:
-        raise ConfigError(f"init must be one of {sorted(_RECIPES)} or a callable, got {name!r}")
+def scheme(name: str, **kwargs: Any) -> Callable[[nn.Module], nn.Module]:
+    """A scheme with its arguments bound, for ``init=``: ``LSTM(..., init=scheme("chrono", t_max=784))``."""
+    INIT_SCHEMES.entry(name)  # fail now, not at the first build
 
     def bound(model: nn.Module) -> nn.Module:
         return apply(model, name, **kwargs)
 
-    bound.__name__ = f"recipe_{name}"
+    bound.__name__ = f"scheme_{name}"
     return bound
 
 
@@ -308,42 +293,42 @@ def _indrnn_unit(u: RecurrentUnit, low: float = 0.0, high: float = 1.0) -> None:
     _set(u.module, u.weight_hh, rec)
 
 
-@register_init_recipe(
+@register_init_scheme(
     "torch", "torch.nn's default: all weights and biases ~ U(-1/sqrt(H), 1/sqrt(H))"
 )
-def _recipe_torch(model: nn.Module) -> None:
+def _scheme_torch(model: nn.Module) -> None:
     torch_default_(model)
 
 
-@register_init_recipe(
+@register_init_scheme(
     "safe",
     "Glorot (tanh/gates) or He (ReLU) input weights, per-gate orthogonal recurrent weights, zero "
     "biases, total LSTM forget bias 1; IndRNN: u ~ U(0, 1) within its bound",
 )
-def _recipe_safe(model: nn.Module, forget_bias: float = 1.0) -> None:
+def _scheme_safe(model: nn.Module, forget_bias: float = 1.0) -> None:
     for u in recurrent_units(model):
         _safe_unit(u)
         if u.kind == "lstm" and u.bias_ih is not None:
             _set_gate_bias(u, 1, float(forget_bias))
 
 
-@register_init_recipe(
+@register_init_scheme(
     "chrono", "'safe' plus chrono gate biases (Tallec & Ollivier 2018); needs t_max (longest lag)"
 )
-def _recipe_chrono(model: nn.Module, t_max: float | None = None) -> None:
+def _scheme_chrono(model: nn.Module, t_max: float | None = None) -> None:
     if t_max is None:
         raise ConfigError(
-            "init recipe 'chrono' needs t_max (the longest dependency in steps), got None"
+            "init scheme 'chrono' needs t_max (the longest dependency in steps), got None"
         )
-    _recipe_safe(model)
+    _scheme_safe(model)
     if any(u.kind in ("lstm", "gru") for u in recurrent_units(model)):
         chrono_(model, t_max)
 
 
-@register_init_recipe(
+@register_init_scheme(
     "irnn", "'safe' with identity recurrent weights for plain RNNs (Le et al. 2015, for ReLU RNNs)"
 )
-def _recipe_irnn(model: nn.Module) -> None:
+def _scheme_irnn(model: nn.Module) -> None:
     for u in recurrent_units(model):
         _safe_unit(u, irnn=True)
         if u.kind == "lstm" and u.bias_ih is not None:

@@ -7,54 +7,32 @@ A registered class called with ``batch_first=True`` maps ``(B, T, input_size)`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
 
-from rnnguard.errors import ConfigError
+from rnnguard.utils.registry import Entry, Registry
 
-__all__ = ["LayerInfo", "create_layer", "list_layers", "register_layer"]
+__all__ = ["LAYERS", "LayerInfo", "create_layer", "list_layers", "register_layer"]
 
-T = TypeVar("T", bound=type[nn.Module])
+C = TypeVar("C", bound=type[nn.Module])
 
+#: A registered layer: ``name``, ``obj`` (the class), ``description``, ``metadata``.
+LayerInfo = Entry[type[nn.Module]]
 
-@dataclass(frozen=True)
-class LayerInfo:
-    """A registered layer: its name, class and one-line description."""
-
-    name: str
-    cls: type[nn.Module]
-    description: str = ""
+LAYERS: Registry[type[nn.Module]] = Registry("layer")
 
 
-_LAYERS: dict[str, LayerInfo] = {}
-
-
-def register_layer(name: str, description: str = "") -> Callable[[T], T]:
+def register_layer(name: str, description: str = "", **metadata: Any) -> Callable[[C], C]:
     """Class decorator registering a sequence layer under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"layer name must be a non-empty str, got {name!r}")
-
-    def deco(cls: T) -> T:
-        if name in _LAYERS and _LAYERS[name].cls is not cls:
-            raise ConfigError(
-                f"layer name must be new, got {name!r} (already {_LAYERS[name].cls.__name__})"
-            )
-        doc = (cls.__doc__ or "").strip().splitlines()
-        _LAYERS[name] = LayerInfo(name, cls, description or (doc[0] if doc else ""))
-        return cls
-
-    return deco
+    return LAYERS.decorator(name, description, **metadata)
 
 
 def list_layers() -> dict[str, LayerInfo]:
     """All registered layers by name."""
-    return dict(_LAYERS)
+    return LAYERS.entries()
 
 
 def create_layer(name: str, **kwargs: Any) -> nn.Module:
-    """Build the layer registered as ``name`` with ``kwargs``: ``create_layer("lstm", input_size=3, hidden_size=8)``."""
-    if name not in _LAYERS:
-        raise ConfigError(f"layer name must be one of {sorted(_LAYERS)}, got {name!r}")
-    return _LAYERS[name].cls(**kwargs)
+    """Build the layer registered as ``name``: ``create_layer("lstm", input_size=3, hidden_size=8)``."""
+    return LAYERS.get(name)(**kwargs)

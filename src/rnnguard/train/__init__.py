@@ -1,42 +1,35 @@
-"""Guarded training: GradientGuard, optimisers, schedules, recipes, the trainer and DDP support.
+"""Guarded training: GradientGuard, optimisers, schedules, recipes, the trainer and DDP support."""
 
-Names are loaded on first use so that ``rnnguard --help`` (which imports the ``commands``
-submodule) does not pay for importing torch.
-"""
+from rnnguard.train.callbacks import Callback
+from rnnguard.train.config import GuardConfig, OptimConfig, ScheduleConfig, TrainConfig
+from rnnguard.train.evaluation import evaluate
+from rnnguard.train.guard import GradientGuard, GuardReport, GuardStats
+from rnnguard.train.optim import build_optimizer, param_groups
+from rnnguard.train.recipes import Recipe, get_recipe, list_recipes, register_recipe
+from rnnguard.train.schedule import WarmupCosineLR, build_scheduler, warmup_cosine
+from rnnguard.train.state import FitResult, TrainContext
+from rnnguard.train.trainer import fit
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "GradientGuard": "guard",
-    "GuardReport": "guard",
-    "GuardStats": "guard",
-    "build_optimizer": "optim",
-    "param_groups": "optim",
-    "WarmupCosineLR": "schedule",
-    "build_scheduler": "schedule",
-    "warmup_cosine": "schedule",
-    "GuardConfig": "config",
-    "OptimConfig": "config",
-    "ScheduleConfig": "config",
-    "TrainConfig": "config",
-    "Recipe": "recipes",
-    "get_recipe": "recipes",
-    "list_recipes": "recipes",
-    "register_recipe": "recipes",
-    "Callback": "callbacks",
-    "FitResult": "state",
-    "TrainContext": "state",
-    "evaluate": "evaluation",
-    "fit": "trainer",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"rnnguard.train.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'rnnguard.train' has no attribute {name!r}")
+__all__ = [
+    "Callback",
+    "FitResult",
+    "GradientGuard",
+    "GuardConfig",
+    "GuardReport",
+    "GuardStats",
+    "OptimConfig",
+    "Recipe",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainContext",
+    "WarmupCosineLR",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "fit",
+    "get_recipe",
+    "list_recipes",
+    "param_groups",
+    "register_recipe",
+    "warmup_cosine",
+]

@@ -79,11 +79,6 @@ class GuardStats:
         }
         return cls(**fields)
 
-    @property
-    def explosions_per_epoch_mean(self) -> float:
-        """Mean explosions per *completed or started* epoch."""
-        return sum(self.explosions_per_epoch) / max(1, len(self.explosions_per_epoch))
-
 
 class GradientGuard:
     """Wraps ``optimizer.step()`` with unscaling, a non-finite check, clipping and explosion counting.

@@ -19,6 +19,7 @@ from rnnguard.train.config import (
     config_from_dict,
 )
 from rnnguard.utils.checks import positive_int
+from rnnguard.utils.registry import Entry, Registry
 
 # Layer/init keyword values spelled "auto" are bound to the task's sequence length at build time:
 # IndRNN's |u| <= 2**(1/T) bound and chrono's t_max both depend on T.
@@ -52,9 +53,9 @@ class Recipe:
     """Extra keyword arguments of the layer (``layer_norm``, ``forget_bias``, ``max_length``...);
     ``max_length: auto`` is replaced by the task's length."""
     init: str | None = None
-    """Init recipe name from ``rnnguard.nn.init`` (None: the layer's own default)."""
+    """Init scheme name from ``rnnguard.nn.init`` (None: the layer's own default)."""
     init_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Arguments of the init recipe (``t_max: auto`` is replaced by the task's length)."""
+    """Arguments of the init scheme (``t_max: auto`` is replaced by the task's length)."""
     optimizer: OptimConfig = field(default_factory=OptimConfig)
     """Optimiser settings."""
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -82,7 +83,7 @@ class Recipe:
             if not isinstance(getattr(self, key), dict):
                 raise ConfigError(f"recipe {key} must be a mapping, got {getattr(self, key)!r}")
         if self.init is not None and not isinstance(self.init, str):
-            raise ConfigError(f"recipe init must be an init recipe name or null, got {self.init!r}")
+            raise ConfigError(f"recipe init must be an init scheme name or null, got {self.init!r}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"recipe amp must be one of {AMP_MODES}, got {self.amp!r}")
         for key, cls in _NESTED.items():
@@ -175,7 +176,7 @@ class Recipe:
             if self.init == "chrono" and "t_max" not in init_kwargs and length is not None:
                 init_kwargs["t_max"] = "auto"  # chrono's horizon is the task's length by default
             init_kwargs = _bind_length(init_kwargs, length, "init_kwargs")
-            kwargs["init"] = nn_init.recipe(self.init, **init_kwargs) if init_kwargs else self.init
+            kwargs["init"] = nn_init.scheme(self.init, **init_kwargs) if init_kwargs else self.init
         return kwargs
 
     def build_model(self, spec: Any, length: int | None = None) -> Any:
@@ -204,49 +205,31 @@ def _bind_length(kwargs: dict[str, Any], length: int | None, where: str) -> dict
 
 
 # ---------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class RecipeInfo:
-    """A registered recipe: name, description and a factory returning a fresh :class:`Recipe`."""
+#: A registered recipe: ``name``, ``obj`` (a zero-argument factory returning a fresh
+#: :class:`Recipe`), ``description``, ``metadata``.
+RecipeInfo = Entry[Callable[[], Recipe]]
 
-    name: str
-    description: str
-    factory: Callable[[], Recipe]
-
-    def build(self) -> Recipe:
-        return get_recipe(self.name)
-
-
-_RECIPES: dict[str, RecipeInfo] = {}
+RECIPES: Registry[Callable[[], Recipe]] = Registry("recipe")
 
 
 def register_recipe(
-    name: str, description: str = ""
+    name: str, description: str = "", **metadata: Any
 ) -> Callable[[Callable[[], Recipe]], Callable[[], Recipe]]:
     """Decorator registering a zero-argument factory that returns a :class:`Recipe`."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"recipe name must be a non-empty string, got {name!r}")
-
-    def deco(factory: Callable[[], Recipe]) -> Callable[[], Recipe]:
-        doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-        _RECIPES[name] = RecipeInfo(name, doc, factory)
-        return factory
-
-    return deco
+    return RECIPES.decorator(name, description, **metadata)
 
 
 def list_recipes() -> dict[str, RecipeInfo]:
     """All registered recipes by name, in registration order."""
-    return dict(_RECIPES)
+    return RECIPES.entries()
 
 
 def get_recipe(name: str) -> Recipe:
     """A fresh copy of the recipe registered as ``name``."""
     if isinstance(name, Recipe):
         return name
-    if name not in _RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; expected one of: {', '.join(_RECIPES)}")
-    info = _RECIPES[name]
-    recipe = info.factory()
+    info = RECIPES.entry(name)
+    recipe = info.obj()
     return dataclasses.replace(
         recipe, name=name, description=recipe.description or info.description
     )

@@ -9,10 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rnnguard.errors import ConfigError
+from rnnguard.train.guard import CLIP_MODES
+from rnnguard.utils.registry import Registry
+
+__all__ = [
+    "CELLS",
+    "CLIP_MODES",
+    "INITS",
+    "SPACES",
+    "SearchSpace",
+    "get_space",
+    "list_spaces",
+    "register_space",
+]
 
 CELLS = ("rnn", "lstm", "gru", "indrnn", "lru")
-CLIP_MODES = ("none", "norm", "value", "auto", "agc")
 INITS = {
     "rnn": ("torch", "safe", "irnn"),
     "lstm": ("torch", "safe", "chrono"),
@@ -106,29 +117,26 @@ def _guard(trial: Any) -> dict[str, Any]:
     return out
 
 
-_SPACES: dict[str, SearchSpace] = {}
+SPACES: Registry[SearchSpace] = Registry("search space")
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
     """Add ``space`` to the registry under ``space.name``."""
     if not isinstance(space, SearchSpace):
         raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
-    _SPACES[space.name] = space
-    return space
+    return SPACES.register(space.name, space, space.description)
 
 
 def list_spaces() -> dict[str, SearchSpace]:
     """All registered search spaces by name."""
-    return dict(_SPACES)
+    return {name: entry.obj for name, entry in SPACES.entries().items()}
 
 
 def get_space(name: str | SearchSpace) -> SearchSpace:
     """The space registered as ``name``."""
     if isinstance(name, SearchSpace):
         return name
-    if name not in _SPACES:
-        raise ConfigError(f"unknown search space {name!r}; expected one of: {', '.join(_SPACES)}")
-    return _SPACES[name]
+    return SPACES.get(name)
 
 
 register_space(
