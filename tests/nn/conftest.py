@@ -1,4 +1,4 @@
-"""Fixtures for the layer tests."""
+"""Fixtures for the layer tests (the fused-backend fixtures live in the root conftest)."""
 
 from __future__ import annotations
 
@@ -19,21 +19,3 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(params=["native", "torch"])
-def fused_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a fused-path test on the native kernels and on the pure-PyTorch loops.
-
-    The pure-PyTorch loops are the fallback wherever no C compiler is found, so both must match
-    the reference; the native half skips (saying why) where the kernels cannot be built.
-    """
-    from rnnguard.nn.fused import native
-
-    if request.param == "native":
-        if not native.available():
-            pytest.skip(f"native kernels unavailable: {native.build_error()}")
-        yield "native"
-    else:
-        with native.disabled():
-            yield "torch"

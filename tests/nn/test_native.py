@@ -19,9 +19,8 @@ from rnnguard.nn.fused import native
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
 from rnnguard.nn.fused.lstm import lstm_recurrence, lstm_recurrence_prescaled
 
-needs_native = pytest.mark.skipif(
-    not native.available(), reason=f"native kernels unavailable: {native.build_error()}"
-)
+# Skips only where the user switched the kernels off or, off CI, where they cannot be built.
+needs_native = pytest.mark.usefixtures("native_kernels")
 
 
 @pytest.fixture
@@ -117,20 +116,6 @@ def test_input_layernorm_inside_the_recurrence_equals_applying_it_first(
 
     for a, b in zip(run(True), run(False)):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
-
-
-@pytest.fixture
-def kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the native entry points looked up while the test runs (proof that they ran)."""
-    calls: list[str] = []
-    real = native.kernel
-
-    def spy(lib, name, dtype):
-        calls.append(name + native.SUFFIXES[dtype])
-        return real(lib, name, dtype)
-
-    monkeypatch.setattr(native, "kernel", spy)
-    return calls
 
 
 @needs_native
@@ -352,3 +337,48 @@ def test_old_builds_are_pruned(fresh_native, tmp_path) -> None:
     assert built.name in left and len(left) == native._KEEP_BUILDS
     assert "rnnguard-kernels-stale00.so" not in left  # the oldest go first
     assert (cache / "unrelated.txt").exists()
+
+
+# ------------------------------------------------------------------- which backend really ran
+
+
+@pytest.mark.parametrize("kind", ["lstm", "indrnn"])
+def test_fused_layers_run_the_backend_the_fixture_names(
+    kind: str, fused_backend: str, kernel_calls: list[str]
+) -> None:
+    from rnnguard.nn import LSTM, IndRNN
+
+    if kind == "lstm":
+        m = LSTM(3, 8, layer_norm=True, zoneout=0.2, dropconnect=0.3)
+    else:
+        m = IndRNN(3, 8, num_layers=2, max_length=10)
+    out = m.train()(torch.randn(5, 4, 3))[0]
+    out.sum().backward()
+    prefix = "rg_lstm_" if kind == "lstm" else "rg_indrnn_"
+    used = {c.removeprefix(prefix).split("_")[0] for c in kernel_calls if c.startswith(prefix)}
+    if fused_backend == "native":
+        assert used == {"forward", "backward"}, kernel_calls
+    else:
+        assert kernel_calls == []
+
+
+def test_on_ci_a_failed_build_fails_instead_of_skipping(
+    fresh_native, monkeypatch: pytest.MonkeyPatch, tmp_path, native_policy
+) -> None:
+    fake = tmp_path / "broken-cc"
+    fake.write_text("#!/bin/sh\necho 'kernels_impl.h:1: error: simulated' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.delenv("RNNGUARD_NATIVE", raising=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.warns(RuntimeWarning, match="simulated"), pytest.raises(
+        pytest.fail.Exception, match=r"must build where CI is set.*simulated"
+    ):
+        native_policy()
+    monkeypatch.setenv("CI", "false")  # a user's machine: the fallback is fine, the test skips
+    with pytest.raises(pytest.skip.Exception, match=r"unavailable.*simulated"):
+        native_policy()
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("RNNGUARD_NATIVE", "0")  # the user's opt-out skips, even on CI
+    with pytest.raises(pytest.skip.Exception, match="switched off"):
+        native_policy()
