@@ -25,9 +25,7 @@ class _TinyLM(nn.Module):
         return self.head(out)
 
 
-def _sgd_epoch(
-    model: nn.Module, guard: GradientGuard, lr: float, poison: int | None
-) -> list[bool]:
+def _sgd_epoch(model: nn.Module, guard: GradientGuard, lr: float, poison: int | None) -> list[bool]:
     """The manual loop: backward, guard.clip, then ``p.data.add_(p.grad, alpha=-lr)`` if allowed."""
     gen = torch.Generator().manual_seed(0)
     applied = []

@@ -9,11 +9,22 @@ from typing import Any
 import torch
 
 from rnnguard.diagnose._common import check_positive_int, check_probability
-from rnnguard.diagnose.horizon import input_horizon
+from rnnguard.diagnose.horizon import Horizon, input_horizon
 from rnnguard.train.callbacks import Callback
 from rnnguard.utils.checks import integer
 
-__all__ = ["HorizonMonitor"]
+__all__ = ["HorizonMonitor", "horizon_record"]
+
+
+def horizon_record(hz: Horizon) -> dict[str, Any]:
+    """The logged summary of one measurement (non-finite numbers as None)."""
+    return {
+        "horizon": hz.horizon,
+        "max_distance": hz.max_distance,
+        "rate_per_step": hz.rate if math.isfinite(hz.rate) else None,
+        "far_ratio": hz.far_ratio if math.isfinite(hz.far_ratio) else None,
+        "peak_ratio": hz.peak_ratio if math.isfinite(hz.peak_ratio) else None,
+    }
 
 
 class HorizonMonitor(Callback):
@@ -49,14 +60,7 @@ class HorizonMonitor(Callback):
         start = time.perf_counter()
         hz = input_horizon(ctx.model, self._x, threshold=self.threshold)
         self.seconds += time.perf_counter() - start
-        rec = {
-            "diagnostic": "horizon",
-            "horizon": hz.horizon,
-            "max_distance": hz.max_distance,
-            "rate_per_step": hz.rate if math.isfinite(hz.rate) else None,
-            "far_ratio": hz.far_ratio if math.isfinite(hz.far_ratio) else None,
-            "peak_ratio": hz.peak_ratio if math.isfinite(hz.peak_ratio) else None,
-        }
+        rec = {"diagnostic": "horizon", **horizon_record(hz)}
         ctx.log(rec)
         self.records.append({"step": ctx.step, **rec})
         return rec

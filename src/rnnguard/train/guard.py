@@ -358,7 +358,5 @@ def _parameter_list(parameters: Any) -> list[torch.Tensor]:
     out = list(parameters)
     for i, p in enumerate(out):
         if not isinstance(p, torch.Tensor):
-            raise TypeError(
-                f"parameters must hold tensors; item {i} is a {type(p).__name__}"
-            )
+            raise TypeError(f"parameters must hold tensors; item {i} is a {type(p).__name__}")
     return out
