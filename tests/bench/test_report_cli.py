@@ -158,7 +158,7 @@ def test_parallel_workers_and_resume(tmp_path: Path) -> None:
 
 
 def test_ptb_skipped_with_a_note_when_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnnguard.bench.runner import plan_preset
+    from rnnguard.bench.plan import plan_preset
 
     monkeypatch.delenv("RNNGUARD_DATA", raising=False)
     plan = plan_preset(get_preset("quick"))

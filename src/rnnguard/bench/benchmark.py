@@ -10,16 +10,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rnnguard.bench.grid import Preset, RunSpec, get_preset
+from rnnguard.bench.machine import machine_info
+from rnnguard.bench.plan import plan_preset
 from rnnguard.bench.report import render_report
-from rnnguard.bench.runner import (
-    TrainFn,
-    default_workers,
-    machine_info,
-    plan_preset,
-    run_jobs,
-    train_run,
-)
+from rnnguard.bench.runner import TrainFn, default_workers, run_jobs
 from rnnguard.bench.store import ResultStore
+from rnnguard.bench.training import train_run
 from rnnguard.errors import ConfigError
 from rnnguard.utils.checks import positive_int
 

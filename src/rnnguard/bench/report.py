@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnguard.bench.effective import LengthSearch
+from rnnguard.bench.plan import plan_from_manifest
 from rnnguard.bench.references import GUIDE_CLAIMS, MNIST_PUBLISHED, PUBLISHED, TRIVIAL
-from rnnguard.bench.runner import plan_from_manifest
 from rnnguard.bench.store import ResultStore
 from rnnguard.errors import ConfigError
 from rnnguard.utils.io import atomic_write_json, atomic_write_text

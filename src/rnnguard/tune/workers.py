@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 from rnnguard.tune.storage import FileLock, StorageSpec, open_storage, parse_storage
 from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, WorkerOutcome, run_worker, top_up
 from rnnguard.utils.checks import positive_int
+from rnnguard.utils.pool import WorkerPool
 
 
 @dataclass(frozen=True)
@@ -127,21 +127,11 @@ def run_job(job: WorkerJob) -> WorkerOutcome:
     )
 
 
-def _child(job: WorkerJob) -> None:
-    try:
-        run_job(job)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BaseException:
-        traceback.print_exc()
-        sys.exit(1)
-
-
 def run_jobs(job: WorkerJob, workers: int) -> list[int]:
-    """Run ``workers`` processes on ``job``'s study; return their exit codes.
+    """Run ``workers`` worker processes on ``job``'s study; return their exit codes (0: fine).
 
-    Processes are *spawned* (not forked): forking a parent that already started torch's thread
-    pools can deadlock the child.
+    The processes come from :class:`~rnnguard.utils.pool.WorkerPool`: they die with this process
+    and, stopped by Ctrl-C or SIGTERM, mark their running trial failed (resuming re-runs it).
     """
     positive_int("workers", workers)
     positive_int("trials", job.n_trials)
@@ -155,26 +145,18 @@ def run_jobs(job: WorkerJob, workers: int) -> list[int]:
         # surplus would be cancelled, but would clutter the study).
         top_up(load_study(job, spec), job.n_trials)
     threads = job.threads or max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_child,
-            args=(replace(job, worker_index=i, threads=threads),),
-            name=f"rnnguard-tune-{i}",
-        )
-        for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-        time.sleep(0.05)  # stagger the first storage writes a little
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join()
-        raise
-    return [int(p.exitcode or 0) for p in procs]
+    codes: list[int] = []
+    with WorkerPool(workers, threads=threads) as pool:
+        futures = []
+        for i in range(workers):
+            futures.append(pool.submit(run_job, replace(job, worker_index=i, threads=threads)))
+            time.sleep(0.05)  # stagger the first storage writes a little
+        for fut in futures:
+            try:
+                fut.result()
+            except Exception as exc:  # one worker's failure is reported, the others go on
+                traceback.print_exception(exc)
+                codes.append(1)
+            else:
+                codes.append(0)
+    return codes
