@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnguard.bench.machine import machine_info
 from rnnguard.utils.memory import keep_freed_memory as keep_freed_memory_now
 
 __all__ = ["SIZES", "Case", "SpeedReport", "SpeedResult", "format_report", "run_speed"]
@@ -207,43 +207,6 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _machine(device: Any) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": _cpu_name(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        from rnnguard.nn.fused import native
-
-        # Which fused loops the rows ran: the native kernels or the pure-PyTorch fallback.
-        info["native_kernels"] = (
-            "on" if native.available() else f"off ({native.build_error() or 'switched off'})"
-        )
-    if hasattr(os, "getloadavg"):
-        info["load_before"] = [round(v, 2) for v in os.getloadavg()]
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _measure_size(
     size: str,
     dims: dict[str, int],
@@ -391,7 +354,7 @@ def run_speed(
         raise ConfigError(f"device={device!r} but CUDA is not available")
     dev = torch.device(device)
     allocator = keep_freed_memory_now() if keep_freed_memory else "default"
-    report = SpeedReport(_machine(dev))
+    report = SpeedReport(machine_info(dev))
     report.machine["allocator"] = allocator
     all_cases = _cases()
     for size in sizes:
