@@ -6,11 +6,27 @@ import argparse
 from typing import Any
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.yamlio import parse_number
+
+
+def whole(text: str) -> int:
+    """Argparse type for counts and seeds: ``1000``, ``1_000`` and ``1e3`` are all 1000."""
+    try:
+        value = parse_number(text)
+    except ValueError:
+        value = None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return value
 
 
 def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings given to ``flag`` as a dict; values read as YAML scalars (numbers, booleans)."""
+    """``KEY=VALUE`` strings given to ``flag`` as a dict; values read as YAML scalars (numbers such as ``3e-3``, booleans)."""
     import yaml
+
+    from rnnguard.utils.yamlio import load_yaml
 
     out: dict[str, Any] = {}
     for item in items:
@@ -18,7 +34,7 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"{flag} must be KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = load_yaml(raw)
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out

@@ -7,6 +7,8 @@ import shlex
 import sys
 from typing import Any
 
+from rnnguard.cli.args import whole
+
 
 def _names(text: str) -> list[str]:
     return [n for part in text.split(",") for n in [part.strip()] if n]
@@ -30,7 +32,7 @@ def register(subparsers: Any) -> None:
         type=_names,
         help="subset of: adding copy ptb-char text (default: all)",
     )
-    p.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+    p.add_argument("--workers", type=whole, help="parallel processes (default: one per core)")
     p.add_argument("--out", help="output folder (default: runs/<preset>)")
     p.add_argument("--data-dir", help="folder with ptb-char/ (default: $RNNGUARD_DATA)")
     p.add_argument("--text", help="run the language model on this text file instead of PTB-char")

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from rnnguard.cli.args import whole
 from rnnguard.errors import ConfigError
 
 __all__ = ["load_factory", "register"]
@@ -35,18 +36,18 @@ def register(subparsers: Any) -> None:
         help="your model: package.module:factory, called with no argument or with the task's spec",
     )
     p.add_argument("--task", default="adding", help="task name (default: adding)")
-    p.add_argument("--length", type=int, default=500, help="sequence length T (default 500)")
+    p.add_argument("--length", type=whole, default=500, help="sequence length T (default 500)")
     p.add_argument("--out", default=None, help="folder for report.html and diagnosis.json")
     p.add_argument("--verify", action="store_true", help="train original and prescription, compare")
     p.add_argument(
-        "--verify-steps", type=int, default=200, help="training steps per run for --verify"
+        "--verify-steps", type=whole, default=200, help="training steps per run for --verify"
     )
-    p.add_argument("--batch-size", type=int, default=16, help="sequences in the diagnosed batch")
+    p.add_argument("--batch-size", type=whole, default=16, help="sequences in the diagnosed batch")
     p.add_argument(
-        "--hidden-size", type=int, default=None, help="override the recipes' hidden size"
+        "--hidden-size", type=whole, default=None, help="override the recipes' hidden size"
     )
     p.add_argument("--log", default=None, help="training run folder or metrics.jsonl to include")
-    p.add_argument("--seed", type=int, default=0, help="seed for the batch, init and training")
+    p.add_argument("--seed", type=whole, default=0, help="seed for the batch, init and training")
     p.set_defaults(func=_doctor)
 
     f = subparsers.add_parser(
@@ -60,8 +61,8 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--out", default="grad_norm.png", help="PNG file to write (default grad_norm.png)"
     )
-    g.add_argument("--steps", type=int, default=100, help="sequence length T (default 100)")
-    g.add_argument("--hidden", type=int, default=32, help="hidden size (default 32)")
+    g.add_argument("--steps", type=whole, default=100, help="sequence length T (default 100)")
+    g.add_argument("--hidden", type=whole, default=32, help="hidden size (default 32)")
     g.set_defaults(func=_figure_grad_norm)
     f.set_defaults(func=lambda args: _missing_figure(f))
 

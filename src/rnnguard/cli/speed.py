@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rnnguard.bench.speed import format_report, run_speed
+from rnnguard.cli.args import whole
 
 __all__ = ["main", "register"]
 
@@ -26,9 +27,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--sizes", nargs="+", default=None, help="small | large | tiny (default: small large)"
     )
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per row (default 5)")
+    p.add_argument("--repeats", type=whole, default=None, help="timed repeats per row (default 5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=whole, default=None, help="torch CPU threads (default: torch's)"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--no-scaling", action="store_true", help="skip the T=100/1000 scaling rows")
     p.add_argument("--no-reference", action="store_true", help="skip the slow reference-loop rows")

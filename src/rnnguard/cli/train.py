@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rnnguard.cli.args import add_task_arg, parse_pairs, task_args
+from rnnguard.cli.args import add_task_arg, parse_pairs, task_args, whole
 from rnnguard.errors import ConfigError
 
 
@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     )
     src.add_argument("--recipe-file", help="recipe YAML file (e.g. written by `rnnguard tune`)")
     p.add_argument("--task", default=None, help="task name (default: adding, or the resumed run's)")
-    p.add_argument("--length", type=int, default=None, help="sequence length T of the task")
+    p.add_argument("--length", type=whole, default=None, help="sequence length T of the task")
     p.add_argument(
         "--text",
         default=None,
@@ -48,16 +48,18 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="recipe override (repeatable), e.g. --set optimizer.lr=3e-3 --set hidden_size=64",
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
-    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
-    p.add_argument("--eval-batches", type=int, default=None, help="held-out batches per evaluation")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument("--steps", type=whole, default=None, help="training steps (default 1000)")
+    p.add_argument("--batch-size", type=whole, default=None, help="batch size (default 32)")
+    p.add_argument("--eval-every", type=whole, default=None, help="steps between evaluations")
     p.add_argument(
-        "--log-every", type=int, default=None, help="steps between logged training lines"
+        "--eval-batches", type=whole, default=None, help="held-out batches per evaluation"
     )
-    p.add_argument("--keep-last", type=int, default=None, help="checkpoints kept on disk")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--checkpoint-every", type=whole, default=None, help="steps between checkpoints")
+    p.add_argument(
+        "--log-every", type=whole, default=None, help="steps between logged training lines"
+    )
+    p.add_argument("--keep-last", type=whole, default=None, help="checkpoints kept on disk")
+    p.add_argument("--seed", type=whole, default=None, help="random seed (default 0)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument(
         "--amp",
@@ -68,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--threads",
         dest="num_threads",
-        type=int,
+        type=whole,
         default=None,
         help="CPU threads for torch (1 is often fastest for small models)",
     )
@@ -77,7 +79,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-stop", action="store_true", help="keep training after the task is solved")
     p.add_argument(
         "--monitor-horizon",
-        type=int,
+        type=whole,
         default=None,
         metavar="N",
         help="measure the gradient horizon on a fixed batch every N steps and log it to "

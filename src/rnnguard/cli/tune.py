@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from rnnguard.cli.args import add_task_arg, task_args
+from rnnguard.cli.args import add_task_arg, task_args, whole
 from rnnguard.errors import ConfigError
 
 
@@ -25,11 +25,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--task", default="adding", help="task name (default: adding)")
-    p.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
+    p.add_argument("--length", type=whole, default=200, help="sequence length T (default 200)")
     add_task_arg(p)
-    p.add_argument("--trials", type=int, default=20, help="trials in the study (default 20)")
+    p.add_argument("--trials", type=whole, default=20, help="trials in the study (default 20)")
     p.add_argument(
-        "--budget-steps", type=int, default=300, help="training steps per trial (default 300)"
+        "--budget-steps", type=whole, default=300, help="training steps per trial (default 300)"
     )
     p.add_argument(
         "--storage",
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         "redis://, grpc:// (default: OUT/study.journal)",
     )
     p.add_argument("--study", default=None, help="study name (default: TASK-TLENGTH-SPACE)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=whole, default=1, help="local worker processes (default 1)")
     p.add_argument("--out", default=None, help="output folder (default: runs/tune/STUDY)")
     p.add_argument("--space", default="default", help="search space (see --list-spaces)")
     p.add_argument(
@@ -46,12 +46,15 @@ def register(subparsers: Any) -> None:
         default=None,
         help="recipe name or YAML the space starts from (the 'training' space keeps its model)",
     )
-    p.add_argument("--hidden-size", type=int, default=None, help="hidden size (default 64)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--hidden-size", type=whole, default=None, help="hidden size (default 64)")
+    p.add_argument("--batch-size", type=whole, default=32, help="batch size (default 32)")
     p.add_argument(
-        "--eval-every", type=int, default=None, help="steps between evaluations (default budget/5)"
+        "--eval-every",
+        type=whole,
+        default=None,
+        help="steps between evaluations (default budget/5)",
     )
-    p.add_argument("--seed", type=int, default=None, help="sampler and training seed")
+    p.add_argument("--seed", type=whole, default=None, help="sampler and training seed")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--no-report", action="store_true", help="skip plots and report.md")
     p.add_argument("--quiet", action="store_true", help="no line per finished trial")

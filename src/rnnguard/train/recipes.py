@@ -123,6 +123,8 @@ class Recipe:
         """Load a recipe from a YAML file path or YAML text."""
         import yaml
 
+        from rnnguard.utils.yamlio import load_yaml
+
         text = str(source)
         looks_like_path = "\n" not in text and (
             text.endswith((".yaml", ".yml")) or Path(text).is_file()
@@ -133,7 +135,7 @@ class Recipe:
                 raise ConfigError(f"recipe file must be a readable YAML file, got {str(path)!r}")
             text = path.read_text(encoding="utf-8")
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"recipe YAML could not be parsed: {exc}".splitlines()[0]) from exc
         if not isinstance(data, dict):
