@@ -105,7 +105,7 @@ def test_bad_arguments() -> None:
 def test_layer_norm_lstm_step_power_matches_exact() -> None:
     import rnnguard.nn as rnn_nn
     from rnnguard.diagnose.trajectory import flat_step, flatten_state
-    from rnnguard.nn.functional import layer_step_function
+    from rnnguard.nn.step_function import layer_step_function
 
     lstm = rnn_nn.LSTM(3, 12, layer_norm=True, batch_first=True).double().eval()
     fn = layer_step_function(lstm)

@@ -156,13 +156,13 @@ def test_bad_registry_init_and_step_function_arguments():
     with pytest.raises(ConfigError, match=r"num_gates=4.*\(6, 4\)"):
         rinit.orthogonal_gates_(torch.empty(6, 4), 4)
     with pytest.raises(ConfigError, match=r"layer must be an int in \[0, 2\).*2"):
-        RF.layer_step_function(nn.LSTM(3, 4, 2), layer=2)
+        rn.layer_step_function(nn.LSTM(3, 4, 2), layer=2)
     with pytest.raises(ConfigError, match=r"direction must be an int in \[0, 1\).*1"):
-        RF.layer_step_function(rn.GRU(3, 4), direction=1)
+        rn.layer_step_function(rn.GRU(3, 4), direction=1)
     with pytest.raises(TypeError, match=r"module must be.*Linear"):
-        RF.layer_step_function(nn.Linear(3, 4))
+        rn.layer_step_function(nn.Linear(3, 4))
     with pytest.raises(NotImplementedError, match="proj_size"):
-        RF.layer_step_function(nn.LSTM(3, 4, proj_size=2))
+        rn.layer_step_function(nn.LSTM(3, 4, proj_size=2))
 
 
 @pytest.mark.parametrize(
@@ -204,10 +204,10 @@ def test_run_direction_requires_masks_in_training():
     m = rn.LSTM(3, 4, zoneout_cell=0.3)
     x = torch.randn(5, 2, 3)
     z = torch.zeros(2, 4)
-    with pytest.raises(ConfigError, match=r"zoneout_cell > 0 in training needs masks\.zoneout_c"):
-        RF.run_direction(
-            "lstm", x, RF.LSTMState(z, z), m.layer_params(), None, m.step_options(True)
-        )
+    with pytest.raises(
+        ConfigError, match=r"zoneout_cell > 0 in training needs masks\.zoneout_cell"
+    ):
+        RF.run_direction(m.spec, x, RF.LSTMState(z, z), m.layer_params(), None, m.options, True)
 
 
 @pytest.mark.parametrize("make", [lambda: rn.LSTM(3, 4), lambda: rn.GRU(3, 4, layer_norm=True), lambda: rn.IndRNN(3, 4, impl="reference")])  # fmt: skip

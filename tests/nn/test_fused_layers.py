@@ -154,16 +154,18 @@ def test_direction_seam_matches_reference_with_lengths() -> None:
 
     torch.manual_seed(0)
     model = LSTM(3, 5, layer_norm=True, zoneout=0.3, zoneout_cell=0.2, dropconnect=0.4)
-    params, opts = model.layer_params(0, 0), model.step_options(training=True)
+    params, options, spec = model.layer_params(0, 0), model.options, model.spec
     x = torch.randn(7, 4, 3)
     lengths = torch.tensor([7, 3, 1, 5])
     state = Fn.LSTMState(torch.randn(4, 5), torch.randn(4, 5))
     for reverse in (False, True):
-        masks = Fn.sample_masks("lstm", num_layers=1, num_directions=1, hidden_size=5, steps=7,
-                                batch=4, like=x, dropconnect=0.4, zoneout=0.3, zoneout_cell=0.2)  # fmt: skip
+        masks = Fn.sample_masks(spec, options, num_layers=1, num_directions=1, hidden_size=5,
+                                steps=7, batch=4, like=x)  # fmt: skip
         d = masks[0].directions[0]
-        out_r, st_r = Fn.run_direction("lstm", x, state, params, d, opts, lengths, reverse)
-        out_f, st_f = fused.run_direction("lstm", x, state, params, d, opts, lengths, reverse)
+        out_r, st_r = Fn.run_direction(spec, x, state, params, d, options, True, lengths, reverse)
+        out_f, st_f = fused.run_direction(
+            spec, x, state, params, d, options, True, lengths, reverse
+        )
         torch.testing.assert_close(out_f, out_r, atol=2e-5, rtol=1e-4)
         for a, b in zip(st_f, st_r):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
@@ -209,7 +211,7 @@ def test_auto_uses_torch_kernel_without_extras_and_fused_with(monkeypatch) -> No
     original = fused.run_direction
 
     def spy(*args, **kwargs):
-        calls.append(args[0])
+        calls.append(args[0].name)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(fused, "run_direction", spy)

@@ -11,6 +11,7 @@ from rnnguard.nn.fused.gru import gru_recurrence
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
 from rnnguard.nn.fused.lstm import lstm_recurrence
 from rnnguard.nn.fused.rnn import rnn_recurrence
+from rnnguard.nn.options import RecurrentOptions
 
 # Every test here runs on the native kernels and on the pure-PyTorch fallback.
 pytestmark = pytest.mark.usefixtures("fused_backend")
@@ -152,7 +153,9 @@ def test_rnn_matches_loop(act: str, ln: bool, residual: bool, carry: str) -> Non
     pre, h0, w = _params((steps, batch, hid), (batch, hid), (hid, hid))
     ln_hh = _gain(hid, pre.dtype) if ln else None
     mh = _carry(carry, steps, batch, hid, pre.dtype)
-    out = rnn_recurrence(pre, h0, w, ln_hh, act, residual, mh)
+    out = rnn_recurrence(
+        pre, h0, w, ln_hh, RecurrentOptions(nonlinearity=act, residual=residual), mh
+    )
     ref = loop_rnn(pre, h0, w, ln_hh, act, residual, mh)
     _compare([out], [ref], [pre, h0, w, ln_hh])
 
@@ -163,7 +166,7 @@ def test_indrnn_matches_loop(act: str, carry: str) -> None:
     steps, batch, hid = 8, 3, 6
     pre, h0, u = _params((steps, batch, hid), (batch, hid), (hid,))
     mh = _carry(carry, steps, batch, hid, pre.dtype)
-    out = indrnn_recurrence(pre, h0, u, act, mh)
+    out = indrnn_recurrence(pre, h0, u, RecurrentOptions(nonlinearity=act), mh)
     ref = loop_indrnn(pre, h0, u, act, mh)
     _compare([out], [ref], [pre, h0, u])
 
@@ -189,10 +192,12 @@ def test_gradcheck_float64_all_extras() -> None:
     pre1, w1 = _params((steps, batch, hid), (hid, hid), dtype=dt)
     g4 = _gain(hid, dt)
     assert torch.autograd.gradcheck(
-        lambda *a: rnn_recurrence(*a, "tanh", True, mask), (pre1, h0, w1, g4)
+        lambda *a: rnn_recurrence(*a, RecurrentOptions(residual=True), mask), (pre1, h0, w1, g4)
     )
     u = _params((hid,), dtype=dt)[0]
-    assert torch.autograd.gradcheck(lambda *a: indrnn_recurrence(*a, "tanh", mask), (pre1, h0, u))
+    assert torch.autograd.gradcheck(
+        lambda *a: indrnn_recurrence(*a, RecurrentOptions(), mask), (pre1, h0, u)
+    )
 
 
 def test_unused_outputs_and_frozen_inputs() -> None:

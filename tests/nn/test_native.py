@@ -18,6 +18,7 @@ from rnnguard.nn.functional import MASK_BITS, _bernoulli
 from rnnguard.nn.fused import native
 from rnnguard.nn.fused.indrnn import indrnn_recurrence
 from rnnguard.nn.fused.lstm import lstm_recurrence, lstm_recurrence_prescaled
+from rnnguard.nn.options import RecurrentOptions
 
 # Skips only where the user switched the kernels off or, off CI, where they cannot be built.
 needs_native = pytest.mark.usefixtures("native_kernels")
@@ -33,7 +34,7 @@ def fresh_native(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
     yield
 
 
-def _lstm_inputs(steps=6, batch=5, hid=8, carry="mask", seed=0):
+def _lstm_inputs(steps=6, batch=5, hid=8, zoneout="mask", seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     leaves = dict(
@@ -42,11 +43,11 @@ def _lstm_inputs(steps=6, batch=5, hid=8, carry="mask", seed=0):
     )  # fmt: skip
     for v in leaves.values():
         v.requires_grad_(True)
-    if carry == "mask":
+    if zoneout == "mask":
         m = (torch.rand(steps, batch, hid, generator=g) < 0.3).float()
-    elif carry == "pad":  # broadcast over units: the kernels read it with a zero stride
+    elif zoneout == "pad":  # broadcast over units: the kernels read it with a zero stride
         m = (torch.rand(steps, batch, 1, generator=g) < 0.3).float()
-    elif carry == "rate":
+    elif zoneout == "rate":
         m = 0.25
     else:
         m = None
@@ -69,10 +70,10 @@ def _lstm_run(leaves, m, ln: bool):
 
 @needs_native
 @pytest.mark.parametrize("ln", [False, True])
-@pytest.mark.parametrize("carry", ["none", "mask", "pad", "rate"])
+@pytest.mark.parametrize("zoneout", ["none", "mask", "pad", "rate"])
 @pytest.mark.parametrize("hid", [8, 64])  # 64: whole SIMD vectors, not just the remainder loops
-def test_native_lstm_equals_pure_pytorch_loop(ln: bool, carry: str, hid: int) -> None:
-    leaves, m = _lstm_inputs(steps=12, batch=6, hid=hid, carry=carry)
+def test_native_lstm_equals_pure_pytorch_loop(ln: bool, zoneout: str, hid: int) -> None:
+    leaves, m = _lstm_inputs(steps=12, batch=6, hid=hid, zoneout=zoneout)
     hs_n, c_n, g_n = _lstm_run(leaves, m, ln)
     with native.disabled():
         hs_t, c_t, g_t = _lstm_run(leaves, m, ln)
@@ -119,8 +120,8 @@ def test_input_layernorm_inside_the_recurrence_equals_applying_it_first(
 
 
 @needs_native
-@pytest.mark.parametrize("carry", ["mask", "pad", "rate"])
-def test_native_lstm_backward_passes_gradcheck_in_float64(carry: str, kernel_calls) -> None:
+@pytest.mark.parametrize("zoneout", ["mask", "pad", "rate"])
+def test_native_lstm_backward_passes_gradcheck_in_float64(zoneout: str, kernel_calls) -> None:
     """Every extra at once: input, recurrent and cell LayerNorms, zoneout of h and c."""
     dt, steps, batch, hid = torch.float64, 4, 3, 3
     g = torch.Generator().manual_seed(6)
@@ -136,7 +137,7 @@ def test_native_lstm_backward_passes_gradcheck_in_float64(carry: str, kernel_cal
         leaf(4 * hid, scale=0.3, shift=1.0),
     )
     cw, cb = leaf(hid, scale=0.3, shift=1.0), leaf(hid, scale=0.2)
-    _, m = _lstm_inputs(steps=steps, batch=batch, hid=hid, carry=carry, seed=7)
+    _, m = _lstm_inputs(steps=steps, batch=batch, hid=hid, zoneout=zoneout, seed=7)
     m = m.double() if isinstance(m, torch.Tensor) else m
 
     def fn(*a):
@@ -157,37 +158,40 @@ def test_native_indrnn_backward_passes_gradcheck_in_float64(act: str, kernel_cal
     u = torch.empty(4, dtype=dt).uniform_(-1, 1, generator=g).requires_grad_(True)
     m = (torch.rand(5, 3, 4, generator=g) < 0.3).double()
     assert torch.autograd.gradcheck(
-        lambda *a: indrnn_recurrence(*a, act, m), (pre, h0, u), eps=1e-6, atol=1e-5
+        lambda *a: indrnn_recurrence(*a, RecurrentOptions(nonlinearity=act), m),
+        (pre, h0, u),
+        eps=1e-6,
+        atol=1e-5,
     )
     assert "rg_indrnn_backward_f64" in kernel_calls
 
 
 @needs_native
 def test_native_zoneout_copies_carried_states_bit_for_bit() -> None:
-    leaves, _ = _lstm_inputs(carry="none")
+    leaves, _ = _lstm_inputs(zoneout="none")
     m = torch.ones(6, 5, 8)
     m[0] = 0.0  # step 0 computes; every later step must keep step 0's state exactly
     with torch.no_grad():
         hs, _ = lstm_recurrence(leaves["pre"], leaves["h0"], leaves["c0"], leaves["w"],
-                                carry_h=m, carry_c=m)  # fmt: skip
+                                zoneout=m, zoneout_cell=m)  # fmt: skip
     assert all(torch.equal(hs[t], hs[0]) for t in range(1, 6))
 
 
 @needs_native
 @pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
-@pytest.mark.parametrize("carry", ["none", "mask", "pad", "rate"])
+@pytest.mark.parametrize("zoneout", ["none", "mask", "pad", "rate"])
 @pytest.mark.parametrize("hid", [9, 64])
-def test_native_indrnn_equals_pure_pytorch_loop(act: str, carry: str, hid: int) -> None:
+def test_native_indrnn_equals_pure_pytorch_loop(act: str, zoneout: str, hid: int) -> None:
     g = torch.Generator().manual_seed(2)
     pre = torch.randn(7, 4, hid, generator=g, requires_grad=True)
     h0 = torch.randn(4, hid, generator=g, requires_grad=True)
     u = torch.empty(hid).uniform_(-1.2, 1.2, generator=g).requires_grad_(True)
-    _, m = _lstm_inputs(steps=7, batch=4, hid=hid, carry=carry)
+    _, m = _lstm_inputs(steps=7, batch=4, hid=hid, zoneout=zoneout)
 
     def run():
         for v in (pre, h0, u):
             v.grad = None
-        hs = indrnn_recurrence(pre, h0, u, act, m)
+        hs = indrnn_recurrence(pre, h0, u, RecurrentOptions(nonlinearity=act), m)
         hs.pow(2).sum().backward()
         return hs.detach(), pre.grad.clone(), h0.grad.clone(), u.grad.clone()
 
@@ -200,7 +204,7 @@ def test_native_indrnn_equals_pure_pytorch_loop(act: str, carry: str, hid: int) 
 
 @needs_native
 def test_native_results_do_not_depend_on_the_thread_count() -> None:
-    leaves, m = _lstm_inputs(steps=5, batch=7, hid=16, carry="mask")
+    leaves, m = _lstm_inputs(steps=5, batch=7, hid=16, zoneout="mask")
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -219,7 +223,7 @@ def test_native_results_do_not_depend_on_the_thread_count() -> None:
 
 @needs_native
 def test_native_propagates_nan_like_the_pure_loop() -> None:
-    leaves, _ = _lstm_inputs(carry="none")
+    leaves, _ = _lstm_inputs(zoneout="none")
     with torch.no_grad():
         pre = leaves["pre"].clone()
         pre[2, 1, 3] = float("nan")
@@ -258,7 +262,7 @@ def test_missing_compiler_warns_once_and_falls_back(
 ) -> None:
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang on it
-    leaves, m = _lstm_inputs(carry="mask")
+    leaves, m = _lstm_inputs(zoneout="mask")
     with pytest.warns(RuntimeWarning, match="no C compiler"):
         hs, _, _ = _lstm_run(leaves, m, True)
     assert native.library() is None and "no C compiler" in (native.build_error() or "")

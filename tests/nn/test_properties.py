@@ -123,8 +123,8 @@ def test_lstm_zoneout_cell_rate_is_separate():
     m = rn.LSTM(F_IN, H, zoneout=0.2, zoneout_cell=0.6)
     assert m.zoneout == 0.2 and m.zoneout_cell == 0.6
     assert rn.LSTM(F_IN, H, zoneout=0.2).zoneout_cell == 0.2
-    opts = m.step_options(training=False)
-    assert opts.zoneout_cell == 0.6
+    assert m.options.zoneout_cell == 0.6
+    assert rn.GRU(F_IN, H, zoneout=0.2).options.zoneout_cell == 0.0  # no cell state
 
 
 @pytest.mark.parametrize("impl", sorted(TOL))
@@ -139,10 +139,9 @@ def test_masks_follow_documented_order(impl):
     out, (hn, cn) = m.train()(x)
     torch.manual_seed(11)
     masks = RF.sample_masks(
-        "lstm", num_layers=2, num_directions=2, hidden_size=H, steps=T, batch=B, like=x,
-        dropconnect=0.5, zoneout=0.2, zoneout_cell=0.4, dropout=0.3,
+        m.spec, m.options, num_layers=2, num_directions=2, hidden_size=H, steps=T, batch=B,
+        like=x, dropout=0.3,
     )  # fmt: skip
-    opts = m.step_options(training=True)
     layer_in = x
     finals = []
     for layer in range(2):
@@ -150,8 +149,8 @@ def test_masks_follow_documented_order(impl):
         for d in range(2):
             z = torch.zeros(B, H)
             o, final = RF.run_direction(
-                "lstm", layer_in, RF.LSTMState(z, z), m.layer_params(layer, d),
-                masks[layer].directions[d], opts, reverse=d == 1,
+                m.spec, layer_in, RF.LSTMState(z, z), m.layer_params(layer, d),
+                masks[layer].directions[d], m.options, True, reverse=d == 1,
             )  # fmt: skip
             outs.append(o)
             finals.append(final)
@@ -163,7 +162,7 @@ def test_masks_follow_documented_order(impl):
     torch.testing.assert_close(hn, torch.stack([f.h for f in finals]), rtol=0, atol=tol)
     torch.testing.assert_close(cn, torch.stack([f.c for f in finals]), rtol=0, atol=tol)
     assert masks[1].dropout is None and masks[0].dropout is not None
-    assert masks[0].directions[0].zoneout_c.shape == (T, B, H)
+    assert masks[0].directions[0].zoneout_cell.shape == (T, B, H)
 
 
 def _manual_ln_lstm(m, x):
@@ -342,7 +341,7 @@ def test_layer_step_function_reproduces_layer(factory):
         for layer in range(m.num_layers):
             outs = []
             for d in range(dirs):
-                sf = RF.layer_step_function(m, layer, d)
+                sf = rn.layer_step_function(m, layer, d)
                 assert sf.input_size == layer_in.shape[-1] and sf.hidden_size == H
                 state = sf.initial_state(B)
                 seq: list[torch.Tensor] = [torch.empty(0)] * T

@@ -155,7 +155,7 @@ def gate_saturation(
         out.forget_closed = _frac(z["z"] < closed_pre)
         out.forget_mean = float(torch.sigmoid(z["z"]).mean().item())
         out.tanh_saturated = _frac(z["n"].abs() > tanh_pre)
-    elif trace.fn.opts.nonlinearity == "tanh":
+    elif trace.fn.options.nonlinearity == "tanh":
         out.tanh_saturated = _frac(z["pre"].abs() > tanh_pre)
         out.per_gate = {"tanh units": out.tanh_saturated}
     else:

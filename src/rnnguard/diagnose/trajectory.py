@@ -2,7 +2,7 @@
 
 A forward hook on every recurrent submodule (torch.nn.RNN/LSTM/GRU and rnnguard RNN/LSTM/GRU/IndRNN)
 replaces its output by an identical one computed step by step with
-:func:`rnnguard.nn.functional.layer_step_function`. Each step's state gets a zero "probe" tensor
+:func:`rnnguard.nn.step_function.layer_step_function`. Each step's state gets a zero "probe" tensor
 added, so autograd returns the total dL/dh_t for every layer and direction, and the states and
 inputs of every step are recorded for Jacobian and saturation measurements.
 """
@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn.functional import HiddenState, LSTMState, State, StepFunction, layer_step_function
+from rnnguard.nn.functional import HiddenState, LSTMState, State
 from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
+from rnnguard.nn.step_function import StepFunction, layer_step_function
 
 __all__ = [
     "DirectionTrace",
@@ -182,7 +183,7 @@ class _Recorder:
     def _unroll(self, mod: Any, seq: Tensor, hx: Any) -> tuple[Tensor, Tensor, Tensor | None]:
         batch, steps = seq.shape[0], seq.shape[1]
         dirs = 2 if mod.bidirectional else 1
-        residual = bool(getattr(mod, "_residual_between_layers", False))
+        residual = bool(getattr(mod, "residual_between_layers", False))
         layer_in = seq
         hs: list[Tensor] = []
         cs: list[Tensor] = []

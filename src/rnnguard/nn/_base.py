@@ -2,105 +2,66 @@
 
 from __future__ import annotations
 
-import math
 import weakref
-from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
 from rnnguard.nn import init as rinit
-from rnnguard.nn.functional import GATES, NONLINEARITIES, LayerParams, StepOptions
+from rnnguard.nn.functional import LayerParams
+from rnnguard.nn.kinds import KindSpec, kind_spec
+from rnnguard.nn.options import InitArg, RecurrentOptions
 
 IMPLS = ("auto", "reference", "fused")
-# What ``init=`` accepts: a recipe name, a callable taking the module, or None.
-InitArg = str | Callable[..., Any] | None
-# Default nonlinearity of the kinds that take one (extra_repr shows only a non-default one).
-DEFAULT_NONLINEARITY = {"rnn": "tanh", "indrnn": "relu"}
+__all__ = [
+    "IMPLS",
+    "InitArg",
+    "RecurrentBase",
+    "autocast_on",
+    "check_impl",
+    "check_state_like",
+    "track_bounded",
+]
+
+#: The extras a module exposes as read-only attributes (``module.zoneout`` is ``module.options.zoneout``).
+OPTION_NAMES = tuple(f.name for f in fields(RecurrentOptions))
 
 
 class RecurrentBase(nn.Module):
     """Common machinery of rnnguard layers and cells (one layer/direction per name suffix)."""
 
     kind: str
+    spec: KindSpec
+    options: RecurrentOptions
     hidden_size: int
     num_layers: int = 1
     bidirectional: bool = False
+    # Read-only views of ``options`` (set below), so ``layer.zoneout`` reads as before.
+    nonlinearity: str
+    layer_norm: bool
+    zoneout: float
+    zoneout_cell: float
+    dropconnect: float
+    forget_bias: float | None
+    init: InitArg
+    weight_norm: bool
+    residual: bool
+    recurrent_max: float | None
+    max_length: int | None
 
-    def _setup(
-        self,
-        kind: str,
-        hidden_size: int,
-        bias: bool,
-        *,
-        nonlinearity: str,
-        layer_norm: bool,
-        zoneout: float,
-        zoneout_cell: float | None,
-        dropconnect: float,
-        forget_bias: float | None,
-        init: InitArg,
-        weight_norm: bool,
-        residual: bool,
-        recurrent_max: float | None,
-        max_length: int | None,
-    ) -> None:
-        """Validate and store the options every layer kind shares."""
+    def _setup(self, kind: str, hidden_size: int, bias: bool, **extras: Any) -> None:
+        """Validate and store what every family shares: sizes, bias and the extras' options."""
+        self.spec = kind_spec(kind)
         self.kind = kind
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.bias = _checks.boolean("bias", bias)
-        self.nonlinearity = _checks.choice("nonlinearity", nonlinearity, NONLINEARITIES)
-        self.layer_norm = _checks.boolean("layer_norm", layer_norm)
-        self.zoneout = _checks.probability("zoneout", zoneout)
-        if zoneout_cell is not None and kind != "lstm":
-            raise ConfigError(
-                f"zoneout_cell applies only to LSTM, got zoneout_cell={zoneout_cell} for {kind}"
-            )
-        self.zoneout_cell = (
-            self.zoneout
-            if zoneout_cell is None
-            else _checks.probability("zoneout_cell", zoneout_cell)
-        )
-        if kind != "lstm":
-            self.zoneout_cell = 0.0
-        self.dropconnect = _checks.probability("dropconnect", dropconnect)
-        if forget_bias is not None:
-            if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
-                raise TypeError(
-                    f"forget_bias must be a number or None, got {type(forget_bias).__name__}"
-                )
-            if not math.isfinite(forget_bias):
-                raise ConfigError(f"forget_bias must be finite, got {forget_bias}")
-            if not self.bias:
-                raise ConfigError("forget_bias needs bias=True, got bias=False")
-        self.forget_bias = None if forget_bias is None else float(forget_bias)
-        if init is not None and not callable(init):
-            if not isinstance(init, str):
-                raise TypeError(
-                    f"init must be a scheme name, a callable or None, got {type(init).__name__}"
-                )
-            rinit.INIT_SCHEMES.entry(init)  # unknown names fail here, listing the known ones
-        self.init = init
-        self.weight_norm = _checks.boolean("weight_norm", weight_norm)
-        self.residual = _checks.boolean("residual", residual)
-        if recurrent_max is not None and max_length is not None:
-            raise ConfigError(
-                f"give max_length or recurrent_max, not both; got max_length={max_length}, "
-                f"recurrent_max={recurrent_max}"
-            )
-        if max_length is not None:
-            recurrent_max = 2.0 ** (1.0 / _checks.positive_int("max_length", max_length))
-        self.max_length = max_length
-        self.recurrent_max = (
-            None
-            if recurrent_max is None
-            else _checks.positive_float("recurrent_max", recurrent_max)
-        )
+        self.options = self.spec.options(bias=self.bias, **extras)
 
     # ------------------------------------------------------------------ parameters
 
@@ -113,29 +74,30 @@ class RecurrentBase(nn.Module):
 
     def _make_params(self, in_sizes: list[int], factory: dict[str, Any]) -> None:
         """Register torch.nn-named tensors in torch.nn's order, then the LayerNorm tensors."""
-        g, h = GATES[self.kind], self.hidden_size
+        spec, h = self.spec, self.hidden_size
+        g = spec.gates
         for s, in_size in zip(self._suffixes(), in_sizes):
             self.register_parameter(
                 "weight_ih" + s, nn.Parameter(torch.empty(g * h, in_size, **factory))
             )
-            hh = (h,) if self.kind == "indrnn" else (g * h, h)
+            hh = spec.hh_shape(h)
             self.register_parameter("weight_hh" + s, nn.Parameter(torch.empty(*hh, **factory)))
             if self.bias:
                 self.register_parameter("bias_ih" + s, nn.Parameter(torch.empty(g * h, **factory)))
-                if self.kind != "indrnn":
+                if not spec.vector_recurrence:
                     self.register_parameter(
                         "bias_hh" + s, nn.Parameter(torch.empty(g * h, **factory))
                     )
-        if self.layer_norm:
+        if self.options.layer_norm:
             for s in self._suffixes():
                 self.register_parameter(
                     "layer_norm_ih" + s, nn.Parameter(torch.ones(g * h, **factory))
                 )
-                if self.kind != "indrnn":
+                if not spec.vector_recurrence:
                     self.register_parameter(
                         "layer_norm_hh" + s, nn.Parameter(torch.ones(g * h, **factory))
                     )
-                if self.kind == "lstm":
+                if spec.cell_layer_norm:
                     self.register_parameter(
                         "layer_norm_c_weight" + s, nn.Parameter(torch.ones(h, **factory))
                     )
@@ -145,45 +107,43 @@ class RecurrentBase(nn.Module):
 
     def _finish_init(self) -> None:
         self.reset_parameters()
-        if self.weight_norm:
+        if self.options.weight_norm:
             from torch.nn.utils.parametrizations import weight_norm
 
             for s in self._suffixes():
                 weight_norm(self, "weight_ih" + s, dim=0)
-                if self.kind != "indrnn":  # a per-unit vector has nothing to normalise
+                if not self.spec.vector_recurrence:  # a per-unit vector has nothing to normalise
                     weight_norm(self, "weight_hh" + s, dim=0)
             self._register_load_state_dict_pre_hook(_plain_weights_to_weight_norm, with_module=True)
-        if self.recurrent_max is not None:
+        if self.options.recurrent_max is not None:
             track_bounded(self)
 
     def reset_parameters(self) -> None:
         """Default init (torch.nn's, or the IndRNN paper's), then ``init``, then ``forget_bias``."""
-        if self.kind == "indrnn":
-            rinit.indrnn_(self)
-        else:
-            rinit.torch_default_(self)
+        self.spec.default_init(self)
         for name, p in self.named_parameters():
             if name.startswith("layer_norm_"):
                 with torch.no_grad():
                     p.fill_(0.0 if name.startswith("layer_norm_c_bias") else 1.0)
-        if self.init is not None:
-            rinit.apply(self, self.init)
-        if self.forget_bias is not None:
-            rinit.forget_bias_(self, self.forget_bias)
+        if self.options.init is not None:
+            rinit.apply(self, self.options.init)
+        if self.options.forget_bias is not None:
+            rinit.forget_bias_(self, self.options.forget_bias)
 
     def recurrent_units(self) -> list[rinit.RecurrentUnit]:
         """One :class:`~rnnguard.nn.init.RecurrentUnit` per layer and direction (for initialisers)."""
+        has_bias_hh = self.bias and not self.spec.vector_recurrence
         return [
             rinit.RecurrentUnit(
                 self,
                 self.kind,
-                self.nonlinearity,
+                self.options.nonlinearity,
                 self.hidden_size,
                 "weight_ih" + s,
                 "weight_hh" + s,
                 "bias_ih" + s if self.bias else None,
-                "bias_hh" + s if self.bias and self.kind != "indrnn" else None,
-                self.recurrent_max,
+                "bias_hh" + s if has_bias_hh else None,
+                self.options.recurrent_max,
             )
             for s in self._suffixes()
         ]
@@ -192,66 +152,52 @@ class RecurrentBase(nn.Module):
         """The current tensors of ``layer``/``direction`` (weight-normed, IndRNN bound applied)."""
         s = self._suffix(layer, direction)
         w_hh = getattr(self, "weight_hh" + s)
-        if self.recurrent_max is not None:
+        bound = self.options.recurrent_max
+        if bound is not None:
             if self not in _BOUNDED:  # a deep copy or an unpickled module is not tracked yet
                 track_bounded(self)
-            w_hh = w_hh.clamp(-self.recurrent_max, self.recurrent_max)
-        ln = self.layer_norm
-        return LayerParams(
-            getattr(self, "weight_ih" + s),
-            w_hh,
-            getattr(self, "bias_ih" + s) if self.bias else None,
-            getattr(self, "bias_hh" + s) if self.bias and self.kind != "indrnn" else None,
-            getattr(self, "layer_norm_ih" + s) if ln else None,
-            getattr(self, "layer_norm_hh" + s) if ln and self.kind != "indrnn" else None,
-            getattr(self, "layer_norm_c_weight" + s) if ln and self.kind == "lstm" else None,
-            getattr(self, "layer_norm_c_bias" + s) if ln and self.kind == "lstm" else None,
-        )
+            w_hh = w_hh.clamp(-bound, bound)
 
-    def step_options(self, training: bool | None = None) -> StepOptions:
-        """The step switches of this module (``training`` defaults to ``self.training``)."""
-        return StepOptions(
-            nonlinearity=self.nonlinearity,
-            residual=self.residual and self.kind == "rnn",
-            zoneout=self.zoneout,
-            zoneout_cell=self.zoneout_cell,
-            dropconnect=self.dropconnect,
-            training=self.training if training is None else training,
+        def get(name: str, present: bool = True) -> Any:
+            return getattr(self, name + s) if present else None
+
+        ln, vector, cell_ln = (
+            self.options.layer_norm,
+            self.spec.vector_recurrence,
+            self.spec.cell_layer_norm,
+        )
+        return LayerParams(
+            get("weight_ih"),
+            w_hh,
+            get("bias_ih", self.bias),
+            get("bias_hh", self.bias and not vector),
+            get("layer_norm_ih", ln),
+            get("layer_norm_hh", ln and not vector),
+            get("layer_norm_c_weight", ln and cell_ln),
+            get("layer_norm_c_bias", ln and cell_ln),
         )
 
     def clamp_recurrent_(self, only: set[int] | None = None) -> None:
         """Clamp the stored recurrent vectors into [-recurrent_max, recurrent_max] (IndRNN bound)."""
-        if self.recurrent_max is None:
+        bound = self.options.recurrent_max
+        if bound is None:
             return
         with torch.no_grad():
             for s in self._suffixes():
                 p = getattr(self, "weight_hh" + s)
                 if only is None or id(p) in only:
-                    p.clamp_(-self.recurrent_max, self.recurrent_max)
+                    p.clamp_(-bound, bound)
 
     def _extra_options(self) -> list[str]:
-        out = []
-        if self.layer_norm:
-            out.append("layer_norm=True")
-        if self.zoneout:
-            out.append(f"zoneout={self.zoneout}")
-        if self.kind == "lstm" and self.zoneout_cell != self.zoneout:
-            out.append(f"zoneout_cell={self.zoneout_cell}")
-        if self.dropconnect:
-            out.append(f"dropconnect={self.dropconnect}")
-        if self.forget_bias is not None:
-            out.append(f"forget_bias={self.forget_bias}")
-        if self.init is not None:
-            out.append(f"init={getattr(self.init, '__name__', self.init)!r}")
-        if self.weight_norm:
-            out.append("weight_norm=True")
-        if self.residual:
-            out.append("residual=True")
-        if self.max_length is not None:  # what the user gave, not the bound it implies
-            out.append(f"max_length={self.max_length}")
-        elif self.recurrent_max is not None:
-            out.append(f"recurrent_max={self.recurrent_max:.6g}")
-        return out
+        return self.options.describe(self.spec.default_options(self.options))
+
+
+def _option_view(name: str) -> property:
+    return property(lambda self: getattr(self.options, name), doc=f"``options.{name}``")
+
+
+for _name in OPTION_NAMES:
+    setattr(RecurrentBase, _name, _option_view(_name))
 
 
 def _plain_weights_to_weight_norm(
@@ -291,3 +237,21 @@ def track_bounded(module: RecurrentBase) -> None:
 
 def check_impl(impl: Any) -> str:
     return _checks.choice("impl", impl, IMPLS)
+
+
+def check_state_like(name: str, state: Tensor, like: Tensor) -> None:
+    """A state tensor must share the input's device and (outside autocast) its dtype."""
+    if state.device != like.device:
+        raise ConfigError(
+            f"{name} must be on the input's device ({like.device}), got {state.device}"
+        )
+    if state.dtype != like.dtype and not autocast_on(like.device.type):
+        raise ConfigError(f"{name} dtype must match the input's ({like.dtype}), got {state.dtype}")
+
+
+def autocast_on(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type``."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))  # type: ignore[call-arg]
+    except TypeError:  # torch < 2.4 takes no device type
+        return bool(torch.is_autocast_enabled())

@@ -21,6 +21,7 @@ cell reproduces the layer's numbers under the same seed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -29,17 +30,8 @@ from torch import Tensor
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn import _checks
-from rnnguard.nn._base import DEFAULT_NONLINEARITY, InitArg, RecurrentBase
-from rnnguard.nn.functional import (
-    DirectionMasks,
-    HiddenState,
-    LSTMState,
-    State,
-    cell_forward,
-    sample_masks,
-    zero_state,
-)
-from rnnguard.nn.layers import check_state_like
+from rnnguard.nn._base import InitArg, RecurrentBase, check_state_like
+from rnnguard.nn.functional import DirectionMasks, State, cell_forward, sample_masks
 
 __all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "MaskHold", "RNNCell"]
 
@@ -81,7 +73,7 @@ class _Cell(RecurrentBase):
         hidden_size: int,
         bias: bool = True,
         *,
-        nonlinearity: str = "tanh",
+        nonlinearity: str | None = None,
         layer_norm: bool = False,
         zoneout: float = 0.0,
         zoneout_cell: float | None = None,
@@ -120,7 +112,7 @@ class _Cell(RecurrentBase):
         """Zeros of shape (batch, hidden_size) for every state component."""
         _checks.positive_int("batch", batch)
         w = self.layer_params().weight_ih
-        return zero_state(self.kind, batch, self.hidden_size, w, device, dtype)
+        return self.spec.zero_state(batch, self.hidden_size, w, device, dtype)
 
     def hold_masks(self, steps: int | None = None) -> MaskHold:
         """Share one DropConnect mask over the calls from now on (a new sequence starts here).
@@ -143,18 +135,18 @@ class _Cell(RecurrentBase):
 
     def _step_masks(self, x: Tensor) -> DirectionMasks | None:
         """This call's masks: fresh ones, or the held sequence's masks for the current step."""
-        if not self.training or not (self.dropconnect or self.zoneout or self.zoneout_cell):
+        if not self.training or not self.options.random:
             return None
         held = getattr(self, "_held", None)
         batch = x.shape[0]
         if held is None:
-            return _at(self._draw(1, batch, x, self.dropconnect), 0)
+            return _at(self._draw(1, batch, x), 0)
         if held.masks is None:  # the sequence's first step: draw as a layer's forward does
-            held.masks = self._draw(held.steps or 1, batch, x, self.dropconnect)
+            held.masks = self._draw(held.steps or 1, batch, x)
             held.batch, held.t = batch, 0
             step = _at(held.masks, 0)
         elif held.steps is None:  # zoneout per call, DropConnect held
-            step = _at(self._draw(1, batch, x, 0.0), 0)
+            step = _at(self._draw(1, batch, x, with_dropconnect=False), 0)
             step = step._replace(dropconnect=held.masks.dropconnect)
         else:
             if batch != held.batch:
@@ -171,16 +163,18 @@ class _Cell(RecurrentBase):
         held.t += 1
         return step
 
-    def _draw(self, steps: int, batch: int, like: Tensor, dropconnect: float) -> DirectionMasks:
+    def _draw(
+        self, steps: int, batch: int, like: Tensor, with_dropconnect: bool = True
+    ) -> DirectionMasks:
+        options = self.options if with_dropconnect else replace(self.options, dropconnect=0.0)
         return sample_masks(
-            self.kind, num_layers=1, num_directions=1, hidden_size=self.hidden_size, steps=steps,
-            batch=batch, like=like, dropconnect=dropconnect, zoneout=self.zoneout,
-            zoneout_cell=self.zoneout_cell,
+            self.spec, options, num_layers=1, num_directions=1, hidden_size=self.hidden_size,
+            steps=steps, batch=batch, like=like,
         )[0].directions[0]  # fmt: skip
 
     def _coerce_state(self, state: Any, batch: int, batched: bool, like: Tensor) -> State:
         parts: tuple[Any, ...]
-        if self.kind == "lstm":
+        if self.spec.has_cell:
             if not isinstance(state, tuple) or len(state) != 2:
                 raise TypeError(
                     f"state must be an LSTMState(h, c) for LSTMCell, got {type(state).__name__}"
@@ -200,7 +194,7 @@ class _Cell(RecurrentBase):
                 raise ConfigError(f"state.{name} must have shape {shape}, got {tuple(t.shape)}")
             check_state_like(f"state.{name}", t, like)
         parts = tuple(t if batched else t.unsqueeze(0) for t in parts)
-        return LSTMState(*parts) if self.kind == "lstm" else HiddenState(*parts)
+        return self.spec.state(*parts)
 
     def forward(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, State]:
         """One step: ``x_t`` (B, input_size) or unbatched (input_size,) -> ``(h_t, new_state)``."""
@@ -222,7 +216,9 @@ class _Cell(RecurrentBase):
         else:
             state = self._coerce_state(state, batch, batched, x)
         masks = self._step_masks(x)
-        new = cell_forward(self.kind, x, state, self.layer_params(), self.step_options(), masks)
+        new = cell_forward(
+            self.spec, x, state, self.layer_params(), self.options, self.training, masks
+        )
         if not batched:
             new = type(new)(*(t.squeeze(0) for t in new))
         return new[0], new
@@ -232,8 +228,8 @@ class _Cell(RecurrentBase):
         if not self.bias:
             s.append("bias=False")
         # As torch.nn.RNNCell: the nonlinearity only when it is not the default.
-        if self.nonlinearity != DEFAULT_NONLINEARITY.get(self.kind, self.nonlinearity):
-            s.append(f"nonlinearity={self.nonlinearity!r}")
+        if self.options.nonlinearity != self.spec.default_nonlinearity:
+            s.append(f"nonlinearity={self.options.nonlinearity!r}")
         return ", ".join(s + self._extra_options())
 
 
@@ -241,8 +237,8 @@ def _at(m: DirectionMasks, t: int) -> DirectionMasks:
     """Step ``t`` of per-sequence masks: the shared DropConnect mask and that step's zoneout masks."""
     return DirectionMasks(
         m.dropconnect,
-        m.zoneout_h[t] if m.zoneout_h is not None else None,
-        m.zoneout_c[t] if m.zoneout_c is not None else None,
+        m.zoneout[t] if m.zoneout is not None else None,
+        m.zoneout_cell[t] if m.zoneout_cell is not None else None,
     )
 
 

@@ -1,15 +1,17 @@
-"""Pure recurrent maths: one step per layer kind, the per-direction time loop, masks, step functions.
+"""Pure recurrent maths: one step per family, the per-direction time loop, regularisers and masks.
 
-Everything here follows ``docs/equations.md``. Cells, layers and :func:`layer_step_function` all
-call the same ``*_step`` functions, so there is exactly one implementation of each recurrence.
+Everything here follows ``docs/equations.md``. Cells, layers and
+:func:`rnnguard.nn.step_function.layer_step_function` all call the same ``*_step`` functions, so
+there is exactly one implementation of each recurrence. What differs between the families is read
+from their :class:`~rnnguard.nn.kinds.KindSpec`; the extras come as one
+:class:`~rnnguard.nn.options.RecurrentOptions`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,22 +19,22 @@ from torch import Tensor, nn
 
 from rnnguard.errors import ConfigError
 
+if TYPE_CHECKING:  # the specs and options are built from this module's functions
+    from rnnguard.nn.kinds import KindSpec
+    from rnnguard.nn.options import RecurrentOptions
+
 __all__ = [
-    "GATES",
-    "KINDS",
     "NONLINEARITIES",
     "DirectionMasks",
     "HiddenState",
     "LSTMState",
     "LayerMasks",
     "LayerParams",
-    "StepFunction",
-    "StepOptions",
+    "StepFn",
     "cell_forward",
     "drop_connect",
     "gru_step",
     "indrnn_step",
-    "layer_step_function",
     "lstm_step",
     "project_input",
     "rnn_step",
@@ -41,9 +43,6 @@ __all__ = [
     "zoneout",
 ]
 
-#: Number of gate blocks stacked in ``weight_ih`` / ``weight_hh`` per layer kind (torch.nn order).
-GATES: dict[str, int] = {"rnn": 1, "lstm": 4, "gru": 3, "indrnn": 1}
-KINDS = tuple(GATES)
 NONLINEARITIES = ("tanh", "relu", "leaky_relu")
 LN_EPS = 1e-5
 LEAKY_SLOPE = 0.01
@@ -78,24 +77,12 @@ class LayerParams(NamedTuple):
     ln_c_bias: Tensor | None = None  # and shift (H,)
 
 
-@dataclass(frozen=True)
-class StepOptions:
-    """Per-layer switches that change the step maths (not the parameters)."""
-
-    nonlinearity: str = "tanh"  # rnn / indrnn activation
-    residual: bool = False  # rnn: h_t = h_{t-1} + act(...)
-    zoneout: float = 0.0
-    zoneout_cell: float = 0.0  # lstm only
-    dropconnect: float = 0.0
-    training: bool = False
-
-
 class DirectionMasks(NamedTuple):
     """Random masks of one layer and direction for one forward call (None where the rate is 0)."""
 
     dropconnect: Tensor | None = None  # shape of weight_hh, already scaled by 1 / (1 - p)
-    zoneout_h: Tensor | None = None  # (T, B, H) for layers, (B, H) for cells; 1 keeps h_{t-1}
-    zoneout_c: Tensor | None = None  # likewise for the LSTM cell state
+    zoneout: Tensor | None = None  # (T, B, H) for layers, (B, H) for cells; 1 keeps h_{t-1}
+    zoneout_cell: Tensor | None = None  # likewise for the LSTM cell state
 
 
 class LayerMasks(NamedTuple):
@@ -194,7 +181,8 @@ def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
 
 
 def sample_masks(
-    kind: str,
+    spec: KindSpec,
+    options: RecurrentOptions,
     *,
     num_layers: int,
     num_directions: int,
@@ -202,33 +190,27 @@ def sample_masks(
     steps: int,
     batch: int,
     like: Tensor,
-    dropconnect: float = 0.0,
-    zoneout: float = 0.0,
-    zoneout_cell: float = 0.0,
     dropout: float = 0.0,
     training: bool = True,
 ) -> list[LayerMasks]:
     """Draw every random mask of one forward call in the documented order (docs/equations.md).
 
-    For each layer, for each direction: DropConnect mask, zoneout h masks, zoneout c masks; then
-    that layer's output dropout mask (all layers but the last). Masks take ``like``'s device and
-    dtype and come from that device's default generator. In eval mode all masks are None.
+    For each layer, for each direction: DropConnect mask, zoneout masks of h, zoneout masks of c;
+    then that layer's output dropout mask (all layers but the last). Masks take ``like``'s device
+    and dtype and come from that device's default generator. In eval mode all masks are None.
     """
-    gates = GATES[kind]
-    hh_shape: tuple[int, ...] = (
-        (hidden_size,) if kind == "indrnn" else (gates * hidden_size, hidden_size)
-    )
     out: list[LayerMasks] = []
     for layer in range(num_layers):
         dirs = []
         for _ in range(num_directions):
             dc = zh = zc = None
-            if training and dropconnect > 0.0:
-                dc = _bernoulli(hh_shape, 1.0 - dropconnect, like) / (1.0 - dropconnect)
-            if training and zoneout > 0.0:
-                zh = _bernoulli((steps, batch, hidden_size), zoneout, like)
-            if training and kind == "lstm" and zoneout_cell > 0.0:
-                zc = _bernoulli((steps, batch, hidden_size), zoneout_cell, like)
+            if training and options.dropconnect > 0.0:
+                keep = 1.0 - options.dropconnect
+                dc = _bernoulli(spec.hh_shape(hidden_size), keep, like) / keep
+            if training and options.zoneout > 0.0:
+                zh = _bernoulli((steps, batch, hidden_size), options.zoneout, like)
+            if training and spec.has_cell and options.zoneout_cell > 0.0:
+                zc = _bernoulli((steps, batch, hidden_size), options.zoneout_cell, like)
             dirs.append(DirectionMasks(dc, zh, zc))
         drop = None
         if training and dropout > 0.0 and layer < num_layers - 1:
@@ -264,7 +246,7 @@ def _recurrent(h: Tensor, w_hh: Tensor, p: LayerParams) -> Tensor:
 
 
 def lstm_step(
-    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, options: RecurrentOptions
 ) -> LSTMState:
     """One LSTM step from the projected input ``xp`` (B, 4H); returns the candidate (h~, c~)."""
     h, c = state  # type: ignore[misc]
@@ -277,7 +259,7 @@ def lstm_step(
 
 
 def gru_step(
-    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, options: RecurrentOptions
 ) -> HiddenState:
     """One GRU step from the projected input ``xp`` (B, 3H); returns the candidate h~."""
     h = state[0]
@@ -291,79 +273,84 @@ def gru_step(
 
 
 def rnn_step(
-    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, options: RecurrentOptions
 ) -> HiddenState:
     """One Elman RNN step (optionally residual: h_{t-1} + act(...)); returns the candidate h~."""
     h = state[0]
-    a = _act(xp + _recurrent(h, w_hh, p), opts.nonlinearity)
-    return HiddenState(h + a if opts.residual else a)
+    a = _act(xp + _recurrent(h, w_hh, p), options.nonlinearity)
+    return HiddenState(h + a if options.residual else a)
 
 
 def indrnn_step(
-    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, opts: StepOptions
+    xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, options: RecurrentOptions
 ) -> HiddenState:
     """One IndRNN step: act(xp + u * h_{t-1}) with the per-unit recurrent vector ``u``."""
     h = state[0]
-    return HiddenState(_act(xp + w_hh * h, opts.nonlinearity))
+    return HiddenState(_act(xp + w_hh * h, options.nonlinearity))
 
 
-STEPS: dict[str, Callable[[Tensor, State, Tensor, LayerParams, StepOptions], State]] = {
-    "lstm": lstm_step,
-    "gru": gru_step,
-    "rnn": rnn_step,
-    "indrnn": indrnn_step,
-}
+#: A reference step: (projected input, state, recurrent weight, params, options) -> candidate state.
+StepFn = Callable[[Tensor, State, Tensor, LayerParams, "RecurrentOptions"], State]
 
 
 def _zoneout_state(
-    prev: State, new: State, opts: StepOptions, mask_h: Tensor | None, mask_c: Tensor | None
+    prev: State,
+    new: State,
+    options: RecurrentOptions,
+    training: bool,
+    zoneout_h: Tensor | None,
+    zoneout_cell: Tensor | None,
 ) -> State:
-    if opts.zoneout == 0.0 and opts.zoneout_cell == 0.0:
+    if options.zoneout == 0.0 and options.zoneout_cell == 0.0:
         return new
-    h = zoneout(prev[0], new[0], opts.zoneout, mask_h, opts.training)
+    h = zoneout(prev[0], new[0], options.zoneout, zoneout_h, training)
     if isinstance(new, LSTMState) and isinstance(prev, LSTMState):
-        c = zoneout(prev.c, new.c, opts.zoneout_cell, mask_c, opts.training)
+        c = zoneout(prev.c, new.c, options.zoneout_cell, zoneout_cell, training)
         return LSTMState(h, c)
     return HiddenState(h)
 
 
 def cell_forward(
-    kind: str,
+    spec: KindSpec,
     x_t: Tensor,
     state: State,
     params: LayerParams,
-    opts: StepOptions,
+    options: RecurrentOptions,
+    training: bool,
     masks: DirectionMasks | None = None,
 ) -> State:
     """One full step (projection, recurrence, zoneout) on ``x_t`` (B, I); masks are per step (B, H)."""
     masks = masks or DirectionMasks()
-    w_hh = drop_connect(params.weight_hh, opts.dropconnect, masks.dropconnect, opts.training)
-    new = STEPS[kind](project_input(x_t, params), state, w_hh, params, opts)
-    return _zoneout_state(state, new, opts, masks.zoneout_h, masks.zoneout_c)
+    w_hh = drop_connect(params.weight_hh, options.dropconnect, masks.dropconnect, training)
+    new = spec.step(project_input(x_t, params), state, w_hh, params, options)
+    return _zoneout_state(state, new, options, training, masks.zoneout, masks.zoneout_cell)
 
 
 def check_direction_masks(
-    kind: str, masks: DirectionMasks | None, opts: StepOptions
+    spec: KindSpec, masks: DirectionMasks | None, options: RecurrentOptions, training: bool
 ) -> DirectionMasks:
     """``masks`` (empty when None), checked to hold every mask a training-mode run needs."""
     masks = masks or DirectionMasks()
-    if opts.training:
-        if opts.dropconnect > 0.0 and masks.dropconnect is None:
+    if training:
+        if options.dropconnect > 0.0 and masks.dropconnect is None:
             raise ConfigError("run_direction: dropconnect > 0 in training needs masks.dropconnect")
-        if opts.zoneout > 0.0 and masks.zoneout_h is None:
-            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout_h")
-        if kind == "lstm" and opts.zoneout_cell > 0.0 and masks.zoneout_c is None:
-            raise ConfigError("run_direction: zoneout_cell > 0 in training needs masks.zoneout_c")
+        if options.zoneout > 0.0 and masks.zoneout is None:
+            raise ConfigError("run_direction: zoneout > 0 in training needs masks.zoneout")
+        if spec.has_cell and options.zoneout_cell > 0.0 and masks.zoneout_cell is None:
+            raise ConfigError(
+                "run_direction: zoneout_cell > 0 in training needs masks.zoneout_cell"
+            )
     return masks
 
 
 def run_direction(
-    kind: str,
+    spec: KindSpec,
     x: Tensor,
     state0: State,
     params: LayerParams,
     masks: DirectionMasks | None,
-    opts: StepOptions,
+    options: RecurrentOptions,
+    training: bool,
     lengths: Tensor | None = None,
     reverse: bool = False,
 ) -> tuple[Tensor, State]:
@@ -373,11 +360,10 @@ def run_direction(
     outputs are zero, and the reverse direction starts at its own last valid step. In training
     mode with a zoneout/DropConnect rate > 0, ``masks`` must come from :func:`sample_masks`.
     """
-    masks = check_direction_masks(kind, masks, opts)
-    step = STEPS[kind]
+    masks = check_direction_masks(spec, masks, options, training)
     steps = x.shape[0]
     xp = project_input(x, params)  # (T, B, G*H): the input projection leaves the loop
-    w_hh = drop_connect(params.weight_hh, opts.dropconnect, masks.dropconnect, opts.training)
+    w_hh = drop_connect(params.weight_hh, options.dropconnect, masks.dropconnect, training)
     valid = None
     if lengths is not None:
         t_idx = torch.arange(steps, device=x.device).unsqueeze(1)
@@ -386,10 +372,10 @@ def run_direction(
     state = state0
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        new = step(xp[t], state, w_hh, params, opts)
-        mh = masks.zoneout_h[t] if masks.zoneout_h is not None else None
-        mc = masks.zoneout_c[t] if masks.zoneout_c is not None else None
-        new = _zoneout_state(state, new, opts, mh, mc)
+        new = spec.step(xp[t], state, w_hh, params, options)
+        zh = masks.zoneout[t] if masks.zoneout is not None else None
+        zc = masks.zoneout_cell[t] if masks.zoneout_cell is not None else None
+        new = _zoneout_state(state, new, options, training, zh, zc)
         if valid is not None:
             v = valid[t]
             new = type(new)(*(torch.where(v, n, s) for n, s in zip(new, state)))
@@ -400,72 +386,7 @@ def run_direction(
     return torch.stack(outputs, 0), state
 
 
-# --------------------------------------------------------------------------- step functions
-
-
-def zero_state(
-    kind: str,
-    batch: int,
-    hidden_size: int,
-    like: Tensor,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> State:
-    """Zeros (batch, hidden_size) for every state component, on ``like``'s device/dtype by default."""
-    z = torch.zeros(batch, hidden_size, device=device or like.device, dtype=dtype or like.dtype)
-    return LSTMState(z, z.clone()) if kind == "lstm" else HiddenState(z)
-
-
-class StepFunction:
-    """The deterministic (eval-mode) one-step map of one layer and direction of a recurrent module.
-
-    ``step(x_t, state) -> state``, ``output(state) -> h_t``, ``initial_state(batch)``. Parameters
-    are read live from the module on every call, so gradients flow to them.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        params: Callable[[], LayerParams],
-        opts: StepOptions,
-        input_size: int,
-        hidden_size: int,
-    ) -> None:
-        self.kind = kind
-        self._params = params
-        self.opts = opts
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-
-    @property
-    def params(self) -> LayerParams:
-        """The current tensors of this layer and direction."""
-        return self._params()
-
-    def step(self, x_t: Tensor, state: State | Tensor) -> State:
-        """Advance one step on ``x_t`` (B, input_size)."""
-        if isinstance(state, Tensor):
-            state = HiddenState(state)
-        return cell_forward(self.kind, x_t, state, self._params(), self.opts)
-
-    def output(self, state: State) -> Tensor:
-        """The layer output for ``state`` (its h)."""
-        return state[0]
-
-    def initial_state(
-        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> State:
-        """Zeros of the right shape (an :class:`LSTMState` for LSTMs, else :class:`HiddenState`)."""
-        return zero_state(
-            self.kind, batch, self.hidden_size, self._params().weight_ih, device, dtype
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"StepFunction(kind={self.kind!r}, input_size={self.input_size}, "
-            f"hidden_size={self.hidden_size})"
-        )
-
+# --------------------------------------------------------------------------- torch.nn's names
 
 # torch.nn's recurrent modules in rnnguard's terms: mode -> (kind, nonlinearity), and their names.
 TORCH_MODES = {
@@ -484,80 +405,3 @@ def torch_suffix(layer: int, direction: int) -> str:
 def torch_cell_kind(cell: nn.RNNCellBase) -> str:
     """The kind of a torch.nn cell: ``"lstm"``, ``"gru"`` or ``"rnn"``."""
     return {nn.LSTMCell: "lstm", nn.GRUCell: "gru"}.get(type(cell), "rnn")
-
-
-def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -> StepFunction:
-    """One-step map (eval semantics) of ``layer``/``direction`` of a torch.nn or rnnguard RNN/LSTM/GRU/IndRNN.
-
-    Cells (torch.nn's ``RNNCell``/``LSTMCell``/``GRUCell`` and rnnguard's) have one layer and direction.
-
-    Eval semantics: zoneout contributes its expectation, DropConnect and dropout are off.
-    """
-    if hasattr(module, "layer_params") and hasattr(module, "step_options"):
-        mod: Any = module
-        layers, dirs = int(mod.num_layers), 2 if mod.bidirectional else 1
-        _check_index(layer, layers, direction, dirs)
-        return StepFunction(
-            str(mod.kind),
-            lambda: mod.layer_params(layer, direction),
-            mod.step_options(training=False),
-            int(mod.layer_input_size(layer)),
-            int(mod.hidden_size),
-        )
-    if isinstance(module, nn.RNNBase):
-        if module.mode not in TORCH_MODES:
-            raise ConfigError(
-                f"module.mode must be one of {tuple(TORCH_MODES)}, got {module.mode!r}"
-            )
-        if getattr(module, "proj_size", 0):
-            raise NotImplementedError(
-                "layer_step_function does not support LSTM with proj_size > 0"
-            )
-        dirs = 2 if module.bidirectional else 1
-        _check_index(layer, module.num_layers, direction, dirs)
-        kind, act = TORCH_MODES[module.mode]
-        sfx = torch_suffix(layer, direction)
-        tm: Any = module
-
-        def params() -> LayerParams:
-            b = tm.bias
-            return LayerParams(
-                getattr(tm, "weight_ih" + sfx),
-                getattr(tm, "weight_hh" + sfx),
-                getattr(tm, "bias_ih" + sfx) if b else None,
-                getattr(tm, "bias_hh" + sfx) if b else None,
-            )
-
-        in_size = module.input_size if layer == 0 else dirs * module.hidden_size
-        return StepFunction(
-            kind, params, StepOptions(nonlinearity=act), in_size, module.hidden_size
-        )
-    if isinstance(module, nn.RNNCellBase):
-        _check_index(layer, 1, direction, 1)
-        cell: Any = module
-        kind = torch_cell_kind(module)
-        act = str(getattr(module, "nonlinearity", "tanh"))
-
-        def cell_params() -> LayerParams:
-            b = cell.bias
-            return LayerParams(
-                cell.weight_ih,
-                cell.weight_hh,
-                cell.bias_ih if b else None,
-                cell.bias_hh if b else None,
-            )
-
-        return StepFunction(
-            kind, cell_params, StepOptions(nonlinearity=act), module.input_size, module.hidden_size
-        )
-    raise TypeError(
-        "module must be a torch.nn.RNN/LSTM/GRU(Cell) or an rnnguard layer or cell, "
-        f"got {type(module).__name__}"
-    )
-
-
-def _check_index(layer: int, layers: int, direction: int, dirs: int) -> None:
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < layers:
-        raise ConfigError(f"layer must be an int in [0, {layers}), got {layer!r}")
-    if isinstance(direction, bool) or not isinstance(direction, int) or not 0 <= direction < dirs:
-        raise ConfigError(f"direction must be an int in [0, {dirs}), got {direction!r}")

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from rnnguard.errors import ConfigError
 from rnnguard.nn._checks import positive_float
-from rnnguard.nn.functional import GATES, TORCH_MODES, torch_cell_kind, torch_suffix
+from rnnguard.nn.functional import TORCH_MODES, torch_cell_kind, torch_suffix
 from rnnguard.utils.registry import Entry, Registry
 
 __all__ = [
@@ -60,7 +60,8 @@ class RecurrentUnit:
 
     @property
     def gates(self) -> int:
-        return GATES[self.kind]
+        """Gate blocks stacked in the input weight (its rows over ``hidden_size``)."""
+        return int(getattr(self.module, self.weight_ih).shape[0]) // self.hidden_size
 
 
 def recurrent_units(model: nn.Module) -> Iterator[RecurrentUnit]:

@@ -14,19 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import _VF, Tensor
+from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn import _checks
-from rnnguard.nn._base import DEFAULT_NONLINEARITY, InitArg, RecurrentBase, check_impl
-from rnnguard.nn.functional import (
-    HiddenState,
-    LSTMState,
-    run_direction,
-    sample_masks,
-    torch_suffix,
-)
+from rnnguard.nn import _checks, fused
+from rnnguard.nn._base import InitArg, RecurrentBase, autocast_on, check_impl, check_state_like
+from rnnguard.nn.functional import run_direction, sample_masks, torch_suffix
 from rnnguard.nn.registry import register_layer
 
 __all__ = ["GRU", "LSTM", "RNN", "IndRNN"]
@@ -46,7 +40,7 @@ class _RecurrentLayer(RecurrentBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
-        nonlinearity: str = "tanh",
+        nonlinearity: str | None = None,
         layer_norm: bool = False,
         zoneout: float = 0.0,
         zoneout_cell: float | None = None,
@@ -104,6 +98,11 @@ class _RecurrentLayer(RecurrentBase):
         """Feature size of the output sequence: ``hidden_size * num_directions``."""
         return self.hidden_size * self.num_directions
 
+    @property
+    def residual_between_layers(self) -> bool:
+        """Whether each layer's input is added to its output (where the widths match)."""
+        return self.options.residual and self.spec.residual_between_layers
+
     def layer_input_size(self, layer: int) -> int:
         """Input feature size of ``layer``."""
         return self.input_size if layer == 0 else self.output_size
@@ -125,22 +124,16 @@ class _RecurrentLayer(RecurrentBase):
 
     def _uses_torch_kernel(self) -> bool:
         """True when torch's own fused kernel computes exactly what this layer computes."""
-        if self.impl != "auto" or self.kind == "indrnn":
+        if self.impl != "auto" or self.spec.torch_kernel is None:
             return False
-        extras = (
-            self.layer_norm or self.zoneout > 0 or self.zoneout_cell > 0 or self.dropconnect > 0
-            or self.residual or self.nonlinearity == "leaky_relu"
-        )  # fmt: skip
-        return not extras
+        return not self.options.changes_recurrence
 
     def _direction_fn(self, device_type: str) -> Callable[..., Any]:
         # "auto" with extras (or IndRNN) takes the fused path; "reference" keeps the plain loop.
         # Under autocast "auto" keeps the plain loop too: its ops are autocast-aware, the fused
         # kernels (out= buffers, mixed dtypes) are not.
-        if self.impl == "reference" or (self.impl == "auto" and _autocast_on(device_type)):
+        if self.impl == "reference" or (self.impl == "auto" and autocast_on(device_type)):
             return run_direction
-        from rnnguard.nn import fused
-
         return fused.run_direction
 
     # ------------------------------------------------------------------ forward
@@ -177,7 +170,7 @@ class _RecurrentLayer(RecurrentBase):
             out = out.squeeze(0 if self.batch_first else 1)
             hn = hn.squeeze(1)
             cn = cn.squeeze(1) if cn is not None else None
-        return out, ((hn, cn) if self.kind == "lstm" else hn)
+        return out, ((hn, cn) if self.spec.has_cell else hn)
 
     def _forward_packed(self, packed: PackedSequence, hx: Any) -> tuple[PackedSequence, Any]:
         data, batch_sizes, sorted_idx, unsorted_idx = packed
@@ -205,11 +198,11 @@ class _RecurrentLayer(RecurrentBase):
             )
             out_data = repacked.data
         out_packed = PackedSequence(out_data, batch_sizes, sorted_idx, unsorted_idx)
-        return out_packed, ((hn, cn) if self.kind == "lstm" else hn)
+        return out_packed, ((hn, cn) if self.spec.has_cell else hn)
 
     def _check_features(self, x: Tensor) -> None:
         w = next(self.parameters())
-        if x.dtype != w.dtype and not _autocast_on(x.device.type):
+        if x.dtype != w.dtype and not autocast_on(x.device.type):
             raise ConfigError(
                 f"input dtype must match the layer's parameters ({w.dtype}), got {x.dtype}; "
                 f"convert with input.to({w.dtype}) or layer.to({x.dtype})"
@@ -225,7 +218,7 @@ class _RecurrentLayer(RecurrentBase):
     ) -> tuple[Tensor, Tensor | None]:
         n = self.num_layers * self.num_directions
         shape = (n, batch, self.hidden_size) if batched else (n, self.hidden_size)
-        is_lstm = self.kind == "lstm"
+        is_lstm = self.spec.has_cell
         if hx is None:
             z = torch.zeros(n, batch, self.hidden_size, device=like.device, dtype=like.dtype)
             return z, (torch.zeros_like(z) if is_lstm else None)
@@ -252,31 +245,27 @@ class _RecurrentLayer(RecurrentBase):
         self, x: Tensor, h0: Tensor, c0: Tensor | None, batch_sizes: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         weights = [w for ws in self.all_weights for w in ws]
-        fn = {
-            "lstm": _VF.lstm,
-            "gru": _VF.gru,
-            "rnn": _VF.rnn_tanh if self.nonlinearity == "tanh" else _VF.rnn_relu,
-        }[self.kind]
-        hx: Any = (h0, c0) if self.kind == "lstm" else h0
+        assert self.spec.torch_kernel is not None  # see _uses_torch_kernel
+        fn = self.spec.torch_kernel(self.options.nonlinearity)
+        hx: Any = (h0, c0) if c0 is not None else h0
         common = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         if batch_sizes is None:
             res = fn(x, hx, weights, *common, False)  # type: ignore[operator]
         else:
             res = fn(x, batch_sizes, hx, weights, *common)  # type: ignore[operator]
-        return res[0], res[1], (res[2] if self.kind == "lstm" else None)
+        return res[0], res[1], (res[2] if c0 is not None else None)
 
     def _reference(
         self, x: Tensor, h0: Tensor, c0: Tensor | None, lengths: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         steps, batch = x.shape[0], x.shape[1]
-        opts = self.step_options()
+        spec, options, training = self.spec, self.options, self.training
         masks = None
-        if self.training:
+        if training:
             masks = sample_masks(
-                self.kind, num_layers=self.num_layers, num_directions=self.num_directions,
+                spec, options, num_layers=self.num_layers, num_directions=self.num_directions,
                 hidden_size=self.hidden_size, steps=steps, batch=batch, like=x,
-                dropconnect=self.dropconnect, zoneout=self.zoneout,
-                zoneout_cell=self.zoneout_cell, dropout=self.dropout, training=True,
+                dropout=self.dropout, training=True,
             )  # fmt: skip
         run = self._direction_fn(x.device.type)
         if lengths is not None:
@@ -288,25 +277,22 @@ class _RecurrentLayer(RecurrentBase):
             outs = []
             for d in range(self.num_directions):
                 i = layer * self.num_directions + d
-                s0 = LSTMState(h0[i], c0[i]) if c0 is not None else HiddenState(h0[i])
+                s0 = spec.state(*((h0[i], c0[i]) if c0 is not None else (h0[i],)))
                 dm = masks[layer].directions[d] if masks is not None else None
-                o, s = run(
-                    self.kind, layer_in, s0, self.layer_params(layer, d), dm, opts, lengths, d == 1
-                )
+                params = self.layer_params(layer, d)
+                o, s = run(spec, layer_in, s0, params, dm, options, training, lengths, d == 1)
                 outs.append(o)
                 hs.append(s[0])
                 if c0 is not None:
                     cs.append(s[1])
             out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-            if self._residual_between_layers and out.shape[-1] == layer_in.shape[-1]:
+            if self.residual_between_layers and out.shape[-1] == layer_in.shape[-1]:
                 out = out + layer_in
             drop = masks[layer].dropout if masks is not None else None
             if drop is not None:
                 out = out * drop
             layer_in = out
         return layer_in, torch.stack(hs), (torch.stack(cs) if c0 is not None else None)
-
-    _residual_between_layers = False
 
     def extra_repr(self) -> str:
         s = [f"{self.input_size}, {self.hidden_size}"]
@@ -320,28 +306,11 @@ class _RecurrentLayer(RecurrentBase):
             s.append(f"dropout={self.dropout}")
         if self.bidirectional:
             s.append("bidirectional=True")
-        if self.nonlinearity != DEFAULT_NONLINEARITY.get(self.kind, self.nonlinearity):
-            s.append(f"nonlinearity={self.nonlinearity!r}")
+        if self.options.nonlinearity != self.spec.default_nonlinearity:
+            s.append(f"nonlinearity={self.options.nonlinearity!r}")
         if self.impl != "auto":
             s.append(f"impl={self.impl!r}")
         return ", ".join(s + self._extra_options())
-
-
-def check_state_like(name: str, state: Tensor, like: Tensor) -> None:
-    """A state tensor must share the input's device and (outside autocast) its dtype."""
-    if state.device != like.device:
-        raise ConfigError(
-            f"{name} must be on the input's device ({like.device}), got {state.device}"
-        )
-    if state.dtype != like.dtype and not _autocast_on(like.device.type):
-        raise ConfigError(f"{name} dtype must match the input's ({like.dtype}), got {state.dtype}")
-
-
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return bool(torch.is_autocast_enabled(device_type))  # type: ignore[call-arg]
-    except TypeError:  # torch < 2.4 takes no device type
-        return bool(torch.is_autocast_enabled())
 
 
 @register_layer(
@@ -510,4 +479,3 @@ class IndRNN(_RecurrentLayer):
             dtype=dtype,
         )  # fmt: skip
         self.mode = "INDRNN"
-        self._residual_between_layers = self.residual

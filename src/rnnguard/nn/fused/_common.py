@@ -1,9 +1,9 @@
-"""Pieces shared by the fused recurrences: LayerNorm backward, carry weights, time framing.
+"""Pieces shared by the fused recurrences: input projection, LayerNorm backward, time framing.
 
-A *carry* weight ``m`` generalises zoneout and variable lengths into one rule,
-``h_t = m * h_{t-1} + (1 - m) * h~_t``: a zoneout mask (train), the zoneout rate (eval) and
-"this step is padding" (m = 1) all have that form, so each fused loop handles them with one
-``torch.lerp`` per state. ``lerp`` returns its end points exactly for weights 0 and 1, so the
+The fused loops take zoneout as a *zoneout weight* ``m``, the one rule
+``h_t = m * h_{t-1} + (1 - m) * h~_t`` that covers a zoneout mask (train), the zoneout rate
+(eval) and variable lengths ("this step is padding": m = 1), so each loop handles all three with
+one ``torch.lerp`` per state. ``lerp`` returns its end points exactly for weights 0 and 1, so the
 masked steps copy the state bit for bit.
 """
 
@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS, NONLINEARITIES
+from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS, NONLINEARITIES, LayerParams
 
-#: A per-step carry weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
-Carry = Tensor | float | None
+#: A zoneout weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
+ZoneoutWeight = Tensor | float | None
 
 _A = torch.ops.aten
 _ln_backward_op = _A.native_layer_norm_backward.default
@@ -84,11 +84,11 @@ def add_scaled_(target: Tensor, weight: Tensor | float, x: Tensor) -> Tensor:
     return target.add_(x, alpha=weight)
 
 
-def steps_of(carry: Carry, steps: int) -> list[Any]:
-    """Per-step views of a carry weight (a constant repeats)."""
-    if isinstance(carry, Tensor):
-        return list(carry.unbind(0))
-    return [carry] * steps
+def steps_of(zoneout: ZoneoutWeight, steps: int) -> list[Any]:
+    """Per-step views of a zoneout weight (a constant repeats)."""
+    if isinstance(zoneout, Tensor):
+        return list(zoneout.unbind(0))
+    return [zoneout] * steps
 
 
 def stack_stats(stats: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] | None:
@@ -145,9 +145,11 @@ class TimeFrame:
 
     from_frame = to_frame  # the reordering is its own inverse
 
-    def carry(self, mask: Tensor | None, rate: float, training: bool, like: Tensor) -> Carry:
-        """Combine a zoneout mask (train) or rate (eval) with the padding into one carry weight."""
-        c: Carry = None
+    def zoneout_weight(
+        self, mask: Tensor | None, rate: float, training: bool, like: Tensor
+    ) -> ZoneoutWeight:
+        """Combine a zoneout mask (train) or rate (eval) with the padding into one zoneout weight."""
+        c: ZoneoutWeight = None
         if rate > 0.0:
             c = (
                 self.to_frame(mask)
@@ -167,6 +169,34 @@ class TimeFrame:
         if self.pad is None:
             return out
         return out.masked_fill(self.pad, 0.0)
+
+
+def fused_input(
+    x: Tensor,
+    params: LayerParams,
+    fold_bias_hh: bool,
+    scale: Tensor | None = None,
+    defer_ln: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``LN(W_ih x) + b_ih (+ b_hh)`` for all steps, the bias fused into the matmul or the LayerNorm.
+
+    ``scale`` (G,) multiplies the result's features, folded into the weight (or LayerNorm gain)
+    and the bias, so it costs no pass over the (T, B, G) result. Returns ``(result, None, None)``,
+    or with ``defer_ln`` and an input LayerNorm ``(W_ih x, gain, bias)`` for the caller to apply.
+    """
+    bias = params.bias_ih
+    if fold_bias_hh and params.bias_hh is not None:
+        bias = params.bias_hh if bias is None else bias + params.bias_hh
+    if scale is not None and bias is not None:
+        bias = bias * scale
+    if params.ln_ih is None:
+        w = params.weight_ih if scale is None else params.weight_ih * scale.unsqueeze(1)
+        return F.linear(x, w, bias), None, None
+    gain = params.ln_ih if scale is None else params.ln_ih * scale
+    v = F.linear(x, params.weight_ih)
+    if defer_ln:
+        return v, gain, bias
+    return F.layer_norm(v, (v.shape[-1],), gain, bias, LN_EPS), None, None
 
 
 def _dnnl_ops() -> tuple[Any, Any] | None:

@@ -1,4 +1,4 @@
-"""Fused GRU recurrence (optional LayerNorm, zoneout, carry) with a hand-written backward.
+"""Fused GRU recurrence (optional LayerNorm, zoneout) with a hand-written backward.
 
 A GRU has no cell state: every gradient of step t is ``dh_t`` times factors known after the
 forward pass. Backward computes them step by step on (B, H) slices that stay in cache, runs the
@@ -14,18 +14,22 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnguard.nn.functional import HiddenState, LayerParams, State
 from rnnguard.nn.fused._common import (
-    Carry,
     RecurrentProduct,
+    TimeFrame,
+    ZoneoutWeight,
     add_scaled_,
+    fused_input,
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
     steps_of,
     times_keep,
 )
+from rnnguard.nn.options import RecurrentOptions
 
-__all__ = ["gru_recurrence"]
+__all__ = ["gru_direction", "gru_recurrence"]
 
 _tanh_bwd_into = torch.ops.aten.tanh_backward.grad_input
 
@@ -39,7 +43,7 @@ class _GRURecurrence(torch.autograd.Function):
         w_hh: Tensor,
         b_hh: Tensor | None,
         ln_hh: Tensor | None,
-        carry: Carry,
+        zoneout: ZoneoutWeight,
     ) -> Tensor:
         steps, batch, g3 = pre.shape
         hid = g3 // 3
@@ -56,7 +60,7 @@ class _GRURecurrence(torch.autograd.Function):
         rz_l, n_l, hs_l = rz.unbind(0), n.unbind(0), hs.unbind(0)
         r_l, z_l = rz[:, :, :hid].unbind(0), rz[:, :, hid:].unbind(0)
         raw_l = raw.unbind(0) if raw is not None else ()
-        m_l = steps_of(carry, steps)
+        zoneout_l = steps_of(zoneout, steps)
         prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h = h0
@@ -73,13 +77,13 @@ class _GRURecurrence(torch.autograd.Function):
             un = u[:, 2 * hid :]
             u_n[t].copy_(un)  # keep only this part of u alive for backward
             torch.addcmul(pre_n[t], r_l[t], un, out=n_l[t]).tanh_()
-            if carry is None:
+            if zoneout is None:
                 torch.lerp(n_l[t], h, z_l[t], out=hs_l[t])  # (1 - z) n + z h
             else:
-                torch.lerp(torch.lerp(n_l[t], h, z_l[t]), h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
+                torch.lerp(torch.lerp(n_l[t], h, z_l[t]), h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
 
-        ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry = rz, n, raw, u_n, carry
+        ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.zoneout = rz, n, raw, u_n, zoneout
         ctx.stats = (
             (torch.stack([a for a, _ in stats]), torch.stack([b for _, b in stats])) if ln else None
         )
@@ -90,7 +94,7 @@ class _GRURecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, ln_hh, hs = ctx.saved_tensors
-        rz, n, raw, u_n, carry = ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.carry
+        rz, n, raw, u_n, zoneout = ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.zoneout
         steps, batch, hid = hs.shape
         g3 = 3 * hid
 
@@ -115,7 +119,7 @@ class _GRURecurrence(torch.autograd.Function):
             u_n.unbind(0),
         )
         hprev_l = (h0, *hs[:-1].unbind(0))
-        m_l = steps_of(carry, steps)
+        zoneout_l = steps_of(zoneout, steps)
         if raw is not None:
             raw_l = raw.unbind(0)
             mu_l, rs_l = ctx.stats[0].unbind(0), ctx.stats[1].unbind(0)
@@ -125,7 +129,9 @@ class _GRURecurrence(torch.autograd.Function):
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
             r, z, nt = r_l[t], z_l[t], n_l[t]
-            dht = dh if carry is None else times_keep(dh, m_l[t])  # gradient of the candidate h~_t
+            dht = (
+                dh if zoneout is None else times_keep(dh, zoneout_l[t])
+            )  # gradient of the candidate h~_t
             # h~ = (1 - z) n + z h_{t-1}
             dz_h = dht * z  # direct path to h_{t-1}
             # d(a_n + r u_n) = dn (1 - n^2) with dn = dh~ (1 - z)
@@ -151,8 +157,8 @@ class _GRURecurrence(torch.autograd.Function):
             else:
                 target = d_h0 = back(dr)
             target.add_(dz_h)
-            if carry is not None:
-                add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
+            if zoneout is not None:
+                add_scaled_(target, zoneout_l[t], dh)  # type: ignore[arg-type]
 
         need = ctx.needs_input_grad
         d_w = recurrent_weight_grad(d_raw, h0, hs) if need[2] else None
@@ -172,11 +178,27 @@ def gru_recurrence(
     w_hh: Tensor,
     b_hh: Tensor | None = None,
     ln_hh: Tensor | None = None,
-    carry: Carry = None,
+    zoneout: ZoneoutWeight = None,
 ) -> Tensor:
     """Run the GRU recurrence over ``pre`` = LN(W_ih x) + b_ih (T, B, 3H) -> h_t for every t.
 
     ``b_hh`` stays inside the loop because the reset gate multiplies its n-part; ``ln_hh`` (3H,)
-    switches on the LayerNorm of the recurrent projection; ``carry`` is a carry weight.
+    switches on the LayerNorm of the recurrent projection; ``zoneout`` is a zoneout weight.
     """
-    return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, carry)  # type: ignore[no-any-return]
+    return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)  # type: ignore[no-any-return]
+
+
+def gru_direction(
+    frame: TimeFrame,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    w_hh: Tensor,
+    options: RecurrentOptions,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
+) -> tuple[Tensor, State]:
+    """One direction of a GRU layer (``b_hh`` stays in the loop); h_t in loop order."""
+    pre = frame.to_frame(fused_input(x, params, False)[0])
+    hs = gru_recurrence(pre, state0[0], w_hh, params.bias_hh, params.ln_hh, zoneout)
+    return hs, HiddenState(hs[-1])

@@ -13,37 +13,46 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnguard.nn.functional import HiddenState, LayerParams, State
 from rnnguard.nn.fused import native
 from rnnguard.nn.fused._common import (
-    Carry,
+    TimeFrame,
+    ZoneoutWeight,
     act_,
     act_backward_into,
     add_scaled_,
+    fused_input,
     steps_of,
     times_keep,
 )
 from rnnguard.nn.fused.indrnn_native import NATIVE_ACTS, indrnn_recurrence_native
+from rnnguard.nn.options import RecurrentOptions
 
-__all__ = ["indrnn_recurrence"]
+__all__ = ["indrnn_direction", "indrnn_recurrence"]
 
 
 class _IndRNNRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, pre: Tensor, h0: Tensor, u: Tensor, act: str, carry: Carry
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        u: Tensor,
+        options: RecurrentOptions,
+        zoneout: ZoneoutWeight,
     ) -> Tensor:
         steps = pre.shape[0]
         hs = torch.empty_like(pre)
-        a = hs if carry is None else torch.empty_like(pre)  # activation outputs
+        a = hs if zoneout is None else torch.empty_like(pre)  # activation outputs
         pre_l, a_l, hs_l = pre.unbind(0), a.unbind(0), hs.unbind(0)
-        m_l = steps_of(carry, steps)
+        zoneout_l = steps_of(zoneout, steps)
         h = h0
         for t in range(steps):
-            act_(torch.addcmul(pre_l[t], u, h, out=a_l[t]), act)
-            if carry is not None:
-                torch.lerp(a_l[t], h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            act_(torch.addcmul(pre_l[t], u, h, out=a_l[t]), options.nonlinearity)
+            if zoneout is not None:
+                torch.lerp(a_l[t], h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
-        ctx.a, ctx.act, ctx.carry = a, act, carry
+        ctx.a, ctx.options, ctx.zoneout = a, options, zoneout
         ctx.save_for_backward(h0, u, hs)
         return hs
 
@@ -51,12 +60,12 @@ class _IndRNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, u, hs = ctx.saved_tensors
-        carry, act = ctx.carry, ctx.act
+        zoneout, nonlinearity = ctx.zoneout, ctx.options.nonlinearity
         steps = hs.shape[0]
         d_h = d_hs.clone()
         d_a = torch.empty_like(hs)
         dh_l, da_l, a_l = d_h.unbind(0), d_a.unbind(0), ctx.a.unbind(0)
-        m_l = steps_of(carry, steps)
+        zoneout_l = steps_of(zoneout, steps)
         d_h0 = h0.new_empty(0)
         # u's gradient sum_t da_t * h_{t-1}, accumulated while both are in cache.
         want_u = ctx.needs_input_grad[2]
@@ -64,8 +73,8 @@ class _IndRNNRecurrence(torch.autograd.Function):
         hprev_l = (h0, *hs[:-1].unbind(0))
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
-            dht = dh if carry is None else times_keep(dh, m_l[t])
-            da = act_backward_into(dht, a_l[t], act, da_l[t])
+            dht = dh if zoneout is None else times_keep(dh, zoneout_l[t])
+            da = act_backward_into(dht, a_l[t], nonlinearity, da_l[t])
             if d_u_rows is not None:
                 d_u_rows.addcmul_(da, hprev_l[t])
             if t > 0:
@@ -73,19 +82,40 @@ class _IndRNNRecurrence(torch.autograd.Function):
                 target.addcmul_(da, u)
             else:
                 target = d_h0 = da * u
-            if carry is not None:
-                add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
+            if zoneout is not None:
+                add_scaled_(target, zoneout_l[t], dh)  # type: ignore[arg-type]
         d_u = d_u_rows.sum(0) if d_u_rows is not None else None
         return d_a, d_h0, d_u, None, None
 
 
 def indrnn_recurrence(
-    pre: Tensor, h0: Tensor, u: Tensor, nonlinearity: str = "relu", carry: Carry = None
+    pre: Tensor, h0: Tensor, u: Tensor, options: RecurrentOptions, zoneout: ZoneoutWeight = None
 ) -> Tensor:
     """Run the IndRNN recurrence over ``pre`` = LN(W_ih x) + b (T, B, H) -> h_t for every t.
 
-    On CPU (float32, float64) the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
+    ``options`` gives the nonlinearity; ``zoneout`` is a zoneout weight. On CPU (float32,
+    float64) the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
     """
-    if pre.shape[0] > 0 and nonlinearity in NATIVE_ACTS and native.usable(pre, h0, u, carry):
-        return indrnn_recurrence_native(pre, h0, u, nonlinearity, carry)
-    return _IndRNNRecurrence.apply(pre, h0, u, nonlinearity, carry)  # type: ignore[no-any-return]
+    if (
+        pre.shape[0] > 0
+        and options.nonlinearity in NATIVE_ACTS
+        and native.usable(pre, h0, u, zoneout)
+    ):
+        return indrnn_recurrence_native(pre, h0, u, options, zoneout)
+    return _IndRNNRecurrence.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]
+
+
+def indrnn_direction(
+    frame: TimeFrame,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    w_hh: Tensor,
+    options: RecurrentOptions,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
+) -> tuple[Tensor, State]:
+    """One direction of an IndRNN layer (``w_hh`` is the per-unit vector ``u``); h_t in loop order."""
+    pre = frame.to_frame(fused_input(x, params, False)[0])
+    hs = indrnn_recurrence(pre, state0[0], w_hh, options, zoneout)
+    return hs, HiddenState(hs[-1])

@@ -15,7 +15,8 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LEAKY_SLOPE
 from rnnguard.nn.fused import native
-from rnnguard.nn.fused._common import Carry
+from rnnguard.nn.fused._common import ZoneoutWeight
+from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["NATIVE_ACTS", "indrnn_recurrence_native"]
 
@@ -25,23 +26,29 @@ NATIVE_ACTS = {"tanh": 0, "relu": 1, "leaky_relu": 2}
 class _NativeIndRNNRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, pre: Tensor, h0: Tensor, u: Tensor, act: str, carry: Carry
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        u: Tensor,
+        options: RecurrentOptions,
+        zoneout: ZoneoutWeight,
     ) -> Tensor:
         lib = native.library()
         assert lib is not None
         pre, h0, u = pre.contiguous(), h0.contiguous(), u.contiguous()
         steps, batch, hid = pre.shape
         hs = pre.new_empty(steps, batch, hid)
-        acts = hs if carry is None else pre.new_empty(steps, batch, hid)  # activations
-        m = native.NativeCarry.of(carry, (steps, batch, hid))
+        acts = hs if zoneout is None else pre.new_empty(steps, batch, hid)  # activations
+        zo = native.NativeZoneout.of(zoneout, (steps, batch, hid))
         nt = native.threads(batch)
         mbuf = h0.new_empty(batch, hid)
         native.kernel(lib, "rg_indrnn_forward", pre.dtype)(
-            steps, batch, hid, pre.data_ptr(), h0.data_ptr(), u.data_ptr(), NATIVE_ACTS[act],
-            LEAKY_SLOPE, m, acts.data_ptr(), hs.data_ptr(), mbuf.data_ptr(), nt,
+            steps, batch, hid, pre.data_ptr(), h0.data_ptr(), u.data_ptr(),
+            NATIVE_ACTS[options.nonlinearity], LEAKY_SLOPE, zo, acts.data_ptr(), hs.data_ptr(),
+            mbuf.data_ptr(), nt,
         )  # fmt: skip
-        ctx.act, ctx.m = act, m
-        ctx.carry = carry  # keeps the tensor behind m's pointer alive until backward
+        ctx.options, ctx.zo = options, zo
+        ctx.zoneout = zoneout  # keeps the tensor behind zo's pointer alive until backward
         ctx.save_for_backward(h0, u, acts, hs)
         return hs
 
@@ -59,8 +66,8 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         scratch, mbuf = torch.empty_like(h0), torch.empty_like(h0)
         native.kernel(lib, "rg_indrnn_backward", hs.dtype)(
             steps, batch, hid, d_hs.data_ptr(), acts.data_ptr(), hs.data_ptr(), h0.data_ptr(),
-            u.data_ptr(), NATIVE_ACTS[ctx.act], LEAKY_SLOPE, ctx.m, d_a.data_ptr(), d_h0.data_ptr(),
-            d_u.data_ptr(), scratch.data_ptr(), mbuf.data_ptr(), nt,
+            u.data_ptr(), NATIVE_ACTS[ctx.options.nonlinearity], LEAKY_SLOPE, ctx.zo,
+            d_a.data_ptr(), d_h0.data_ptr(), d_u.data_ptr(), scratch.data_ptr(), mbuf.data_ptr(), nt,
         )  # fmt: skip
         return d_a, d_h0, (d_u.sum(0) if ctx.needs_input_grad[2] else None), None, None
 
@@ -68,7 +75,7 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
 # ctypes calls cannot be traced: under torch.compile this runs eagerly, as one opaque step.
 @torch.compiler.disable
 def indrnn_recurrence_native(
-    pre: Tensor, h0: Tensor, u: Tensor, nonlinearity: str, carry: Carry
+    pre: Tensor, h0: Tensor, u: Tensor, options: RecurrentOptions, zoneout: ZoneoutWeight
 ) -> Tensor:
     """:func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` on the native kernels."""
-    return _NativeIndRNNRecurrence.apply(pre, h0, u, nonlinearity, carry)  # type: ignore[no-any-return]
+    return _NativeIndRNNRecurrence.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]

@@ -5,7 +5,7 @@
  * it through ctypes; without a compiler the pure-PyTorch loops in lstm.py and indrnn.py run
  * instead and give the same numbers within rounding.  The maths is exactly theirs
  * (docs/equations.md): the LSTM's g-gate inputs and cell LayerNorm arrive doubled, so that
- * tanh(x) = 2 sigmoid(2x) - 1 needs one exp per element, and carries mix states the way
+ * tanh(x) = 2 sigmoid(2x) - 1 needs one exp per element, and zoneout weights mix states the way
  * torch.lerp does, so a weight of exactly 1 copies the old state bit for bit.
  *
  * Why a kernel at all: one LSTM step is a matrix multiply (left to torch, which packs W_hh for
@@ -26,13 +26,13 @@ __attribute__((__simd__("notinbranch"))) double exp(double);
 
 typedef int64_t i64;
 
-/* A per-step carry weight m (zoneout mask, zoneout rate, padding): state = lerp(new, old, m). */
+/* A zoneout weight m (zoneout mask, zoneout rate, padding): state = lerp(new, old, m). */
 typedef struct {
     const void *p;  /* float or double as the kernel's type; NULL: the constant k */
     i64 st, sb, sh; /* element strides over time, batch and unit (0 where broadcast) */
     double k;
-    int32_t on; /* 0: no carry */
-} Carry;
+    int32_t on; /* 0: no zoneout */
+} Zoneout;
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -14,9 +14,9 @@ static inline REAL NAME(lerp)(REAL start, REAL end, REAL w) {
     return FABS(w) < R(0.5) ? start + w * diff : end - diff * (1 - w);
 }
 
-/* The carry weights of row b at step t as H contiguous floats: the tensor's own row when its
+/* The zoneout weights of row b at step t as H contiguous floats: the tensor's own row when its
  * unit stride is 1, else copied (or the constant filled) into the row's scratch. */
-static inline const REAL *NAME(carry_row)(const Carry *c, i64 t, i64 b, i64 H, REAL *scratch) {
+static inline const REAL *NAME(zoneout_row)(const Zoneout *c, i64 t, i64 b, i64 H, REAL *scratch) {
     const REAL *p = (const REAL *)c->p;
     if (p && c->sh == 1) return p + t * c->st + b * c->sb;
     if (p) {
@@ -83,7 +83,7 @@ typedef struct {
     const REAL *h0, *c0;             /* (B, H) */
     const REAL *ln_hh;               /* (4H) gain of the recurrent LayerNorm, or NULL */
     const REAL *ln_cw, *ln_cb;       /* (H) doubled cell LayerNorm, or NULL */
-    Carry ch, cc;                     /* carries of h and c */
+    Zoneout zoneout, zoneout_cell;   /* zoneout weights of h and c */
     /* forward results, kept for backward */
     REAL *mu_in, *rs_in;             /* (T, B) moments of v (ln_in) */
     REAL *gates;                     /* (T, B, 4H) activated i, f, g, o */
@@ -93,7 +93,7 @@ typedef struct {
     REAL *rsc;                       /* (T, B) its rstd */
     REAL *tc;                        /* (T, B, H) tanh of the candidate cell; NULL with ln_c,
                                          where backward recomputes it from xc (saves memory) */
-    REAL *cs, *hs;                   /* (T, B, H) states after the carry */
+    REAL *cs, *hs;                   /* (T, B, H) states after zoneout */
     REAL *tmp, *mbuf, *tcbuf;        /* (B, H) scratch rows */
     /* backward */
     const REAL *d_hs;                /* (T, B, H) gradient of every output */
@@ -171,16 +171,16 @@ static void NAME(lstm_forward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *r
         for (i64 j = 0; j < H; j++) tc[j] = 2 * NAME(sigm)(2 * cn[j]) - 1;
     }
     REAL *h = a->hs + row * H, *c = a->cs + row * H;
-    if (a->ch.on) {
-        const REAL *m = NAME(carry_row)(&a->ch, t, b, H, a->mbuf + b * H);
+    if (a->zoneout.on) {
+        const REAL *m = NAME(zoneout_row)(&a->zoneout, t, b, H, a->mbuf + b * H);
 #pragma omp simd
         for (i64 j = 0; j < H; j++) h[j] = NAME(lerp)(go[j] * tc[j], hp[j], m[j]);
     } else {
 #pragma omp simd
         for (i64 j = 0; j < H; j++) h[j] = go[j] * tc[j];
     }
-    if (a->cc.on) {
-        const REAL *m = NAME(carry_row)(&a->cc, t, b, H, a->mbuf + b * H);
+    if (a->zoneout_cell.on) {
+        const REAL *m = NAME(zoneout_row)(&a->zoneout_cell, t, b, H, a->mbuf + b * H);
 #pragma omp simd
         for (i64 j = 0; j < H; j++) c[j] = NAME(lerp)(cn[j], cp[j], m[j]);
     } else {
@@ -212,10 +212,10 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
     REAL *dht = a->tmp + b * H;
     REAL *dz = a->dz_rows ? a->dz_rows + b * G : a->dz_all + row * G;
     REAL *dzi = dz, *dzf = dz + H, *dzg = dz + 2 * H, *dzo = dz + 3 * H;
-    /* dL/dh_t: the output's own gradient, the recurrent part and the carried part. */
+    /* dL/dh_t: the output's own gradient, the recurrent part and the zoned-out part. */
     if (t == T - 1) {
         memcpy(dh, dhs, (size_t)H * sizeof(REAL));
-    } else if (a->ch.on) {
+    } else if (a->zoneout.on) {
         const REAL *mr = mm + b * H;
 #pragma omp simd
         for (i64 j = 0; j < H; j++) dh[j] = mr[j] + dhs[j] + keep[j];
@@ -224,8 +224,8 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
 #pragma omp simd
         for (i64 j = 0; j < H; j++) dh[j] = mr[j] + dhs[j];
     }
-    if (a->ch.on) {
-        const REAL *m = NAME(carry_row)(&a->ch, t, b, H, a->mbuf + b * H);
+    if (a->zoneout.on) {
+        const REAL *m = NAME(zoneout_row)(&a->zoneout, t, b, H, a->mbuf + b * H);
 #pragma omp simd
         for (i64 j = 0; j < H; j++) {
             keep[j] = m[j] * dh[j];
@@ -251,8 +251,8 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
     } else {
         memcpy(dcn, dt, (size_t)H * sizeof(REAL));
     }
-    if (a->cc.on) {
-        const REAL *m = NAME(carry_row)(&a->cc, t, b, H, a->mbuf + b * H);
+    if (a->zoneout_cell.on) {
+        const REAL *m = NAME(zoneout_row)(&a->zoneout_cell, t, b, H, a->mbuf + b * H);
 #pragma omp simd
         for (i64 j = 0; j < H; j++) {
             REAL kept = dc[j] * m[j];
@@ -291,7 +291,7 @@ static void NAME(lstm_backward_row)(const NAME(LstmArgs) *a, i64 t, const REAL *
 /* Backward of step t.  On entry a->dc holds dL/dc_t (from step t + 1, or the final state) and,
  * for t < T - 1, mm = dr_{t+1} W_hh is the recurrent part of dL/dh_t.  Writes the step's gate
  * gradients (dz_all or the dz_rows scratch), d_raw[t] (ln_hh) and d_pre[t] (ln_in), and leaves
- * dL/dc_{t-1} in a->dc and the carried part of dL/dh_t in a->dh_keep. */
+ * dL/dc_{t-1} in a->dc and the zoned-out part of dL/dh_t in a->dh_keep. */
 void NAME(rg_lstm_backward_step)(const NAME(LstmArgs) *a, i64 t, const REAL *mm) {
     const i64 B = a->B;
 #pragma omp parallel num_threads(a->threads) if (a->threads > 1)
@@ -329,7 +329,7 @@ static inline REAL NAME(act_grad)(REAL y, int act, REAL slope) {
 }
 
 void NAME(rg_indrnn_forward)(i64 T, i64 B, i64 H, const REAL *pre, const REAL *h0, const REAL *u,
-                       int32_t act, double slope_, const Carry *m, REAL *acts, REAL *hs,
+                       int32_t act, double slope_, const Zoneout *zoneout, REAL *acts, REAL *hs,
                        REAL *mbuf, int32_t threads) {
     const REAL slope = (REAL)slope_;
     const i64 BH = B * H;
@@ -347,8 +347,8 @@ void NAME(rg_indrnn_forward)(i64 T, i64 B, i64 H, const REAL *pre, const REAL *h
 #pragma omp simd
                 for (i64 j = 0; j < H; j++) av[j] = NAME(act_fwd)(p[j] + u[j] * hp[j], act, slope);
             }
-            if (m->on) {
-                const REAL *w = NAME(carry_row)(m, t, b, H, mbuf + o);
+            if (zoneout->on) {
+                const REAL *w = NAME(zoneout_row)(zoneout, t, b, H, mbuf + o);
 #pragma omp simd
                 for (i64 j = 0; j < H; j++) h[j] = NAME(lerp)(av[j], hp[j], w[j]);
             }
@@ -360,7 +360,7 @@ void NAME(rg_indrnn_forward)(i64 T, i64 B, i64 H, const REAL *pre, const REAL *h
  * dh and mbuf (B, H) scratch. */
 void NAME(rg_indrnn_backward)(i64 T, i64 B, i64 H, const REAL *d_hs, const REAL *acts,
                         const REAL *hs, const REAL *h0, const REAL *u, int32_t act, double slope_,
-                        const Carry *m, REAL *d_a, REAL *d_h0, REAL *d_u, REAL *dh,
+                        const Zoneout *zoneout, REAL *d_a, REAL *d_h0, REAL *d_u, REAL *dh,
                         REAL *mbuf, int32_t threads) {
     const REAL slope = (REAL)slope_;
     const i64 BH = B * H;
@@ -377,8 +377,8 @@ void NAME(rg_indrnn_backward)(i64 T, i64 B, i64 H, const REAL *d_hs, const REAL 
                 const REAL *av = acts + t * BH + o;
                 const REAL *dn = t ? d_hs + (t - 1) * BH + o : NULL;
                 REAL *da = d_a + t * BH + o;
-                if (m->on) {
-                    const REAL *w = NAME(carry_row)(m, t, b, H, mbuf + o);
+                if (zoneout->on) {
+                    const REAL *w = NAME(zoneout_row)(zoneout, t, b, H, mbuf + o);
 #pragma omp simd
                     for (i64 j = 0; j < H; j++) {
                         REAL gj = g[j], d = (gj - gj * w[j]) * NAME(act_grad)(av[j], act, slope);

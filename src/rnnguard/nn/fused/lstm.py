@@ -1,4 +1,4 @@
-"""Fused LSTM recurrence (optional LayerNorm, zoneout, carry) with a hand-written backward.
+"""Fused LSTM recurrence (optional LayerNorm, zoneout) with a hand-written backward.
 
 The caller hoists the input side, ``pre = LN(W_ih x) + b_ih + b_hh`` for all steps, out of the
 loop; DropConnect is folded into ``w_hh`` by the caller. Forward runs the time loop with no
@@ -19,11 +19,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnguard.nn.functional import LayerParams, LSTMState, State
 from rnnguard.nn.fused import native
 from rnnguard.nn.fused._common import (
-    Carry,
     RecurrentProduct,
+    TimeFrame,
+    ZoneoutWeight,
     add_scaled_,
+    fused_input,
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
@@ -32,8 +35,15 @@ from rnnguard.nn.fused._common import (
     times_keep,
 )
 from rnnguard.nn.fused.lstm_native import lstm_recurrence_native
+from rnnguard.nn.options import RecurrentOptions
 
-__all__ = ["fold_gate_scale", "gate_scale", "lstm_recurrence", "lstm_recurrence_prescaled"]
+__all__ = [
+    "fold_gate_scale",
+    "gate_scale",
+    "lstm_direction",
+    "lstm_recurrence",
+    "lstm_recurrence_prescaled",
+]
 
 # One aten call each for grad * s (1 - s) and grad * (1 - t^2), from the activation's output.
 _sigmoid_bwd = torch.ops.aten.sigmoid_backward.grad_input
@@ -52,8 +62,8 @@ class _LSTMRecurrence(torch.autograd.Function):
         ln_hh: Tensor | None,
         ln_c_w: Tensor | None,
         ln_c_b: Tensor | None,
-        carry_h: Carry,
-        carry_c: Carry,
+        zoneout: ZoneoutWeight,
+        zoneout_cell: ZoneoutWeight,
     ) -> tuple[Tensor, Tensor]:
         steps, batch, g4 = pre.shape
         hid = g4 // 4
@@ -73,7 +83,7 @@ class _LSTMRecurrence(torch.autograd.Function):
 
         pre_l = pre.unbind(0)
         hs_l = hs.unbind(0)
-        mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
+        zoneout_l, zoneout_cell_l = steps_of(zoneout, steps), steps_of(zoneout_cell, steps)
         prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h, c = h0, c0
@@ -101,18 +111,20 @@ class _LSTMRecurrence(torch.autograd.Function):
             else:
                 tct = torch.tanh(cn)
             tc.append(tct)
-            if carry_h is None:
+            if zoneout is None:
                 torch.mul(o, tct, out=hs_l[t])
             else:
-                torch.lerp(o * tct, h, mh_l[t], out=hs_l[t])  # type: ignore[arg-type]
-            c = cn if carry_c is None else torch.lerp(cn, c, mc_l[t])  # type: ignore[arg-type]
+                torch.lerp(o * tct, h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            c = (
+                cn if zoneout_cell is None else torch.lerp(cn, c, zoneout_cell_l[t])  # type: ignore[arg-type]
+            )
             cs.append(c)
             h = hs_l[t]
 
         ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw = gates, cs, ct, tc, raw
         ctx.stats_hh = stack_stats(stats_hh)
         ctx.stats_c = stack_stats(stats_c)
-        ctx.carry_h, ctx.carry_c = carry_h, carry_c
+        ctx.zoneout, ctx.zoneout_cell = zoneout, zoneout_cell
         ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, hs)
         return hs, c.clone()
 
@@ -121,7 +133,7 @@ class _LSTMRecurrence(torch.autograd.Function):
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
         h0, c0, w_hh, ln_hh, ln_c_w, hs = ctx.saved_tensors
         gates, cs, ct, tc, raw = ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw
-        carry_h, carry_c = ctx.carry_h, ctx.carry_c
+        zoneout, zoneout_cell = ctx.zoneout, ctx.zoneout_cell
         steps, batch, g4 = len(gates), gates[0].shape[0], gates[0].shape[1]
         hid = g4 // 4
 
@@ -140,7 +152,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         dzi_l, dzf_l, dzg_l, dzo_l = (dzv[:, :, k].unbind(0) for k in range(4))
         dh_l, dz_l, tc_l, ct_l = d_hs.unbind(0), d_z.unbind(0), tc, ct
         cprev_l = (c0, *cs[:-1])
-        mh_l, mc_l = steps_of(carry_h, steps), steps_of(carry_c, steps)
+        zoneout_l, zoneout_cell_l = steps_of(zoneout, steps), steps_of(zoneout_cell, steps)
         if ctx.stats_c is not None:
             muc_l, rsc_l = ctx.stats_c[0].unbind(0), ctx.stats_c[1].unbind(0)
         if ctx.stats_hh is not None:
@@ -153,7 +165,7 @@ class _LSTMRecurrence(torch.autograd.Function):
 
         for t in range(steps - 1, -1, -1):
             dht = (
-                dh if carry_h is None else times_keep(dh, mh_l[t])
+                dh if zoneout is None else times_keep(dh, zoneout_l[t])
             )  # gradient of the candidate h~_t
             i, f, g, o = gates[t].view(batch, 4, hid).unbind(1)
             tct = tc_l[t]
@@ -167,11 +179,11 @@ class _LSTMRecurrence(torch.autograd.Function):
                 d_c_shifts.append(dbc)  # type: ignore[arg-type]
             else:
                 dcn = dt
-            if carry_c is None:
+            if zoneout_cell is None:
                 dcn.add_(d_c)
                 d_c = f * dcn
             else:
-                kept = d_c * mc_l[t]  # the part of dc_t that flows straight to c_{t-1}
+                kept = d_c * zoneout_cell_l[t]  # the part of dc_t that flows straight to c_{t-1}
                 dcn.add_(d_c).sub_(kept)  # + (1 - m) dc_t
                 d_c = kept.addcmul_(f, dcn)
             # c~ = f c_{t-1} + i g
@@ -187,8 +199,8 @@ class _LSTMRecurrence(torch.autograd.Function):
             target = back(dr)
             if t > 0:
                 target.add_(dh_l[t - 1])
-            if carry_h is not None:
-                add_scaled_(target, mh_l[t], dh)  # type: ignore[arg-type]
+            if zoneout is not None:
+                add_scaled_(target, zoneout_l[t], dh)  # type: ignore[arg-type]
             dh = target
 
         need = ctx.needs_input_grad
@@ -236,8 +248,8 @@ def lstm_recurrence_prescaled(
     ln_hh: Tensor | None,
     ln_c_weight: Tensor | None,
     ln_c_bias: Tensor | None,
-    carry_h: Carry,
-    carry_c: Carry,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
     ln_in: Tensor | None = None,
     in_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -254,7 +266,7 @@ def lstm_recurrence_prescaled(
         raise ValueError("in_bias needs ln_in")
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
-    rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c)
+    rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell)
     if pre.shape[0] > 0 and native.usable(pre, *rest, ln_in, in_bias):
         return lstm_recurrence_native(pre, *rest, ln_in, in_bias)
     if ln_in is not None:
@@ -270,14 +282,15 @@ def lstm_recurrence(
     ln_hh: Tensor | None = None,
     ln_c_weight: Tensor | None = None,
     ln_c_bias: Tensor | None = None,
-    carry_h: Carry = None,
-    carry_c: Carry = None,
+    zoneout: ZoneoutWeight = None,
+    zoneout_cell: ZoneoutWeight = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the LSTM recurrence over ``pre`` (T, B, 4H) -> (h_t for every t (T, B, H), c_T (B, H)).
 
     ``pre`` is the input side of the gates including both biases; ``ln_hh`` (4H,) switches on the
     LayerNorm of the recurrent projection and ``ln_c_weight``/``ln_c_bias`` (H,) that of the cell.
-    ``carry_h``/``carry_c`` are carry weights (zoneout masks or rate, padding), see ``_common``.
+    ``zoneout``/``zoneout_cell`` are the zoneout weights of h and c (masks or rate, padding), see
+    ``_common``.
     """
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
@@ -286,5 +299,33 @@ def lstm_recurrence(
         scale, w_hh, ln_hh, ln_c_weight, ln_c_bias
     )
     return lstm_recurrence_prescaled(
-        pre * scale, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c
+        pre * scale, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell
     )
+
+
+def lstm_direction(
+    frame: TimeFrame,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    w_hh: Tensor,
+    options: RecurrentOptions,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
+) -> tuple[Tensor, State]:
+    """One direction of an LSTM layer; h_t in loop order and the final (h, c).
+
+    Both biases join the input side; the input LayerNorm goes into the recurrence (the native
+    kernels fuse it into each step), and the g-gate doubling is folded into the parameters.
+    """
+    scale = gate_scale(params.weight_ih.shape[0], x)
+    proj, ln_in, in_bias = fused_input(x, params, True, scale, defer_ln=True)
+    w_rec, ln_hh, ln_cw, ln_cb = fold_gate_scale(
+        scale, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias
+    )
+    h0, c0 = state0  # type: ignore[misc]
+    hs, c_last = lstm_recurrence_prescaled(
+        frame.to_frame(proj), h0, c0, w_rec, ln_hh, ln_cw, ln_cb, zoneout, zoneout_cell, ln_in,
+        in_bias,
+    )  # fmt: skip
+    return hs, LSTMState(hs[-1], c_last)

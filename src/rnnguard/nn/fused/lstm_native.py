@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LN_EPS
 from rnnguard.nn.fused import native
-from rnnguard.nn.fused._common import Carry, RecurrentProduct, recurrent_weight_grad
+from rnnguard.nn.fused._common import RecurrentProduct, ZoneoutWeight, recurrent_weight_grad
 
 __all__ = ["lstm_recurrence_native"]
 
@@ -33,7 +33,7 @@ class _Args(ctypes.Structure):
         ("eps", ctypes.c_double), ("threads", ctypes.c_int32),
         ("pre", _P), ("ln_in", _P), ("b_in", _P), ("h0", _P), ("c0", _P),
         ("ln_hh", _P), ("ln_cw", _P), ("ln_cb", _P),
-        ("ch", native.NativeCarry), ("cc", native.NativeCarry),
+        ("zoneout", native.NativeZoneout), ("zoneout_cell", native.NativeZoneout),
         ("mu_in", _P), ("rs_in", _P),
         ("gates", _P), ("xh", _P), ("rs", _P), ("xc", _P), ("rsc", _P), ("tc", _P),
         ("cs", _P), ("hs", _P), ("tmp", _P), ("mbuf", _P), ("tcbuf", _P),
@@ -58,8 +58,8 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         ln_hh: Tensor | None,
         ln_c_w: Tensor | None,
         ln_c_b: Tensor | None,
-        carry_h: Carry,
-        carry_c: Carry,
+        zoneout: ZoneoutWeight,
+        zoneout_cell: ZoneoutWeight,
         ln_in: Tensor | None,
         b_in: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
@@ -99,7 +99,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         args = _Args(
             steps, batch, hid, LN_EPS, native.threads(batch),
             p(pre), p(ln_in), p(b_in), p(h0), p(c0), p(ln_hh), p(ln_c_w), p(ln_c_b),
-            native.NativeCarry.of(carry_h, shape), native.NativeCarry.of(carry_c, shape),
+            native.NativeZoneout.of(zoneout, shape), native.NativeZoneout.of(zoneout_cell, shape),
             p(mu_in), p(rs_in), p(gates), p(xh), p(rs), p(xc), p(rsc), p(tc), p(cs), p(hs),
             p(tmp), p(mbuf), p(tcbuf),
         )  # fmt: skip
@@ -112,7 +112,8 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
             r = prod(h)
             step(ref, t, r.data_ptr())
             h = hs_l[t]
-        ctx.args, ctx.carries = args, (carry_h, carry_c)
+        ctx.args = args
+        ctx.zoneouts = (zoneout, zoneout_cell)  # keep the tensors behind the pointers alive
         # The kernel's pointers into these stay valid as long as ctx holds them. ``pre`` is read
         # again by backward only under the input LayerNorm (it is then the raw projection).
         ctx.buffers = (mu_in, rs_in, gates, xh, rs, xc, rsc, tc, cs, tmp, mbuf, tcbuf)
@@ -172,7 +173,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
             step(ref, t, mm)
             d_rec = back(draw_l[t])
             mm = d_rec.data_ptr()
-        d_h0 = d_rec + keep if args.ch.on else d_rec
+        d_h0 = d_rec + keep if args.zoneout.on else d_rec
         need = ctx.needs_input_grad
         d_w = recurrent_weight_grad(d_raw, h0, hs) if need[3] else None
 
@@ -195,12 +196,12 @@ def lstm_recurrence_native(
     ln_hh: Tensor | None,
     ln_c_weight: Tensor | None,
     ln_c_bias: Tensor | None,
-    carry_h: Carry,
-    carry_c: Carry,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
     ln_in: Tensor | None = None,
     in_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels."""
     return _NativeLSTMRecurrence.apply(  # type: ignore[no-any-return]
-        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, carry_h, carry_c, ln_in, in_bias
+        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell, ln_in, in_bias
     )

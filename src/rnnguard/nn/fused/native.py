@@ -30,7 +30,7 @@ from torch import Tensor
 
 __all__ = [
     "SUFFIXES",
-    "NativeCarry",
+    "NativeZoneout",
     "available",
     "build_error",
     "disabled",
@@ -62,8 +62,8 @@ _tried = False
 _forced_off = 0  # depth of ``disabled()`` blocks
 
 
-class NativeCarry(ctypes.Structure):
-    """The C ``Carry``: a carry weight tensor with its strides, a constant, or nothing."""
+class NativeZoneout(ctypes.Structure):
+    """The C ``Zoneout``: a zoneout weight tensor with its strides, a constant, or nothing."""
 
     _fields_ = [
         ("p", ctypes.c_void_p),
@@ -75,13 +75,13 @@ class NativeCarry(ctypes.Structure):
     ]
 
     @classmethod
-    def of(cls, carry: Tensor | float | None, shape: tuple[int, int, int]) -> NativeCarry:
-        """Describe a carry broadcastable to ``shape`` (T, B, H); keep the tensor alive yourself."""
-        if carry is None:
+    def of(cls, zoneout: Tensor | float | None, shape: tuple[int, int, int]) -> NativeZoneout:
+        """Describe a zoneout weight broadcastable to ``shape`` (T, B, H); keep the tensor alive yourself."""
+        if zoneout is None:
             return cls(None, 0, 0, 0, 0.0, 0)
-        if not isinstance(carry, Tensor):
-            return cls(None, 0, 0, 0, float(carry), 1)
-        v = carry.expand(shape)
+        if not isinstance(zoneout, Tensor):
+            return cls(None, 0, 0, 0, float(zoneout), 1)
+        v = zoneout.expand(shape)
         st, sb, sh = v.stride()
         return cls(v.data_ptr(), st, sb, sh, 0.0, 1)
 
@@ -166,13 +166,13 @@ def _prune(folder: Path, keep: Path) -> None:
 
 def _declare(lib: ctypes.CDLL) -> None:
     vp, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
-    carry_p = ctypes.POINTER(NativeCarry)
+    zoneout_p = ctypes.POINTER(NativeZoneout)
     signatures = {
         "rg_lstm_forward_step": [vp, i64, vp],
         "rg_lstm_backward_step": [vp, i64, vp],
-        "rg_indrnn_forward": [i64, i64, i64, vp, vp, vp, i32, f64, carry_p, vp, vp, vp, i32],
+        "rg_indrnn_forward": [i64, i64, i64, vp, vp, vp, i32, f64, zoneout_p, vp, vp, vp, i32],
         "rg_indrnn_backward": [
-            i64, i64, i64, vp, vp, vp, vp, vp, i32, f64, carry_p, vp, vp, vp, vp, vp, i32,
+            i64, i64, i64, vp, vp, vp, vp, vp, i32, f64, zoneout_p, vp, vp, vp, vp, vp, i32,
         ],
     }  # fmt: skip
     for name, argtypes in signatures.items():

@@ -1,4 +1,4 @@
-"""Fused Elman RNN recurrence (tanh / relu / leaky_relu, residual, LayerNorm, carry)."""
+"""Fused Elman RNN recurrence (tanh / relu / leaky_relu, residual, LayerNorm, zoneout)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnguard.nn.functional import HiddenState, LayerParams, State
 from rnnguard.nn.fused._common import (
-    Carry,
     RecurrentProduct,
+    TimeFrame,
+    ZoneoutWeight,
     act_,
     act_backward_into,
     add_scaled_,
+    fused_input,
     ln_backward_affine,
     ln_forward,
     recurrent_weight_grad,
@@ -21,8 +24,9 @@ from rnnguard.nn.fused._common import (
     steps_of,
     times_keep,
 )
+from rnnguard.nn.options import RecurrentOptions
 
-__all__ = ["rnn_recurrence"]
+__all__ = ["rnn_direction", "rnn_recurrence"]
 
 
 class _RNNRecurrence(torch.autograd.Function):
@@ -33,19 +37,19 @@ class _RNNRecurrence(torch.autograd.Function):
         h0: Tensor,
         w_hh: Tensor,
         ln_hh: Tensor | None,
-        act: str,
-        residual: bool,
-        carry: Carry,
+        options: RecurrentOptions,
+        zoneout: ZoneoutWeight,
     ) -> Tensor:
+        nonlinearity, residual = options.nonlinearity, options.residual
         steps, batch, hid = pre.shape
         hs = pre.new_empty(steps, batch, hid)
-        # Without residual or carry the activation output is the state itself: one buffer.
-        a = hs if not residual and carry is None else pre.new_empty(steps, batch, hid)
+        # Without residual or zoneout the activation output is the state itself: one buffer.
+        a = hs if not residual and zoneout is None else pre.new_empty(steps, batch, hid)
         raw = pre.new_empty(steps, batch, hid) if ln_hh is not None else None
         stats: list[tuple[Tensor, Tensor]] = []
         pre_l, a_l, hs_l = pre.unbind(0), a.unbind(0), hs.unbind(0)
         raw_l = raw.unbind(0) if raw is not None else ()
-        m_l = steps_of(carry, steps)
+        zoneout_l = steps_of(zoneout, steps)
         prod = RecurrentProduct(w_hh, batch)  # h @ W_hh^T, packed once for all steps
 
         h = h0
@@ -57,16 +61,16 @@ class _RNNRecurrence(torch.autograd.Function):
                 torch.add(y, pre_l[t], out=a_l[t])
             else:
                 prod.add_into(pre_l[t], h, a_l[t])
-            act_(a_l[t], act)
-            if carry is None:
+            act_(a_l[t], nonlinearity)
+            if zoneout is None:
                 if residual:
                     torch.add(a_l[t], h, out=hs_l[t])
             else:
                 new = a_l[t] + h if residual else a_l[t]
-                torch.lerp(new, h, m_l[t], out=hs_l[t])  # type: ignore[arg-type]
+                torch.lerp(new, h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
 
-        ctx.a, ctx.raw, ctx.act, ctx.residual, ctx.carry = a, raw, act, residual, carry
+        ctx.a, ctx.raw, ctx.options, ctx.zoneout = a, raw, options, zoneout
         ctx.stats = stack_stats(stats)
         ctx.save_for_backward(h0, w_hh, ln_hh, hs)
         return hs
@@ -75,13 +79,13 @@ class _RNNRecurrence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, ln_hh, hs = ctx.saved_tensors
-        a, raw, carry, residual, act = ctx.a, ctx.raw, ctx.carry, ctx.residual, ctx.act
+        a, raw, zoneout, options = ctx.a, ctx.raw, ctx.zoneout, ctx.options
         steps = hs.shape[0]
         d_h = d_hs.clone()
         d_a = torch.empty_like(hs)  # gradient of the activation's input
         d_raw = torch.empty_like(hs) if raw is not None else d_a
         dh_l, da_l, draw_l, a_l = d_h.unbind(0), d_a.unbind(0), d_raw.unbind(0), a.unbind(0)
-        m_l = steps_of(carry, steps)
+        zoneout_l = steps_of(zoneout, steps)
         d_gains: list[Tensor] = []
         if raw is not None:
             raw_l = raw.unbind(0)
@@ -91,8 +95,8 @@ class _RNNRecurrence(torch.autograd.Function):
 
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
-            dht = dh if carry is None else times_keep(dh, m_l[t])
-            dr = act_backward_into(dht, a_l[t], act, da_l[t])
+            dht = dh if zoneout is None else times_keep(dh, zoneout_l[t])
+            dr = act_backward_into(dht, a_l[t], options.nonlinearity, da_l[t])
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
                 draw_l[t].copy_(dr)
@@ -103,28 +107,44 @@ class _RNNRecurrence(torch.autograd.Function):
             else:
                 target = d_h0 = back(dr)
             # Direct path to h_{t-1}: m + (1 - m) through the residual, i.e. 1; else m.
-            if residual:
+            if options.residual:
                 target.add_(dh)
-            elif carry is not None:
-                add_scaled_(target, m_l[t], dh)  # type: ignore[arg-type]
+            elif zoneout is not None:
+                add_scaled_(target, zoneout_l[t], dh)  # type: ignore[arg-type]
 
         need = ctx.needs_input_grad
         d_w = recurrent_weight_grad(d_raw, h0, hs) if need[2] else None
         d_ln = torch.stack(d_gains).sum(0) if d_gains and need[3] else None
-        return d_a, d_h0, d_w, d_ln, None, None, None
+        return d_a, d_h0, d_w, d_ln, None, None
 
 
 def rnn_recurrence(
     pre: Tensor,
     h0: Tensor,
     w_hh: Tensor,
-    ln_hh: Tensor | None = None,
-    nonlinearity: str = "tanh",
-    residual: bool = False,
-    carry: Carry = None,
+    ln_hh: Tensor | None,
+    options: RecurrentOptions,
+    zoneout: ZoneoutWeight = None,
 ) -> Tensor:
     """Run ``h~_t = [h_{t-1} +] act(pre_t + LN(W_hh h_{t-1}))`` over ``pre`` (T, B, H) -> every h_t.
 
-    ``pre`` holds the input side including both biases; ``carry`` is a carry weight.
+    ``pre`` holds the input side including both biases; ``options`` gives the nonlinearity and
+    ``residual``; ``zoneout`` is a zoneout weight (see ``_common``).
     """
-    return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, nonlinearity, residual, carry)  # type: ignore[no-any-return]
+    return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, options, zoneout)  # type: ignore[no-any-return]
+
+
+def rnn_direction(
+    frame: TimeFrame,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    w_hh: Tensor,
+    options: RecurrentOptions,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
+) -> tuple[Tensor, State]:
+    """One direction of an RNN layer (both biases join the input side); h_t in loop order."""
+    pre = frame.to_frame(fused_input(x, params, True)[0])
+    hs = rnn_recurrence(pre, state0[0], w_hh, params.ln_hh, options, zoneout)
+    return hs, HiddenState(hs[-1])
