@@ -143,7 +143,9 @@ def test_bad_cell_inputs():
 
 
 def test_bad_registry_init_and_step_function_arguments():
-    with pytest.raises(ConfigError, match=r"unknown layer 'transformerxl'; expected one of: .*lstm"):
+    with pytest.raises(
+        ConfigError, match=r"unknown layer 'transformerxl'; expected one of: .*lstm"
+    ):
         rn.create_layer("transformerxl", input_size=3, hidden_size=4)
     with pytest.raises(ConfigError, match=r"unknown init scheme 'bogus'; expected one of: .*safe"):
         rinit.apply(nn.LSTM(3, 4), "bogus")

@@ -375,8 +375,9 @@ def test_on_ci_a_failed_build_fails_instead_of_skipping(
     monkeypatch.setenv("CC", str(fake))
     monkeypatch.delenv("RNNGUARD_NATIVE", raising=False)
     monkeypatch.setenv("CI", "true")
-    with pytest.warns(RuntimeWarning, match="simulated"), pytest.raises(
-        pytest.fail.Exception, match=r"must build where CI is set.*simulated"
+    with (
+        pytest.warns(RuntimeWarning, match="simulated"),
+        pytest.raises(pytest.fail.Exception, match=r"must build where CI is set.*simulated"),
     ):
         native_policy()
     monkeypatch.setenv("CI", "false")  # a user's machine: the fallback is fine, the test skips
