@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from rnnguard.diagnose._common import (
-    check_module,
     check_sequence_batch,
     eval_mode,
     model_device_dtype,
@@ -30,7 +29,9 @@ from rnnguard.diagnose.horizon import HorizonSet, gradient_horizons
 from rnnguard.diagnose.jacobian import Spectrum, jacobian_spectrum
 from rnnguard.diagnose.saturation import LayerSaturation, SaturationThresholds, gate_saturation
 from rnnguard.diagnose.trajectory import flat_step, flatten_state, trace_recurrent
+from rnnguard.diagnose.usermodel import prepare
 from rnnguard.errors import ConfigError
+from rnnguard.train.model_call import ForwardArgs, Select
 from rnnguard.utils.checks import integer, positive_int
 
 __all__ = [
@@ -251,10 +252,12 @@ class Diagnosis:
         reach = (
             f"{hz.horizon} steps" if hz.horizon is not None else f"beyond {hz.max_distance} steps"
         )
+        where = hz.extra.get("measured_at", "input")
+        name = "input gradient horizon" + (f" (at the {where})" if where != "input" else "")
         lines.append(
-            f"input gradient horizon: {reach}; per-step factor {math.exp(hz.rate):.4g}"
+            f"{name}: {reach}; per-step factor {math.exp(hz.rate):.4g}"
             if math.isfinite(hz.rate)
-            else f"input gradient horizon: {reach}"
+            else f"{name}: {reach}"
         )
         for label, h in self.horizons.hidden.items():
             reach = (
@@ -575,21 +578,24 @@ def prescribe(
 
 
 def _batch_from(
-    data: Any, config: DoctorConfig, device: torch.device, dtype: torch.dtype
+    data: Any, config: DoctorConfig, device: torch.device | None, dtype: torch.dtype | None
 ) -> tuple[Tensor, str | None]:
+    """The batch (moved to ``device`` when given) and the task's name (None for a plain batch)."""
     if isinstance(data, Tensor):
-        return data.to(device), None
+        return (data.to(device) if device is not None else data), None
     if isinstance(data, (tuple, list)) and data and isinstance(data[0], Tensor):
-        return data[0].to(device), None
+        return (data[0].to(device) if device is not None else data[0]), None
     if hasattr(data, "batch") and hasattr(data, "spec"):
         gen = torch.Generator().manual_seed(config.seed)
         x, _ = data.batch(config.batch_size, gen)
-        x = x.to(device)
-        if x.is_floating_point():
+        if device is not None:
+            x = x.to(device)
+        if x.is_floating_point() and dtype is not None:
             x = x.to(dtype)
         return x, str(getattr(data, "name", type(data).__name__))
     raise TypeError(
-        f"data must be a (batch, time, features) tensor, an (x, y) batch or a Task, got {type(data).__name__}"
+        "data must be a batch tensor ((batch, time, features) floats or (batch, time) token ids, "
+        f"or time-first), an (x, y) batch or a Task, got {type(data).__name__}"
     )
 
 
@@ -600,33 +606,62 @@ def doctor(
     config: DoctorConfig | None = None,
     history: Any = None,
     recipe: str | None = None,
+    forward_args: ForwardArgs = (),
+    forward_kwargs: dict[str, Any] | None = None,
+    batch_first: bool | None = None,
+    output: Select = None,
 ) -> Diagnosis:
     """Diagnose ``model`` on a batch (tensor or ``(x, y)``) or a Task, and prescribe cures.
+
+    ``model`` is used as it is: a module or any callable, called ``model(x, *forward_args,
+    **forward_kwargs)`` (``forward_args`` may be a function of the batch size, for a hidden state
+    sized to the batch); it may read float features or token ids, time-first or batch-first
+    (``batch_first=None`` infers it from the input its first recurrent layer receives; a batch
+    given here is in the model's own layout, a Task's is converted), and return predictions alone,
+    in a tuple such as ``(output, hidden)``, or in a dict (``output`` picks them: a key, an index
+    or a function). Token inputs are measured at the first recurrent layer's input.
 
     ``model`` may also be a recipe (name or Recipe) when ``data`` is a Task: its model is built
     with ``config.seed`` and the recipe's name is used for prescriptions.
     ``history``: a training run folder, its ``metrics.jsonl``, an :class:`ExplosionHistory` or a
     list of trainer records, adding the run's explosion rate to the evidence. ``recipe``: the
     registered recipe the model came from, so a prescription can be "the same, plus a fix".
+
+    Example (a word-level language model, token ids (time, batch), ``forward(input, hidden)``):
+        >>> diagnosis = doctor(lm, tokens, forward_args=(lm.init_hidden(16),))  # doctest: +SKIP
     """
     cfg = config if config is not None else DoctorConfig()
     if not isinstance(cfg, DoctorConfig):
         raise TypeError(f"config must be a DoctorConfig, got {type(cfg).__name__}")
-    if not isinstance(model, nn.Module):
+    if isinstance(model, str) or not callable(model):
         model, recipe = _model_from_recipe(model, data, cfg, recipe)
-    check_module(model)
-    device, dtype = model_device_dtype(model)
-    x, task_name = _batch_from(data, cfg, device, dtype)
+    if isinstance(model, nn.Module):
+        device, dtype = model_device_dtype(model)
+        x, task_name = _batch_from(data, cfg, device, dtype)
+    else:  # a callable: its modules are found by running it, on the batch as it comes
+        x, task_name = _batch_from(data, cfg, None, None)
+    _check_batch_rank(x)
+    view, x = prepare(
+        model,
+        x,
+        x_batch_first=True if task_name is not None else None,
+        batch_first=batch_first,
+        args=forward_args,
+        kwargs=forward_kwargs,
+        output=output,
+    )
     check_sequence_batch(x)
     length = x.shape[1]
     hist = _history(history)
-    horizons = gradient_horizons(model, x, threshold=cfg.horizon_threshold)
-    spectra, saturation = _spectra(model, x, cfg)
+    horizons = gradient_horizons(view, x, threshold=cfg.horizon_threshold)
+    spectra, saturation = _spectra(view, x, cfg)
     findings = _findings(horizons, spectra, saturation, hist, length, cfg)
     verdicts = [f.verdict for f in findings] or ["healthy"]
     prescriptions = prescribe(verdicts, length, cfg, recipe) if findings else []
     info = {
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in view.parameters()),
+        "layout": "batch-first" if view.batch_first else "time-first",
+        "input": "features" if x.is_floating_point() else "token ids",
         "recurrent_layers": {
             label: {"state_size": spec.state_size} for label, spec in spectra.items()
         },
@@ -649,6 +684,18 @@ def doctor(
     )
 
 
+def _check_batch_rank(x: Any) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"data must hold a tensor, got {type(x).__name__}")
+    want = 3 if x.is_floating_point() else 2
+    if x.dim() != want:
+        kind = "float features" if want == 3 else "integer tokens"
+        raise ConfigError(
+            f"data of {kind} must have {want} dimensions ((batch, time{', features' * (want == 3)}) "
+            f"or time-first), got shape {tuple(x.shape)}"
+        )
+
+
 def _model_from_recipe(
     recipe: Any, data: Any, cfg: DoctorConfig, name: str | None
 ) -> tuple[nn.Module, str | None]:
@@ -656,7 +703,8 @@ def _model_from_recipe(
 
     if not isinstance(recipe, (str, Recipe)):
         raise TypeError(
-            f"model must be a torch.nn.Module or a recipe (name or Recipe), got {type(recipe).__name__}"
+            "model must be a torch.nn.Module, a callable or a recipe (name or Recipe), got "
+            f"{type(recipe).__name__}"
         )
     if not (hasattr(data, "batch") and hasattr(data, "spec")):
         raise TypeError("a recipe needs a Task as data (to know the input and output sizes)")

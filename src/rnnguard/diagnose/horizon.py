@@ -13,8 +13,9 @@ skips the recurrence for it).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from rnnguard.diagnose._common import (
     eval_mode,
 )
 from rnnguard.errors import ConfigError
-from rnnguard.train.model_call import call_model
+from rnnguard.train.model_call import ModelView, call_model
 
 __all__ = [
     "Horizon",
@@ -161,37 +162,88 @@ def summarize_curve(norms: np.ndarray, threshold: float = 1e-3, label: str = "in
     return Horizon(norms, normalized, fit_log_rate(norms), horizon, threshold, label)
 
 
-class _EmbeddingTap:
-    """Makes the first nn.Embedding's output a leaf, so token models get a horizon in embedding space."""
+class _TokenTap:
+    """Where gradients of a token model are measured: a batch-first leaf put in place by hooks.
+
+    The input of the first recurrent layer that runs (torch.nn or rnnguard), or, in a model without
+    one, the first nn.Embedding's output. The layer's own ``batch_first`` (the view's layout for an
+    embedding) says which dimension is time, so time-first models are measured the same way.
+    """
 
     def __init__(self, model: nn.Module) -> None:
+        from rnnguard.diagnose.trajectory import find_recurrent
+
+        self.recurrent = find_recurrent(model)
         self.embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+        self.embedding_batch_first = model.batch_first if isinstance(model, ModelView) else True
         self.leaf: Tensor | None = None
+        self.where = ""
 
-    def hook(self, module: nn.Module, args: Any, out: Tensor) -> Tensor:
-        self.leaf = out.detach().requires_grad_(True)
-        return self.leaf
+    def _make_leaf(self, value: Tensor, batch_first: bool, where: str) -> Tensor:
+        leaf = (value if batch_first else value.transpose(0, 1)).detach().clone()
+        self.leaf, self.where = leaf.requires_grad_(True), where
+        return self.leaf if batch_first else self.leaf.transpose(0, 1)
+
+    def recurrent_hook(self, name: str) -> Callable[..., Any]:
+        def pre_hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
+            if self.where.endswith(" input"):
+                return None  # the first recurrent layer already holds the leaf
+            value = args[0] if args else kwargs.get("input")
+            if not isinstance(value, Tensor) or not value.is_floating_point() or value.dim() != 3:
+                return None
+            new = self._make_leaf(
+                value, bool(getattr(module, "batch_first", False)), f"{name} input"
+            )
+            if args:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, "input": new}
+
+        return pre_hook
+
+    def embedding_hook(self, module: nn.Module, args: Any, out: Tensor) -> Tensor | None:
+        if self.leaf is not None or not isinstance(out, Tensor) or out.dim() != 3:
+            return None
+        return self._make_leaf(out, self.embedding_batch_first, "embedding output")
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        handles = [
+            m.register_forward_pre_hook(self.recurrent_hook(name), with_kwargs=True)
+            for name, m in self.recurrent
+        ]
+        if self.embedding is not None:
+            handles.append(self.embedding.register_forward_hook(self.embedding_hook))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
-def _forward_with_leaf(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run the model and return (prediction, the tensor whose gradient per time step we measure)."""
+def _forward_with_leaf(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, str]:
+    """Run the model; return (prediction, the tensor whose gradient per step we measure, where)."""
     if x.is_floating_point():
         leaf = x.detach().clone().requires_grad_(True)
-        return call_model(model, leaf), leaf
-    tap = _EmbeddingTap(model)
-    if tap.embedding is None:
+        return call_model(model, leaf), leaf, "input"
+    tap = _TokenTap(model)
+    if not tap.recurrent and tap.embedding is None:
         raise ConfigError(
-            "x holds integer tokens but the model has no nn.Embedding to measure gradients at; "
-            "pass float features of shape (batch, time, features)"
+            "x holds integer tokens but the model has no recurrent layer or nn.Embedding to "
+            "measure gradients at; pass float features of shape (batch, time, features)"
         )
-    handle = tap.embedding.register_forward_hook(tap.hook)
-    try:
+    with tap.attached():
         y = call_model(model, x)
-    finally:
-        handle.remove()
-    if tap.leaf is None or tap.leaf.dim() != 3:
-        raise ConfigError("the model's nn.Embedding must produce (batch, time, features) outputs")
-    return y, tap.leaf
+    if tap.leaf is None:
+        raise ConfigError(
+            "x holds integer tokens, but no recurrent layer received a float "
+            "(batch, time, features) input and no nn.Embedding produced one: nothing to measure at"
+        )
+    if tap.leaf.shape[:2] != x.shape[:2]:
+        raise ConfigError(
+            f"the {tap.where} has (batch, time) = {tuple(tap.leaf.shape[:2])} but the input has "
+            f"{tuple(x.shape[:2])}: the gradient horizon needs one step there per input step"
+        )
+    return y, tap.leaf, tap.where
 
 
 def _loss_step(y: Tensor, step: int, length: int) -> tuple[Tensor, int]:
@@ -297,12 +349,12 @@ def gradient_horizons(
 
     threshold = _check_args(model, x, threshold, max_outputs, loss)
     with eval_mode(model), torch.enable_grad(), trace_recurrent(model) as traces:
-        y, leaf = _forward_with_leaf(model, x)
+        y, leaf, where = _forward_with_leaf(model, x)
         y_s, s = _loss_step(y, step, x.shape[1])
         dirs = [(mt, d) for mt in traces for d in mt.directions]
         probes = [d.probe for _, d in dirs]
         sq = _squared_grad_norms(y, y_s, [leaf, *probes], loss, max_outputs, generator)
-    result = HorizonSet(_input_curve(sq[0], s, threshold))
+    result = HorizonSet(_input_curve(sq[0], s, threshold, where))
     for (mt, d), q in zip(dirs, sq[1:]):
         # the probe of a reverse direction is stored in processing order: flip back to time order
         q_time = q.flip(1) if d.direction else q
@@ -312,14 +364,20 @@ def gradient_horizons(
     return result
 
 
-def _input_curve(sq: Tensor, s: int, threshold: float) -> Horizon:
-    """The input horizon from the squared input-gradient norms; refused if they are all zero."""
+def _input_curve(sq: Tensor, s: int, threshold: float, where: str = "input") -> Horizon:
+    """The input horizon from the squared input-gradient norms; refused if they are all zero.
+
+    ``where``: what was measured, ``input`` or, for token inputs, the recurrent layer's input or
+    the embedding output (kept in ``extra["measured_at"]``).
+    """
     norms = _by_distance(sq, s)
     if not np.any(norms > 0) and np.all(np.isfinite(norms)):
         raise ConfigError(
             f"the model's output at step {s} does not depend on its inputs: no gradient to measure"
         )
-    return summarize_curve(norms, threshold, "input")
+    curve = summarize_curve(norms, threshold, "input")
+    curve.extra["measured_at"] = where
+    return curve
 
 
 def input_horizon(
@@ -337,11 +395,12 @@ def input_horizon(
     ``loss(prediction) -> scalar`` must be a sum (or mean) of per-sample terms depending only on
     steps <= ``step``. Without it the norm is the Frobenius norm of the Jacobian of the prediction
     at ``step`` with respect to x_{s-k}: exact for up to ``max_outputs`` output channels, an
-    unbiased random-projection estimate beyond. Token inputs are measured at the embedding output.
+    unbiased random-projection estimate beyond. Token inputs are measured at the first recurrent
+    layer's input (or, without one, at the embedding output).
     """
     threshold = _check_args(model, x, threshold, max_outputs, loss)
     with eval_mode(model), torch.enable_grad():
-        y, leaf = _forward_with_leaf(model, x)
+        y, leaf, where = _forward_with_leaf(model, x)
         y_s, s = _loss_step(y, step, x.shape[1])
         (sq,) = _squared_grad_norms(y, y_s, [leaf], loss, max_outputs, generator)
-    return _input_curve(sq, s, threshold)
+    return _input_curve(sq, s, threshold, where)

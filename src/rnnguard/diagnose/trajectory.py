@@ -22,6 +22,7 @@ from rnnguard.errors import ConfigError
 from rnnguard.nn.functional import HiddenState, LSTMState, State
 from rnnguard.nn.layers import GRU, LSTM, RNN, IndRNN
 from rnnguard.nn.step_function import StepFunction, layer_step_function
+from rnnguard.train.model_call import ModelView
 
 __all__ = [
     "DirectionTrace",
@@ -29,6 +30,7 @@ __all__ = [
     "find_recurrent",
     "flat_step",
     "flatten_state",
+    "is_recurrent",
     "supported",
     "trace_recurrent",
 ]
@@ -36,12 +38,21 @@ __all__ = [
 _RNNGUARD_LAYERS = (RNN, LSTM, GRU, IndRNN)
 
 
+def is_recurrent(module: nn.Module) -> bool:
+    """Whether ``module`` is a recurrent sequence layer the diagnostics can unroll."""
+    return isinstance(module, (nn.RNNBase, *_RNNGUARD_LAYERS)) and supported(module)
+
+
 def find_recurrent(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Recurrent sequence layers inside ``model`` by type, as (qualified name, module)."""
+    """Recurrent sequence layers inside ``model`` by type, as (qualified name, module).
+
+    Inside a :class:`~rnnguard.train.model_call.ModelView` the names are the user's model's own.
+    """
+    prefix = model.label_prefix if isinstance(model, ModelView) else ""
     found: list[tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
-        if isinstance(m, (nn.RNNBase, *_RNNGUARD_LAYERS)) and supported(m):
-            found.append((name or type(m).__name__.lower(), m))
+        if is_recurrent(m):
+            found.append((name.removeprefix(prefix) or type(m).__name__.lower(), m))
     return found
 
 

@@ -7,6 +7,7 @@ the diagnostics (any model that maps a batch to predictions) and ``doctor --veri
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,7 +15,17 @@ from torch import nn
 
 from rnnguard.errors import ConfigError, RnnguardError
 
-__all__ = ["ModelCall", "ModelOutputError", "accepts_state", "call_model", "split_output"]
+__all__ = [
+    "PREDICTION_KEYS",
+    "ModelCall",
+    "ModelOutputError",
+    "ModelView",
+    "accepts_state",
+    "call_model",
+    "pick_prediction",
+    "split_output",
+    "to_batch_first",
+]
 
 _EXPECTED = "a tensor (batch, time, outputs) or a tuple (outputs, state)"
 
@@ -159,6 +170,8 @@ def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """
     try:
         output = model(x)
+    except ModelOutputError:
+        raise  # already says what came back and what was expected
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
@@ -166,3 +179,160 @@ def call_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
             f"it raised {type(exc).__name__}: {msg}"
         ) from exc
     return split_output(output, x, per_step=False, nested=True)[0]
+
+
+# ---------------------------------------------------------------------- a user's model as it is
+
+#: Dict keys tried, in order, for the predictions when a model returns a dict.
+PREDICTION_KEYS = ("logits", "output", "outputs", "prediction", "predictions", "y", "out")
+
+Select = str | int | Callable[[Any], torch.Tensor] | None
+ForwardArgs = tuple[Any, ...] | Callable[[int], tuple[Any, ...]]
+
+
+def pick_prediction(output: Any, select: Select = None) -> torch.Tensor:
+    """The predictions in what a model returned.
+
+    ``select``: a dict key or attribute name, a tuple index, or a function of the output. By
+    default: the tensor itself, the first tensor of a (nested) tuple/list (``(output, hidden)``),
+    or the first of :data:`PREDICTION_KEYS` present in a dict (or a ModelOutput-like object).
+    """
+    if callable(select):
+        found = select(output)
+    elif isinstance(select, int) and not isinstance(select, bool):
+        if not isinstance(output, (tuple, list)) or not -len(output) <= select < len(output):
+            raise ModelOutputError(
+                f"output={select} picks a tuple item, but the model returned {_describe(output)}"
+            )
+        found = output[select]
+    elif isinstance(select, str):
+        if isinstance(output, dict):
+            if select not in output:
+                raise ModelOutputError(
+                    f"output={select!r}: the model's dict has keys {sorted(map(str, output))}"
+                )
+            found = output[select]
+        elif hasattr(output, select):
+            found = getattr(output, select)
+        else:
+            raise ModelOutputError(
+                f"output={select!r}: the model returned {_describe(output)} without it"
+            )
+    elif select is None:
+        if isinstance(output, dict) or hasattr(output, "keys"):
+            keys = list(output.keys())
+            key = next((k for k in PREDICTION_KEYS if k in keys), None)
+            if key is None:
+                raise ModelOutputError(
+                    f"the model returned a dict with keys {sorted(map(str, keys))}; say which "
+                    "holds the predictions with output='KEY'"
+                )
+            found = output[key]
+        else:
+            found = _first_tensor(output)
+    else:
+        raise TypeError(
+            f"output must be a key, an index, a function or None, got {type(select).__name__}"
+        )
+    if not isinstance(found, torch.Tensor):
+        raise ModelOutputError(f"the selected output is a {type(found).__name__}, not a tensor")
+    return found
+
+
+def _describe(output: Any) -> str:
+    if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of {len(output)} items"
+    return f"a {type(output).__name__}"
+
+
+def to_batch_first(pred: torch.Tensor, batch: int, time: int, batch_first: bool) -> torch.Tensor:
+    """Predictions as (batch, time, outputs) or (batch, outputs), whatever layout they came in.
+
+    Accepted: per step in the model's layout (``(time, batch, O)`` for a time-first model), per
+    step flattened to ``(time * batch, O)`` (``(batch * time, O)`` batch-first), as a language
+    model's decoder returns them, or one row per sequence ``(batch, O)``.
+    """
+    if pred.dim() == 3:
+        want = (batch, time) if batch_first else (time, batch)
+        if tuple(pred.shape[:2]) != want:
+            layout = "(batch, time, outputs)" if batch_first else "(time, batch, outputs)"
+            raise ModelOutputError(
+                f"a batch-{'first' if batch_first else 'second'} model must return {layout} = "
+                f"{(*want, pred.shape[-1])}, got {tuple(pred.shape)}"
+            )
+        return pred if batch_first else pred.transpose(0, 1)
+    if pred.dim() == 2:
+        if pred.shape[0] == batch:
+            return pred
+        if pred.shape[0] == batch * time:
+            if batch_first:
+                return pred.reshape(batch, time, -1)
+            return pred.reshape(time, batch, -1).transpose(0, 1)
+    raise ModelOutputError(
+        f"model predictions must be per step ({'batch, time' if batch_first else 'time, batch'}, "
+        f"outputs), flattened ({batch * time}, outputs) or per sequence ({batch}, outputs); "
+        f"got {tuple(pred.shape)}"
+    )
+
+
+class ModelView(nn.Module):
+    """A user's model, called as it expects, seen as ``x (batch, time[, F]) -> predictions``.
+
+    The diagnostics speak batch-first; the view transposes ``x`` for a time-first model, passes
+    extra forward arguments (``args``, a tuple or a function of the batch size, e.g. a hidden
+    state; ``kwargs``), picks the predictions out of a tuple, dict or object (``output``, see
+    :func:`pick_prediction`) and returns them batch-first (see :func:`to_batch_first`).
+    ``model`` may be a module or any callable; for a callable, ``modules`` are the modules it
+    runs (registered here so that parameters, eval mode and layer search see them).
+    """
+
+    #: Prefix of the wrapped module's name, left out of labels such as ``rnn.l0``.
+    label_prefix = "model."
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[..., Any],
+        *,
+        args: ForwardArgs = (),
+        kwargs: dict[str, Any] | None = None,
+        batch_first: bool = True,
+        output: Select = None,
+        modules: list[nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(
+                f"model must be a torch.nn.Module or a callable, got {type(model).__name__}"
+            )
+        if not (isinstance(args, tuple) or callable(args)):
+            raise TypeError(
+                "forward args must be a tuple or a function of the batch size returning one, "
+                f"got {type(args).__name__}"
+            )
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise TypeError(f"forward kwargs must be a dict, got {type(kwargs).__name__}")
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
+        if isinstance(model, nn.Module):
+            self.model = model
+        else:
+            self.fn = model
+            mods = list(modules or [])
+            if len(mods) == 1:
+                self.model = mods[0]
+            else:
+                self.model = nn.ModuleList(mods)
+        self.args = args
+        self.kwargs = dict(kwargs or {})
+        self.batch_first = batch_first
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, time = x.shape[0], x.shape[1]
+        xu = x if self.batch_first else x.transpose(0, 1)
+        args = self.args(batch) if callable(self.args) else self.args
+        if not isinstance(args, tuple):
+            raise TypeError(f"forward args function must return a tuple, got {type(args).__name__}")
+        fn = self.__dict__.get("fn", self.model)
+        out = fn(xu, *args, **self.kwargs)
+        return to_batch_first(pick_prediction(out, self.output), batch, time, self.batch_first)
