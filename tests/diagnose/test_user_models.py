@@ -160,7 +160,7 @@ def test_a_task_batch_is_turned_for_a_time_first_model() -> None:
 def test_bad_user_models_get_clear_errors() -> None:
     lm = WordLM()
     tokens = torch.randint(0, NTOKEN, (T, B))
-    with pytest.raises(ConfigError, match="ran no torch.nn.Module"):
+    with pytest.raises(ConfigError, match=r"ran no torch\.nn\.Module"):
         doctor(lambda inp: inp.float().unsqueeze(-1), tokens)
     with pytest.raises(TypeError, match="forward args must be a tuple"):
         doctor(lm, tokens, forward_args=[lm.init_hidden(B)])  # type: ignore[arg-type]
