@@ -1,4 +1,4 @@
-"""Helpers shared by the diagnostics: argument checks, eval-mode context, device of a model."""
+"""Helpers shared by the diagnostics: model and batch checks, eval-mode context, device of a model."""
 
 from __future__ import annotations
 
@@ -10,20 +10,6 @@ import torch
 from torch import Tensor, nn
 
 from rnnguard.errors import ConfigError
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum``, else raise ConfigError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
-def check_probability(name: str, value: Any, *, low: float = 0.0, high: float = 1.0) -> float:
-    """Return ``value`` as float if it lies strictly inside (low, high)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
-        raise ConfigError(f"{name} must be a number in ({low}, {high}), got {value!r}")
-    return float(value)
 
 
 def check_module(model: Any) -> nn.Module:

@@ -25,13 +25,12 @@ from torch import Tensor, nn
 
 from rnnguard.diagnose._common import (
     check_module,
-    check_positive_int,
-    check_probability,
     check_sequence_batch,
     eval_mode,
 )
 from rnnguard.errors import ConfigError
 from rnnguard.train.model_call import ModelView, call_model
+from rnnguard.utils.checks import fraction, integer
 
 __all__ = [
     "Horizon",
@@ -142,7 +141,7 @@ def fit_log_rate(norms: np.ndarray) -> float:
 
 def summarize_curve(norms: np.ndarray, threshold: float = 1e-3, label: str = "input") -> Horizon:
     """Build a :class:`Horizon` from raw norms indexed by distance."""
-    threshold = check_probability("threshold", threshold)
+    threshold = fraction("threshold", threshold)
     norms = np.asarray(norms, dtype=np.float64)
     if norms.ndim != 1 or len(norms) < 2:
         raise ConfigError(
@@ -321,12 +320,12 @@ def _check_args(
 ) -> float:
     check_module(model)
     check_sequence_batch(x)
-    check_positive_int("max_outputs", max_outputs)
+    integer("max_outputs", max_outputs, minimum=1)
     if loss is not None and not callable(loss):
         raise TypeError(
             f"loss must be a callable(prediction) -> scalar tensor, got {type(loss).__name__}"
         )
-    return check_probability("threshold", threshold)
+    return fraction("threshold", threshold)
 
 
 def gradient_horizons(

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnguard.diagnose._common import check_positive_int
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import integer
 
 __all__ = [
     "FlatStep",
@@ -153,9 +153,9 @@ def top_singular_values(
     speed up convergence when singular values cluster) and a Rayleigh-Ritz step. Returns the
     values and the right singular block (B, D, k + oversample), which can warm-start the next call.
     """
-    check_positive_int("k", k)
-    check_positive_int("iters", iters)
-    check_positive_int("oversample", oversample, minimum=0)
+    integer("k", k, minimum=1)
+    integer("iters", iters, minimum=1)
+    integer("oversample", oversample, minimum=0)
     dim = s.shape[1]
     if k > dim:
         raise ConfigError(f"k must be <= the state size {dim}, got {k}")
@@ -241,11 +241,11 @@ def jacobian_spectrum(
         )
     if method not in ("auto", "exact", "power"):
         raise ConfigError(f"method must be 'auto', 'exact' or 'power', got {method!r}")
-    check_positive_int("k", k)
-    check_positive_int("lyapunov_k", lyapunov_k, minimum=0)
-    check_positive_int("iters", iters)
-    check_positive_int("warm_iters", warm_iters)
-    check_positive_int("oversample", oversample, minimum=0)
+    integer("k", k, minimum=1)
+    integer("lyapunov_k", lyapunov_k, minimum=0)
+    integer("iters", iters, minimum=1)
+    integer("warm_iters", warm_iters, minimum=1)
+    integer("oversample", oversample, minimum=0)
     batch, length = x.shape[0], x.shape[1]
     dim = s0.shape[1]
     if k > dim or lyapunov_k > dim:

@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
-from rnnguard.diagnose._common import check_positive_int, check_probability
 from rnnguard.diagnose.horizon import Horizon, input_horizon
 from rnnguard.train.callbacks import Callback
-from rnnguard.utils.checks import integer
+from rnnguard.utils.checks import fraction, integer
 
 __all__ = ["HorizonMonitor", "horizon_record"]
 
@@ -39,9 +38,9 @@ class HorizonMonitor(Callback):
     def __init__(
         self, every: int = 100, *, batch_size: int = 8, threshold: float = 1e-3, seed: int = 0
     ) -> None:
-        self.every = check_positive_int("every", every)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.threshold = check_probability("threshold", threshold)
+        self.every = integer("every", every, minimum=1)
+        self.batch_size = integer("batch_size", batch_size, minimum=1)
+        self.threshold = fraction("threshold", threshold)
         self.seed = integer("seed", seed)
         self.records: list[dict[str, Any]] = []
         self.seconds = 0.0

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnguard.diagnose._common import check_positive_int
 from rnnguard.diagnose.history import ExplosionHistory
 from rnnguard.diagnose.horizon import Horizon, HorizonSet
 from rnnguard.diagnose.jacobian import Spectrum, dense_jacobian
 from rnnguard.diagnose.saturation import LayerSaturation
 from rnnguard.errors import ConfigError, require_extra
+from rnnguard.utils.checks import integer
 
 __all__ = [
     "grad_norm_curves",
@@ -186,8 +186,8 @@ def grad_norm_curves(
     ``tanh s=..`` (h_t = tanh(W h_{t-1} + x_t) on random inputs, the product of the real
     Jacobians diag(1 - h_t^2) W, measured by autograd).
     """
-    check_positive_int("steps", steps)
-    check_positive_int("hidden", hidden)
+    integer("steps", steps, minimum=1)
+    integer("hidden", hidden, minimum=1)
     if not scales or any(not isinstance(s, (int, float)) or not s > 0 for s in scales):
         raise ConfigError(f"scales must be positive numbers, got {list(scales)!r}")
     gen = torch.Generator().manual_seed(seed)

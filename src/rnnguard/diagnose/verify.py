@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnguard.diagnose._common import check_positive_int
 from rnnguard.diagnose.horizon import input_horizon
 from rnnguard.errors import ConfigError
 from rnnguard.train.model_call import ModelCall
+from rnnguard.utils.checks import integer
 
 __all__ = ["ArmResult", "VerifyReport", "plain_training_recipe", "verify"]
 
@@ -182,8 +182,8 @@ def verify(
     from rnnguard.train.config import TrainConfig
     from rnnguard.train.recipes import Recipe, get_recipe
 
-    check_positive_int("steps", steps)
-    check_positive_int("batch_size", batch_size)
+    integer("steps", steps, minimum=1)
+    integer("batch_size", batch_size, minimum=1)
     if not (hasattr(task, "batch") and hasattr(task, "spec")):
         raise TypeError(f"task must be a Task (see rnnguard.tasks), got {type(task).__name__}")
     length = int(getattr(task, "length", 0))

@@ -29,10 +29,10 @@ require_extra("lightning", "lightning")
 
 import lightning.pytorch as pl  # noqa: E402  (after the check that names the extra)
 
-from rnnguard.diagnose._common import check_positive_int, check_probability  # noqa: E402
 from rnnguard.diagnose.horizon import input_horizon  # noqa: E402
 from rnnguard.diagnose.monitor import horizon_record  # noqa: E402
 from rnnguard.train.guard import GradientGuard, GuardReport  # noqa: E402
+from rnnguard.utils.checks import fraction, integer  # noqa: E402
 
 __all__ = ["GuardCallback", "HorizonCallback"]
 
@@ -222,14 +222,14 @@ class HorizonCallback(pl.Callback):
         threshold: float = 1e-3,
         prefix: str = "horizon/",
     ) -> None:
-        self.every = check_positive_int("every", every)
+        self.every = integer("every", every, minimum=1)
         if batch is not None and not isinstance(batch, torch.Tensor):
             raise TypeError(f"batch must be a tensor or None, got {type(batch).__name__}")
         if inputs is not None and not callable(inputs):
             raise TypeError(f"inputs must be callable or None, got {type(inputs).__name__}")
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
-        self.threshold = check_probability("threshold", threshold)
+        self.threshold = fraction("threshold", threshold)
         self.prefix = prefix
         self.inputs = inputs
         self.model = model

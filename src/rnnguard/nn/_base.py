@@ -12,11 +12,11 @@ from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn import _checks
 from rnnguard.nn import init as rinit
 from rnnguard.nn.functional import LayerParams
 from rnnguard.nn.kinds import KindSpec, kind_spec
 from rnnguard.nn.options import InitArg, RecurrentOptions
+from rnnguard.utils import checks as _checks
 
 IMPLS = ("auto", "reference", "fused")
 __all__ = [

@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn import _checks
 from rnnguard.nn._base import InitArg, RecurrentBase, check_state_like
 from rnnguard.nn.functional import DirectionMasks, State, cell_forward, sample_masks
+from rnnguard.utils import checks as _checks
 
 __all__ = ["GRUCell", "IndRNNCell", "LSTMCell", "MaskHold", "RNNCell"]
 

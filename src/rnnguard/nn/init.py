@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn._checks import positive_float
 from rnnguard.nn.functional import TORCH_MODES, torch_cell_kind, torch_suffix
+from rnnguard.utils.checks import positive_float
 from rnnguard.utils.registry import Entry, Registry
 
 __all__ = [

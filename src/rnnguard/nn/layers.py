@@ -18,10 +18,11 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn import _checks, fused
+from rnnguard.nn import fused
 from rnnguard.nn._base import InitArg, RecurrentBase, autocast_on, check_impl, check_state_like
 from rnnguard.nn.functional import run_direction, sample_masks, torch_suffix
 from rnnguard.nn.registry import register_layer
+from rnnguard.utils import checks as _checks
 
 __all__ = ["GRU", "LSTM", "RNN", "IndRNN"]
 

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn import _checks
 from rnnguard.nn.registry import register_layer
+from rnnguard.utils import checks as _checks
 
 __all__ = ["LRU", "LRUCore", "linear_scan"]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn import _checks
 from rnnguard.nn import init as rinit
 from rnnguard.nn.functional import NONLINEARITIES
+from rnnguard.utils import checks as _checks
 
 __all__ = ["InitArg", "RecurrentOptions"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rnnguard.nn import _checks
 from rnnguard.nn.functional import drop_connect, zoneout
+from rnnguard.utils import checks as _checks
 
 __all__ = ["DropConnect", "Zoneout"]
 

@@ -6,8 +6,7 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-from rnnguard.errors import ConfigError
-from rnnguard.utils.checks import positive_int
+from rnnguard.utils.checks import integer, positive_int
 
 
 class TaskSpec(NamedTuple):
@@ -53,9 +52,7 @@ class Task(Protocol):
 
 def check_length(length: object, minimum: int = 2) -> int:
     """Validate a sequence length argument."""
-    if not isinstance(length, int) or isinstance(length, bool) or length < minimum:
-        raise ConfigError(f"length must be an int >= {minimum}, got {length!r}")
-    return length
+    return integer("length", length, minimum)
 
 
 def check_batch_size(batch_size: object) -> int:

@@ -10,27 +10,12 @@ from rnnguard.errors import ConfigError
 from rnnguard.train.guard import CLIP_MODES
 from rnnguard.train.optim import OPTIMIZERS
 from rnnguard.train.schedule import SCHEDULES
-from rnnguard.utils.checks import integer
+from rnnguard.utils.checks import choice, integer, number
 
 C = TypeVar("C")
 
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def _positive(name: str, value: Any, *, integer: bool = False, zero_ok: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        expected = "an int" if integer else "a number"
-        raise ConfigError(f"{name} must be {expected}, got {value!r}")
-    if value < 0 or (value == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}")
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def config_from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
@@ -64,9 +49,9 @@ class OptimConfig:
     """SGD momentum."""
 
     def __post_init__(self) -> None:
-        _choice("optimizer.name", self.name, OPTIMIZERS)
-        _positive("optimizer.lr", self.lr)
-        _positive("optimizer.weight_decay", self.weight_decay, zero_ok=True)
+        choice("optimizer.name", self.name, OPTIMIZERS)
+        number("optimizer.lr", self.lr, positive=True)
+        number("optimizer.weight_decay", self.weight_decay, positive=True, zero_ok=True)
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives lists
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {self.betas}")
@@ -88,7 +73,7 @@ class ScheduleConfig:
     """Learning rate at the start of warmup as a fraction of the peak."""
 
     def __post_init__(self) -> None:
-        _choice("schedule.name", self.name, SCHEDULES)
+        choice("schedule.name", self.name, SCHEDULES)
         for key in ("warmup_fraction", "min_lr_ratio", "warmup_start_ratio"):
             value = getattr(self, key)
             if (
@@ -117,9 +102,9 @@ class GuardConfig:
     """A pre-clip norm above this many times the running median counts as an explosion."""
 
     def __post_init__(self) -> None:
-        _choice("guard.mode", self.mode, CLIP_MODES)
+        choice("guard.mode", self.mode, CLIP_MODES)
         for key in ("max_norm", "clip_value", "agc_clip", "explosion_factor"):
-            _positive(f"guard.{key}", getattr(self, key))
+            number(f"guard.{key}", getattr(self, key), positive=True)
         if not 0 < self.percentile <= 100:
             raise ConfigError(f"guard.percentile must be in (0, 100], got {self.percentile!r}")
 
@@ -174,29 +159,29 @@ class TrainConfig:
     """Free-form values recorded with the run (not used by the trainer)."""
 
     def __post_init__(self) -> None:
-        _positive("steps", self.steps, integer=True, zero_ok=True)
-        _positive("batch_size", self.batch_size, integer=True)
-        _positive("eval_every", self.eval_every, integer=True, zero_ok=True)
-        _positive("eval_batches", self.eval_batches, integer=True)
+        integer("steps", self.steps, minimum=0)
+        integer("batch_size", self.batch_size, minimum=1)
+        integer("eval_every", self.eval_every, minimum=0)
+        integer("eval_batches", self.eval_batches, minimum=1)
         if self.eval_batch_size is not None:
-            _positive("eval_batch_size", self.eval_batch_size, integer=True)
+            integer("eval_batch_size", self.eval_batch_size, minimum=1)
         integer("seed", self.seed)
         if not isinstance(self.device, str) or not (
             self.device in DEVICES or self.device.startswith("cuda:")
         ):
             raise ConfigError(f"device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
         if self.amp is not None:
-            _choice("amp", self.amp, AMP_MODES)
-        _positive("checkpoint_every", self.checkpoint_every, integer=True, zero_ok=True)
-        _positive("keep_last", self.keep_last, integer=True)
-        _positive("log_every", self.log_every, integer=True)
-        _positive("steps_per_epoch", self.steps_per_epoch, integer=True)
-        _positive("divergence_patience", self.divergence_patience, integer=True)
-        _positive("max_rollbacks", self.max_rollbacks, integer=True, zero_ok=True)
+            choice("amp", self.amp, AMP_MODES)
+        integer("checkpoint_every", self.checkpoint_every, minimum=0)
+        integer("keep_last", self.keep_last, minimum=1)
+        integer("log_every", self.log_every, minimum=1)
+        integer("steps_per_epoch", self.steps_per_epoch, minimum=1)
+        integer("divergence_patience", self.divergence_patience, minimum=1)
+        integer("max_rollbacks", self.max_rollbacks, minimum=0)
         if not 0 < self.lr_backoff <= 1:
             raise ConfigError(f"lr_backoff must be in (0, 1], got {self.lr_backoff!r}")
         if self.num_threads is not None:
-            _positive("num_threads", self.num_threads, integer=True)
+            integer("num_threads", self.num_threads, minimum=1)
         if self.resume and not self.out:
             raise ConfigError("resume=True needs an out folder to resume from, got out=None")
 

@@ -7,15 +7,19 @@ scaler, and the learning-rate schedule must not advance on a step that did not h
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rnnguard.errors import ConfigError
+
+if TYPE_CHECKING:  # config.py imports CLIP_MODES from here
+    from rnnguard.train.config import GuardConfig
 
 CLIP_MODES = ("none", "norm", "value", "auto", "agc")
 
@@ -336,6 +340,17 @@ class GradientGuard:
                 g_norm > max_norm, max_norm / g_norm.clamp(min=1e-6), torch.ones_like(g_norm)
             )
             g.mul_(scale.to(g.dtype))
+
+    @classmethod
+    def from_config(cls, config: GuardConfig, **kwargs: Any) -> GradientGuard:
+        """The guard a :class:`~rnnguard.train.config.GuardConfig` describes; ``kwargs`` add the
+        settings a config does not hold (``steps_per_epoch``, ``history_size``...).
+
+        Example:
+            >>> GradientGuard.from_config(GuardConfig(mode="agc", agc_clip=0.02), steps_per_epoch=100)
+            GradientGuard(mode='agc', max_norm=1.0, explosion_factor=10.0)
+        """
+        return cls(**dataclasses.asdict(config), **kwargs)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, max_norm={self.max_norm}, explosion_factor={self.explosion_factor}"

@@ -171,15 +171,8 @@ class Trainer:
             min_lr_ratio=sch.min_lr_ratio,
             warmup_start_ratio=sch.warmup_start_ratio,
         )
-        g = recipe.guard
-        self.guard = GradientGuard(
-            mode=g.mode,
-            max_norm=g.max_norm,
-            clip_value=g.clip_value,
-            percentile=g.percentile,
-            agc_clip=g.agc_clip,
-            explosion_factor=g.explosion_factor,
-            steps_per_epoch=config.steps_per_epoch,
+        self.guard = GradientGuard.from_config(
+            recipe.guard, steps_per_epoch=config.steps_per_epoch
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.amp == "fp16"))
         self.train_gen = torch.Generator().manual_seed(
