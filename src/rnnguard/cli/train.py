@@ -105,7 +105,6 @@ def register(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``rnnguard train``."""
     from rnnguard.tasks import create_task
-    from rnnguard.train.checkpoint import checkpoint_paths, latest_checkpoint
     from rnnguard.train.config import TrainConfig
     from rnnguard.train.recipes import Recipe, get_recipe
     from rnnguard.train.trainer import fit
@@ -114,32 +113,23 @@ def run_train(args: argparse.Namespace) -> int:
     monitor_every = args.monitor_horizon
     if monitor_every is not None and monitor_every < 1:
         raise ConfigError(f"--monitor-horizon must be a positive int, got {monitor_every}")
-    ckpt: dict[str, Any] | None = None
-    if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out DIR naming the run to continue")
-        out = Path(args.out)
-        if not out.is_dir() or not os.access(out, os.R_OK | os.X_OK):
-            raise ConfigError(f"--out must be a readable run folder to resume, got {args.out!r}")
-        if checkpoint_paths(out):
-            ckpt = latest_checkpoint(out)
-            if ckpt is None:
-                raise ConfigError(f"--out holds no readable checkpoint to resume, got {args.out!r}")
+    saved = _saved_run(args) if args.resume else None
 
-    # Recipe: explicit flag, else the checkpoint's, else the default LSTM recipe.
+    # Recipe: explicit flag, else the resumed run's, else the default LSTM recipe. What a resume
+    # may not change (model, task, seed) is refused by fit with the reason.
     if args.recipe_file:
         recipe = Recipe.from_yaml(Path(args.recipe_file))
     elif args.recipe:
         recipe = get_recipe(args.recipe)
-    elif ckpt is not None:
-        recipe = Recipe.from_dict(ckpt["recipe"])
+    elif saved is not None:
+        recipe = Recipe.from_dict(saved["recipe"])
     else:
         recipe = get_recipe("lstm-ln-clip")
     overrides = parse_pairs(args.set, "--set")
     if overrides:
         recipe = recipe.replace(**overrides)
 
-    saved_task = (ckpt or {}).get("task", {})
+    saved_task = (saved or {}).get("task") or {}
     implied = "text" if args.text else ("ptb-char" if args.data_dir else None)
     task_name = args.task or implied or saved_task.get("name") or "adding"
     length = args.length if args.length is not None else saved_task.get("length")
@@ -153,11 +143,11 @@ def run_train(args: argparse.Namespace) -> int:
         if task_name != owner:
             raise ConfigError(f"{flag} is for --task {owner}, got --task {task_name}")
         task_kwargs[key] = value
-    if not task_kwargs and ckpt is not None and task_name == saved_task.get("name"):
-        task_kwargs = dict(ckpt["config"].get("extra", {}).get("task_args", {}))
+    if not task_kwargs and saved is not None and task_name == saved_task.get("name"):
+        task_kwargs = dict(saved["config"].get("extra", {}).get("task_args", {}))
     task = create_task(task_name, length=length, **task_kwargs)
 
-    base = TrainConfig.from_dict(ckpt["config"]) if ckpt is not None else TrainConfig()
+    base = TrainConfig.from_dict(saved["config"]) if saved is not None else TrainConfig()
     changes: dict[str, Any] = {}
     for name in (
         "steps",
@@ -179,7 +169,7 @@ def run_train(args: argparse.Namespace) -> int:
     changes["resume"] = bool(args.resume)
     # Kept with the run so `--resume` rebuilds the same task (e.g. a text file's path) and
     # keeps measuring the horizon.
-    if monitor_every is None and ckpt is not None:
+    if monitor_every is None and saved is not None:
         monitor_every = base.extra.get("monitor_horizon")
     changes["extra"] = {**base.extra, "task_args": task_kwargs, "monitor_horizon": monitor_every}
     changes["progress"] = args.progress
@@ -212,6 +202,35 @@ def run_train(args: argparse.Namespace) -> int:
             + (f" out={result.out}" if result.out else "")
         )
     return 0
+
+
+def _saved_run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """What ``--resume`` continues: the run file, else (older runs) the newest valid checkpoint.
+
+    None when the folder holds neither and the flags say what to train (a fresh start there);
+    with nothing to go on it is a one-line refusal rather than a default recipe.
+    """
+    from rnnguard.train.checkpoint import checkpoint_paths, latest_checkpoint
+    from rnnguard.train.run_config import RUN_FILE, read_run_file
+
+    if not args.out:
+        raise ConfigError("--resume needs --out DIR naming the run to continue")
+    out = Path(args.out)
+    if not out.is_dir() or not os.access(out, os.R_OK | os.X_OK):
+        raise ConfigError(f"--out must be a readable run folder to resume, got {args.out!r}")
+    saved = read_run_file(out)
+    if saved is None and checkpoint_paths(out):
+        ckpt = latest_checkpoint(out)
+        if ckpt is not None:
+            saved = {k: ckpt[k] for k in ("recipe", "config", "task")}
+    if saved is None and not any(
+        (args.recipe, args.recipe_file, args.task, args.text, args.data_dir)
+    ):
+        raise ConfigError(
+            f"--resume needs a run to continue, got {args.out!r} with no {RUN_FILE} or "
+            "checkpoint; pass --recipe/--task to start one there"
+        )
+    return saved
 
 
 def _is_main_rank() -> bool:

@@ -12,11 +12,17 @@ from torch import nn
 
 from rnnguard.errors import ConfigError
 from rnnguard.train import distributed
-from rnnguard.train.checkpoint import checkpoint_paths, latest_checkpoint, set_rng_state
+from rnnguard.train.checkpoint import (
+    checkpoint_folder,
+    checkpoint_paths,
+    latest_checkpoint,
+    set_rng_state,
+)
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.device import to_device
 from rnnguard.train.guard import GradientGuard
 from rnnguard.train.recipes import Recipe
+from rnnguard.train.run_config import read_run_file, run_differences
 from rnnguard.train.state import Progress
 
 __all__ = ["Restored", "find_checkpoint", "restore"]
@@ -26,24 +32,54 @@ logger = logging.getLogger(__name__)
 _SCHEDULE_SETTINGS = ("kind", "warmup_steps", "min_lr_ratio", "warmup_start_ratio")
 
 
-def find_checkpoint(config: TrainConfig, out: Path | None) -> dict[str, Any] | None:
+def find_checkpoint(
+    config: TrainConfig, out: Path | None, run: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The checkpoint a run continues from (None for a fresh start).
 
-    A fresh start into a folder holding another run's checkpoints is refused: it would mix two
+    ``run`` describes what is about to be trained (:func:`~rnnguard.train.run_config.describe_run`).
+    A resume that would train something else than the run file or the checkpoint says is refused;
+    checkpoints of another model, task or format are skipped for the newest one that fits. A
+    fresh start into a folder holding another run's checkpoints is refused: it would mix two
     runs' files.
     """
     if out is None:
         return None
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out must be a folder, got file {str(out)!r}")
+    checkpoint_folder(out)
     if config.resume:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"out must be a folder to resume from, got file {str(out)!r}")
-        return latest_checkpoint(out)
+        saved = read_run_file(out)
+        if saved is not None and run is not None:
+            _refuse_changes(run_differences(saved, run), out)
+        accept = (lambda ckpt: _checkpoint_mismatch(ckpt, run)) if run is not None else None
+        return latest_checkpoint(out, accept)
     if checkpoint_paths(out):
         raise ConfigError(
             f"out must not hold another run's checkpoints unless resuming, got {str(out)!r}; "
             "pass resume=True (--resume) or choose a new folder"
         )
     return None
+
+
+def _refuse_changes(diffs: list[str], out: Path) -> None:
+    if diffs:
+        raise ConfigError(
+            f"resume must train the run saved in {str(out)!r}, got changes: {'; '.join(diffs)} "
+            "(start a new run in another folder to change them)"
+        )
+
+
+def _checkpoint_mismatch(ckpt: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """Why ``ckpt`` cannot continue ``run`` (None if it can)."""
+    saved = {
+        "recipe": ckpt["recipe"],
+        "task": ckpt["task"] if isinstance(ckpt["task"], dict) else {},
+        "config": ckpt["config"] if isinstance(ckpt["config"], dict) else {},
+        "parameters": {k: list(v.shape) for k, v in ckpt["model"].items() if hasattr(v, "shape")},
+    }
+    diffs = run_differences(saved, run)
+    return f"it belongs to another run ({'; '.join(diffs[:3])})" if diffs else None
 
 
 @dataclass

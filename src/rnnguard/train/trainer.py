@@ -30,6 +30,7 @@ from rnnguard.train.checkpoint import (
     checkpoint_file,
     checkpoint_paths,
     get_rng_state,
+    remove_stale_temporaries,
 )
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.device import (
@@ -46,6 +47,7 @@ from rnnguard.train.model_call import ModelCall, accepts_state
 from rnnguard.train.optim import build_optimizer
 from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.resume import find_checkpoint, restore
+from rnnguard.train.run_config import describe_run, write_run_file
 from rnnguard.train.schedule import build_scheduler
 from rnnguard.train.state import FitResult, Progress, TrainContext
 from rnnguard.utils.io import atomic_torch_save, atomic_write_json
@@ -145,11 +147,17 @@ class Trainer:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         self.out = out = Path(config.out) if config.out else None
-        ckpt = find_checkpoint(config, out)
+        if out is not None and dist_info.is_main:
+            remove_stale_temporaries(out)
 
         # Same seed on every rank: DDP also broadcasts rank 0's weights.
         torch.manual_seed(config.seed)
         self.model, self.recipe = model, recipe = _build_model(model_or_recipe, recipe, task)
+        run = describe_run(recipe, config, task, model) if out is not None else None
+        ckpt = find_checkpoint(config, out, run)
+        if out is not None and run is not None and dist_info.is_main:
+            # Before any step: a run killed before its first checkpoint resumes as itself.
+            write_run_file(out, run)
         model.to(device)
         self.amp = resolve_amp(config.amp or recipe.amp, device)
         opt = recipe.optimizer
