@@ -1,12 +1,10 @@
 """The doctor: measure a model's gradients, name what is wrong, and prescribe runnable recipes.
 
-The verdict comes only from measurements on a batch — the input gradient horizon, the Lyapunov
-exponents of every recurrent layer, gate saturation and dead units, and (optionally) a training
-log — compared with the named thresholds of :class:`DoctorConfig`. The model's class is never
-consulted. Prescriptions are registered recipes (plus overrides) ranked by how many findings they
-address, following the guide's cheat sheet: vanishing -> gated cells with LayerNorm and an open
-forget gate; exploding -> clipping, orthogonal init, AdamW; very long sequences -> IndRNN with its
-|u| bound or an LRU, with warmup and cosine decay.
+:func:`doctor` runs the pipeline measurement -> findings -> prescriptions: it measures the input
+gradient horizon, the Lyapunov exponents of every recurrent layer and gate saturation on a batch
+(here), compares them with the named thresholds of :class:`DoctorConfig`
+(:mod:`rnnguard.diagnose.findings`), and ranks registered recipes that treat what was found
+(:mod:`rnnguard.diagnose.prescriptions`). The model's class is never consulted.
 """
 
 from __future__ import annotations
@@ -24,15 +22,16 @@ from rnnguard.diagnose._common import (
     eval_mode,
     model_device_dtype,
 )
+from rnnguard.diagnose.findings import VERDICTS, DoctorConfig, Evidence, Finding, find_problems
 from rnnguard.diagnose.history import ExplosionHistory, read_history
 from rnnguard.diagnose.horizon import HorizonSet, gradient_horizons
 from rnnguard.diagnose.jacobian import Spectrum, jacobian_spectrum
-from rnnguard.diagnose.saturation import LayerSaturation, SaturationThresholds, gate_saturation
+from rnnguard.diagnose.prescriptions import Prescription, prescribe
+from rnnguard.diagnose.saturation import LayerSaturation, gate_saturation
 from rnnguard.diagnose.trajectory import flat_step, flatten_state, trace_recurrent
 from rnnguard.diagnose.usermodel import prepare
 from rnnguard.errors import ConfigError
 from rnnguard.train.model_call import ForwardArgs, Select
-from rnnguard.utils.checks import integer, positive_int
 
 __all__ = [
     "VERDICTS",
@@ -44,142 +43,6 @@ __all__ = [
     "doctor",
     "prescribe",
 ]
-
-VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead-units")
-
-
-@dataclass(frozen=True)
-class DoctorConfig:
-    """Named thresholds of the verdicts, and how much to measure.
-
-    vanishing: the normalised input gradient falls below ``horizon_threshold`` and stays below up to
-    the start of the sequence, or the top Lyapunov exponents of all recurrent layers predict that.
-    exploding: the gradient from the far past exceeds the near one ``exploding_ratio`` times (or
-    is not finite), any layer's top Lyapunov exponent predicts that, or a training log flags more than
-    ``explosion_rate`` of its steps. saturated: a layer's fraction of closed forget gates,
-    flat sigmoid gates or saturated tanh units exceeds its threshold. dead-units: more than
-    ``dead_units`` of a ReLU layer's units never fire on the batch.
-    """
-
-    horizon_threshold: float = 1e-3
-    exploding_ratio: float = 100.0
-    forget_closed: float = 0.5
-    sigmoid_saturated: float = 0.5
-    tanh_saturated: float = 0.5
-    dead_units: float = 0.25
-    explosion_rate: float = 0.01
-    long_sequence: int = 1000
-    batch_size: int = 16
-    spectrum_steps: int = 200
-    lyapunov_k: int = 4
-    seed: int = 0
-    saturation: SaturationThresholds = field(default_factory=SaturationThresholds)
-
-    def __post_init__(self) -> None:
-        for name in (
-            "horizon_threshold",
-            "forget_closed",
-            "sigmoid_saturated",
-            "tanh_saturated",
-            "dead_units",
-            "explosion_rate",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
-                raise ConfigError(f"DoctorConfig.{name} must be a number in (0, 1), got {v!r}")
-        if (
-            isinstance(self.exploding_ratio, bool)
-            or not isinstance(self.exploding_ratio, (int, float))
-            or not self.exploding_ratio > 1
-        ):
-            raise ConfigError(
-                f"DoctorConfig.exploding_ratio must be a number > 1, got {self.exploding_ratio!r}"
-            )
-        for name in ("long_sequence", "batch_size", "spectrum_steps"):
-            positive_int(f"DoctorConfig.{name}", getattr(self, name))
-        if (
-            isinstance(self.lyapunov_k, bool)
-            or not isinstance(self.lyapunov_k, int)
-            or self.lyapunov_k < 0
-        ):
-            raise ConfigError(
-                f"DoctorConfig.lyapunov_k must be an int >= 0, got {self.lyapunov_k!r}"
-            )
-        integer("DoctorConfig.seed", self.seed)
-
-
-@dataclass
-class Evidence:
-    """One measurement compared with its threshold: ``value <relation> threshold`` triggered."""
-
-    metric: str
-    value: float | None
-    threshold: float
-    relation: str
-    source: str
-    note: str = ""
-
-    def text(self) -> str:
-        """One readable line."""
-        v = "non-finite" if self.value is None else f"{self.value:.4g}"
-        return f"{self.source}: {self.metric} = {v} {self.relation} {self.threshold:.4g}" + (
-            f" ({self.note})" if self.note else ""
-        )
-
-
-@dataclass
-class Finding:
-    """A verdict with the evidence that triggered it."""
-
-    verdict: str
-    evidence: list[Evidence]
-
-
-@dataclass
-class Prescription:
-    """A ranked cure: a registered recipe plus overrides (``Recipe.replace`` keys), with reasons."""
-
-    rank: int
-    recipe: str
-    overrides: dict[str, Any]
-    reason: str
-    addresses: list[str]
-
-    def build(self) -> Any:
-        """The runnable :class:`~rnnguard.train.recipes.Recipe`."""
-        from rnnguard.train.recipes import get_recipe
-
-        return (
-            get_recipe(self.recipe).replace(**self.overrides)
-            if self.overrides
-            else get_recipe(self.recipe)
-        )
-
-    def command(self, task: str = "adding", length: int | None = None) -> str:
-        """The ``rnnguard train`` command line that runs this prescription."""
-        parts = ["rnnguard", "train", "--recipe", self.recipe, "--task", task]
-        if length is not None:
-            parts += ["--length", str(length)]
-        for key, value in _flatten(self.overrides).items():
-            parts += ["--set", f"{key}={_cli_value(value)}"]
-        return " ".join(parts)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _cli_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 @dataclass
@@ -277,6 +140,8 @@ class Diagnosis:
                 lines.append(
                     f"  {p.rank}. {p.recipe} {p.overrides or ''}".rstrip() + f": {p.reason}"
                 )
+                if p.settings:
+                    lines.append(f"     ({p.settings})")
                 lines.append(f"     {p.command(self.task or 'adding', self.command_length)}")
         return "\n".join(lines)
 
@@ -323,255 +188,6 @@ def _spectra(
                     label=label,
                 )
     return spectra, saturation
-
-
-def _findings(
-    horizons: HorizonSet,
-    spectra: dict[str, Spectrum],
-    saturation: dict[str, LayerSaturation],
-    history: ExplosionHistory | None,
-    length: int,
-    cfg: DoctorConfig,
-) -> list[Finding]:
-    far = length - 1  # distance from the loss at the last step to the first input
-    log_thr, log_ratio = math.log(cfg.horizon_threshold), math.log(cfg.exploding_ratio)
-    hz = horizons.input
-    vanish: list[Evidence] = []
-    explode: list[Evidence] = []
-    if not hz.finite:
-        explode.append(
-            Evidence(
-                "input gradient norm", None, 0.0, "is", "input horizon", "gradients overflowed"
-            )
-        )
-    elif hz.horizon is not None:
-        vanish.append(
-            Evidence(
-                "normalised input gradient",
-                float(hz.normalized[hz.horizon]),
-                cfg.horizon_threshold,
-                "<",
-                "input horizon",
-                f"already at distance {hz.horizon} of {far}; per-step factor {math.exp(hz.rate):.3g}"
-                if math.isfinite(hz.rate)
-                else f"at distance {hz.horizon} of {far}",
-            )
-        )
-    if hz.finite and hz.peak_ratio > cfg.exploding_ratio:
-        explode.append(
-            Evidence(
-                "peak normalised input gradient",
-                hz.peak_ratio,
-                cfg.exploding_ratio,
-                ">",
-                "input horizon",
-                f"the far past dominates; per-step factor {math.exp(hz.rate):.3g}"
-                if math.isfinite(hz.rate)
-                else "",
-            )
-        )
-    exponents = {k: s.top_lyapunov for k, s in spectra.items() if math.isfinite(s.top_lyapunov)}
-    # A dependency can ride on any one layer's recurrence and reach the others through their
-    # inputs, so the recurrences forget only if every layer does; one growing layer is enough
-    # to blow the gradient up.
-    if exponents and max(exponents.values()) * far < log_thr:
-        for label, lam in exponents.items():
-            vanish.append(
-                Evidence(
-                    "top Lyapunov exponent x distance",
-                    lam * far,
-                    log_thr,
-                    "<",
-                    label,
-                    f"exponent {lam:.3g}/step: perturbations shrink by {math.exp(lam):.3g} per step",
-                )
-            )
-    for label, lam in exponents.items():
-        if lam * far > log_ratio:
-            explode.append(
-                Evidence(
-                    "top Lyapunov exponent x distance",
-                    lam * far,
-                    log_ratio,
-                    ">",
-                    label,
-                    f"exponent {lam:.3g}/step: perturbations grow by {math.exp(lam):.3g} per step",
-                )
-            )
-    if history is not None and history.explosion_rate > cfg.explosion_rate:
-        explode.append(
-            Evidence(
-                "flagged steps per step",
-                history.explosion_rate,
-                cfg.explosion_rate,
-                ">",
-                "training log",
-                f"{history.explosions} explosions, {len(history.skipped_steps)} skipped of {history.total_steps}",
-            )
-        )
-    sat: list[Evidence] = []
-    dead: list[Evidence] = []
-    for label, s in saturation.items():
-        for metric, value, thr in (
-            ("closed forget-gate fraction", s.forget_closed, cfg.forget_closed),
-            ("flat sigmoid-gate fraction", s.sigmoid_saturated, cfg.sigmoid_saturated),
-            ("saturated tanh fraction", s.tanh_saturated, cfg.tanh_saturated),
-        ):
-            if value is not None and value > thr:
-                sat.append(Evidence(metric, value, thr, ">", label))
-        if s.dead_units is not None and s.dead_units > cfg.dead_units:
-            dead.append(
-                Evidence(
-                    "dead unit fraction",
-                    s.dead_units,
-                    cfg.dead_units,
-                    ">",
-                    label,
-                    "never active on the batch",
-                )
-            )
-    findings = [
-        Finding(v, e)
-        for v, e in (
-            ("vanishing", vanish),
-            ("exploding", explode),
-            ("saturated", sat),
-            ("dead-units", dead),
-        )
-        if e
-    ]
-    return findings
-
-
-# ---------------------------------------------------------------------- prescriptions
-
-
-# (recipe, overrides, reason, weight) per verdict; the guide's cheat sheet first, then beyond it.
-def _candidates(
-    verdict: str, length: int, cfg: DoctorConfig, original: str | None
-) -> list[tuple[str, dict[str, Any], str, float]]:
-    long = length >= cfg.long_sequence
-    chrono = {"init": "chrono", "init_kwargs": {"t_max": "auto"}}
-    if verdict == "vanishing":
-        out = [
-            (
-                "lstm-ln-clip",
-                chrono if length > 200 else {},
-                "gated cell state carries the gradient; LayerNorm and an open forget gate"
-                + (" (chrono init spans the task's length)" if length > 200 else " (bias 1)")
-                + " keep it flowing",
-                3.0,
-            ),
-            (
-                "gru",
-                {},
-                "update gate interpolates with the previous state, an additive gradient path",
-                2.0,
-            ),
-        ]
-        if long:
-            out += [
-                (
-                    "indrnn-relu",
-                    {},
-                    "per-unit recurrence bounded by |u| <= 2**(1/T) keeps gradients over T steps",
-                    3.5,
-                ),
-                (
-                    "lru",
-                    {},
-                    "linear recurrence with eigenvalues initialised near the unit circle",
-                    2.5,
-                ),
-                (
-                    "transformer",
-                    {},
-                    "attention reaches every step directly, trained with warmup + cosine decay",
-                    2.0,
-                ),
-            ]
-        return out
-    if verdict == "exploding":
-        out = [
-            (
-                "lstm-ln-clip",
-                {},
-                "clipping at norm 5, per-gate orthogonal init and AdamW bound each update",
-                3.0,
-            ),
-            ("indrnn-relu", {}, "the |u| <= 2**(1/T) bound caps growth through time", 2.0),
-        ]
-        if original is not None:
-            out.insert(
-                0,
-                (
-                    original,
-                    {
-                        "guard": {"mode": "norm", "max_norm": 1.0},
-                        "init": "safe",
-                        "optimizer": {"name": "adamw"},
-                    },
-                    "same model, with gradient clipping, orthogonal recurrent init and AdamW",
-                    3.2,
-                ),
-            )
-        return out
-    if verdict == "saturated":
-        return [
-            (
-                "lstm-ln-clip",
-                {},
-                "LayerNorm keeps gate pre-activations in the sigmoid's sensitive range; forget bias 1 opens the forget gate",
-                3.0,
-            ),
-            ("gru", {}, "fewer gates, no separate cell state to saturate", 1.5),
-        ]
-    if verdict == "dead-units":
-        return [
-            ("lstm-ln-clip", {}, "bounded smooth gates cannot die", 2.0),
-            ("residual-rnn", {}, "tanh units with an identity path instead of rectifiers", 1.5),
-        ]
-    return []
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def prescribe(
-    verdicts: list[str],
-    length: int,
-    config: DoctorConfig | None = None,
-    original: str | None = None,
-    limit: int = 4,
-) -> list[Prescription]:
-    """Ranked prescriptions for ``verdicts`` on sequences of ``length`` (only registered recipes)."""
-    from rnnguard.train.recipes import list_recipes
-
-    cfg = config or DoctorConfig()
-    known = list_recipes()
-    merged: dict[str, dict[str, Any]] = {}
-    for verdict in verdicts:
-        for name, overrides, reason, weight in _candidates(verdict, length, cfg, original):
-            if name not in known or (name == original and not overrides):
-                continue  # never prescribe the original as it is
-            # one entry per recipe: the overrides of different findings combine
-            entry = merged.setdefault(
-                name,
-                {"recipe": name, "overrides": {}, "reasons": [], "addresses": [], "score": 0.0},
-            )
-            entry["overrides"] = _merge(entry["overrides"], overrides)
-            entry["reasons"].append(f"{verdict}: {reason}")
-            entry["addresses"].append(verdict)
-            entry["score"] += weight
-    ranked = sorted(merged.values(), key=lambda e: -e["score"])[:limit]
-    return [
-        Prescription(i + 1, e["recipe"], e["overrides"], "; ".join(e["reasons"]), e["addresses"])
-        for i, e in enumerate(ranked)
-    ]
 
 
 # ---------------------------------------------------------------------- entry points
@@ -655,7 +271,7 @@ def doctor(
     hist = _history(history)
     horizons = gradient_horizons(view, x, threshold=cfg.horizon_threshold)
     spectra, saturation = _spectra(view, x, cfg)
-    findings = _findings(horizons, spectra, saturation, hist, length, cfg)
+    findings = find_problems(horizons, spectra, saturation, hist, length, cfg)
     verdicts = [f.verdict for f in findings] or ["healthy"]
     prescriptions = prescribe(verdicts, length, cfg, recipe) if findings else []
     info = {
