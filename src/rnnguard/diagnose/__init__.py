@@ -11,11 +11,11 @@ training monitor (:mod:`.monitor`).
 
 from rnnguard.diagnose.doctor import Diagnosis, doctor
 from rnnguard.diagnose.findings import DoctorConfig, Evidence, Finding
-from rnnguard.diagnose.prescriptions import Prescription, prescribe
 from rnnguard.diagnose.history import ExplosionHistory, read_history, summarize_history
 from rnnguard.diagnose.horizon import Horizon, HorizonSet, gradient_horizons, input_horizon
 from rnnguard.diagnose.jacobian import Spectrum, jacobian_spectrum, top_singular_values
 from rnnguard.diagnose.monitor import HorizonMonitor
+from rnnguard.diagnose.prescriptions import Prescription, prescribe
 from rnnguard.diagnose.report import write_report
 from rnnguard.diagnose.saturation import LayerSaturation, SaturationThresholds, measure_saturation
 from rnnguard.diagnose.verify import VerifyReport, verify

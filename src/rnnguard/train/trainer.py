@@ -179,9 +179,7 @@ class Trainer:
             min_lr_ratio=sch.min_lr_ratio,
             warmup_start_ratio=sch.warmup_start_ratio,
         )
-        self.guard = GradientGuard.from_config(
-            recipe.guard, steps_per_epoch=config.steps_per_epoch
-        )
+        self.guard = GradientGuard.from_config(recipe.guard, steps_per_epoch=config.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.amp == "fp16"))
         self.train_gen = torch.Generator().manual_seed(
             config.seed * 1_000_033 + 1 + dist_info.rank * RANK_SEED_STRIDE
