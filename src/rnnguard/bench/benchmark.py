@@ -34,6 +34,16 @@ def _line(spec: RunSpec, result: dict[str, Any], cached: bool) -> str:
     return f"  {spec.label:<40} {state:<8} {result.get('metric_name', 'metric')}={shown:<8} [{tag}]"
 
 
+def _check_preset(store: ResultStore, preset: str) -> None:
+    """A folder holds one preset's benchmark: its report would otherwise mix two of them."""
+    bound = store.manifest().get("preset")
+    if bound is not None and bound != preset:
+        raise ConfigError(
+            f"out folder {str(store.root)!r} holds a {bound!r} benchmark; resume it with --preset "
+            f"{bound}, or give --out another folder for the {preset!r} one"
+        )
+
+
 def run_benchmark(
     preset: str | Preset = "quick",
     *,
@@ -65,7 +75,9 @@ def run_benchmark(
     n_workers = default_workers(chosen.device) if workers is None else workers
     positive_int("workers", n_workers)
     folder = out if out is not None else os.path.join("runs", chosen.name)
-    store = ResultStore(folder)
+    emit = log or (lambda _msg: None)
+    store = ResultStore(folder, warn=lambda msg: emit(f"  note: {msg}"))
+    _check_preset(store, chosen.name)
     manifest = plan.to_manifest()
     manifest.update(
         command=command or "rnnguard " + " ".join(sys.argv[1:]),
@@ -74,7 +86,6 @@ def run_benchmark(
         started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     store.write_manifest(manifest)
-    emit = log or (lambda _msg: None)
     n_lm = len(plan.lm_specs)
     emit(
         f"rnnguard bench: preset {chosen.name}, {len(plan.recipes)} recipes, "

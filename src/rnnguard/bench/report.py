@@ -90,7 +90,7 @@ def summarize(
 
     ``extra`` maps run keys to results not in the store (e.g. runs that raised during this invocation).
     """
-    store = ResultStore(out)
+    store = ResultStore(out, warn=lambda _msg: None)  # unreadable runs go into the summary
     manifest = store.manifest()
     if not manifest:
         raise ConfigError(
@@ -135,6 +135,7 @@ def summarize(
         "single_rows": single_rows,
         "single_notes": list(plan.single_notes),
         "run_rows": _run_rows(plan, runs),
+        "unreadable": {str(p): why for p, why in store.unreadable.items()},
     }
 
 
@@ -355,6 +356,8 @@ def _context_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"- note: {summary['lm_note']}")
     for note in summary.get("single_notes", []):
         lines.append(f"- note: {note}")
+    for path, why in summary.get("unreadable", {}).items():
+        lines.append(f"- note: unreadable run file `{path}` ({why}) left out; a rerun trains it")
     if not summary["complete"]:
         lines.append(
             "- **incomplete**: some runs have not finished; rerun the same command to resume."

@@ -83,6 +83,9 @@ def _report(args: argparse.Namespace) -> int:
     from rnnguard.bench.report import render_report, table_text
 
     summary = render_report(args.dir)
+    for path, why in summary.get("unreadable", {}).items():
+        print(f"rnnguard report: unreadable run file {path} ({why}) left out; rerun `rnnguard "
+              "bench` on the folder to train it again", file=sys.stderr)  # fmt: skip
     print(table_text(summary))
     print(f"rnnguard report: wrote {args.dir}/report.md and {args.dir}/report.html")
     return 0

@@ -73,11 +73,11 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not target.exists():
         return []
     records: list[dict[str, Any]] = []
-    for line in target.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
+    for raw in target.read_bytes().splitlines():
+        if not raw.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue  # torn write from a crash: the record is simply lost
     return records
