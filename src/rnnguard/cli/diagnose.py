@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rnnguard.cli.args import whole
@@ -35,8 +37,32 @@ def register(subparsers: Any) -> None:
         metavar="MODULE:FACTORY",
         help="your model: package.module:factory, called with no argument or with the task's spec",
     )
-    p.add_argument("--task", default="adding", help="task name (default: adding)")
-    p.add_argument("--length", type=whole, default=500, help="sequence length T (default 500)")
+    src.add_argument(
+        "--run",
+        metavar="DIR",
+        help="a finished `rnnguard train --out DIR` run: its trained model on its own task and "
+        "data, with its explosion history, compared with the same model at initialisation",
+    )
+    p.add_argument(
+        "--task", default=None, help="task name (default: adding, or the run's with --run)"
+    )
+    p.add_argument(
+        "--length",
+        type=whole,
+        default=None,
+        help="sequence length T (default 500, or the run's with --run)",
+    )
+    p.add_argument(
+        "--text",
+        default=None,
+        metavar="FILE",
+        help="diagnose on a character language model task over this UTF-8 file (the 'text' task)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with ptb-char/ for the 'ptb-char' task (default: $RNNGUARD_DATA)",
+    )
     p.add_argument("--out", default=None, help="folder for report.html and diagnosis.json")
     p.add_argument("--verify", action="store_true", help="train original and prescription, compare")
     p.add_argument(
@@ -121,6 +147,21 @@ def _build_user_model(factory: Any, spec: Any) -> Any:
     return model
 
 
+def _task_kwargs(args: argparse.Namespace, task_name: str | None) -> dict[str, Any]:
+    """``--text`` / ``--data-dir`` as task arguments, checked against the task they belong to."""
+    kwargs: dict[str, Any] = {}
+    for flag, key, value, owner in (
+        ("--text", "path", args.text, "text"),
+        ("--data-dir", "data_dir", args.data_dir, "ptb-char"),
+    ):
+        if value is None:
+            continue
+        if task_name is not None and task_name != owner:
+            raise ConfigError(f"{flag} is for --task {owner}, got --task {task_name}")
+        kwargs[key] = value
+    return kwargs
+
+
 def _doctor(args: argparse.Namespace) -> int:
     import torch
 
@@ -132,8 +173,15 @@ def _doctor(args: argparse.Namespace) -> int:
     _positive("--verify-steps", args.verify_steps)
     _positive("--batch-size", args.batch_size)
     _positive("--hidden-size", args.hidden_size)
-    task = create_task(args.task, length=args.length)
+    if args.text is not None and args.data_dir is not None:
+        raise ConfigError("--text and --data-dir name different tasks: give one of them")
     config = DoctorConfig(batch_size=args.batch_size, seed=args.seed)
+    if args.run is not None:
+        return _doctor_run(args, config)
+    implied = "text" if args.text else ("ptb-char" if args.data_dir else None)
+    task_name = args.task or implied or "adding"
+    length = args.length if args.length is not None else 500
+    task = create_task(task_name, length=length, **_task_kwargs(args, task_name))
     recipe = None
     if args.recipe is not None or args.recipe_file is not None:
         from rnnguard.train.recipes import Recipe
@@ -142,7 +190,7 @@ def _doctor(args: argparse.Namespace) -> int:
         if args.hidden_size is not None:
             recipe = recipe.replace(hidden_size=args.hidden_size)
         torch.manual_seed(args.seed)
-        model = recipe.build_model(task.spec, length=args.length)
+        model = recipe.build_model(task.spec, length=length)
         original: Any = recipe
     else:
         factory = load_factory(args.model)
@@ -160,31 +208,67 @@ def _doctor(args: argparse.Namespace) -> int:
         for p in diagnosis.prescriptions:
             p.overrides = {**p.overrides, "hidden_size": args.hidden_size}
     print(diagnosis.summary())
-    report = None
-    if args.verify:
-        if not diagnosis.prescriptions:
-            print("verify: nothing to verify, the model was found healthy")
-        else:
-            from rnnguard.diagnose.verify import verify
-
-            prescribed = diagnosis.prescriptions[0].build()
-            report = verify(
-                original, prescribed, task, steps=args.verify_steps, seed=args.seed,
-                batch_size=32,
-            )  # fmt: skip
-            for arm in (report.original, report.prescribed):
-                print(
-                    f"verify {arm.label} ({arm.recipe}): final held-out loss {arm.final_loss:.4g}, "
-                    f"{arm.metric_name} {arm.metric:.4g}, horizon before {_h(arm.horizon_before)}, "
-                    f"after {_h(arm.horizon_after)}"
-                )
-            print(f"verify: {report.statement}")
+    report = _verify(args, diagnosis, original, task)
     if args.out:
         from rnnguard.diagnose.report import write_report
 
         path = write_report(diagnosis, args.out, report)
         print(f"report: {path}")
     return 0
+
+
+def _doctor_run(args: argparse.Namespace, config: Any) -> int:
+    """``doctor --run DIR``: the run's trained model against the same model at initialisation."""
+    from rnnguard.diagnose.run import doctor_run, load_run
+
+    if args.hidden_size is not None:
+        raise ConfigError("--hidden-size cannot change a trained run's model; leave it out")
+    run = load_run(args.run)
+    if args.task is not None and args.task != run.task_name:
+        raise ConfigError(
+            f"--task: the run trained on {run.task_name!r}; --run diagnoses it on its own task "
+            f"(got --task {args.task})"
+        )
+    task_kwargs = _task_kwargs(args, run.task_name)
+    result = doctor_run(
+        args.run, config=config, task_args=task_kwargs, length=args.length, history=args.log
+    )
+    print(result.trained.summary())
+    print(result.comparison())
+    report = _verify(args, result.trained, run.recipe, run.build_task(task_kwargs, args.length))
+    if args.out:
+        from rnnguard.diagnose.report import write_report
+        from rnnguard.utils.io import atomic_write_json
+
+        path = write_report(result.trained, args.out, report)
+        init_path = Path(args.out) / "initial.json"
+        atomic_write_json(init_path, json.loads(result.initial.to_json()))
+        print(f"report: {path}")
+        print(f"at initialisation: {init_path}")
+    return 0
+
+
+def _verify(args: argparse.Namespace, diagnosis: Any, original: Any, task: Any) -> Any:
+    """``--verify``: train the original and the top prescription on the same budget."""
+    if not args.verify:
+        return None
+    if not diagnosis.prescriptions:
+        print("verify: nothing to verify, the model was found healthy")
+        return None
+    from rnnguard.diagnose.verify import verify
+
+    prescribed = diagnosis.prescriptions[0].build()
+    report = verify(
+        original, prescribed, task, steps=args.verify_steps, seed=args.seed, batch_size=32
+    )
+    for arm in (report.original, report.prescribed):
+        print(
+            f"verify {arm.label} ({arm.recipe}): final held-out loss {arm.final_loss:.4g}, "
+            f"{arm.metric_name} {arm.metric:.4g}, horizon before {_h(arm.horizon_before)}, "
+            f"after {_h(arm.horizon_after)}"
+        )
+    print(f"verify: {report.statement}")
+    return report
 
 
 def _h(summary: dict[str, Any]) -> str:

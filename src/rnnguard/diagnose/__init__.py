@@ -17,6 +17,7 @@ from rnnguard.diagnose.jacobian import Spectrum, jacobian_spectrum, top_singular
 from rnnguard.diagnose.monitor import HorizonMonitor
 from rnnguard.diagnose.prescriptions import Prescription, prescribe
 from rnnguard.diagnose.report import write_report
+from rnnguard.diagnose.run import RunDiagnosis, doctor_run
 from rnnguard.diagnose.saturation import LayerSaturation, SaturationThresholds, measure_saturation
 from rnnguard.diagnose.verify import VerifyReport, verify
 
@@ -31,10 +32,12 @@ __all__ = [
     "HorizonSet",
     "LayerSaturation",
     "Prescription",
+    "RunDiagnosis",
     "SaturationThresholds",
     "Spectrum",
     "VerifyReport",
     "doctor",
+    "doctor_run",
     "gradient_horizons",
     "input_horizon",
     "jacobian_spectrum",
