@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import os
@@ -13,6 +11,7 @@ from typing import Any
 from rnnguard.diagnose.doctor import Diagnosis
 from rnnguard.diagnose.verify import VerifyReport
 from rnnguard.errors import require_extra
+from rnnguard.utils.html import escape, image, page, table
 from rnnguard.utils.io import atomic_write_text
 
 __all__ = ["render_html", "write_report"]
@@ -32,17 +31,7 @@ def _fmt(v: Any) -> str:
         return "-"
     if isinstance(v, float):
         return "non-finite" if not math.isfinite(v) else f"{v:.4g}"
-    return html.escape(str(v))
-
-
-def _row(*cells: str, tag: str = "td") -> str:
-    """One table row; ``cells`` are HTML already (escaped by the caller)."""
-    return "<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>"
-
-
-def _head(*names: str) -> str:
-    """A table's opening tag and header row."""
-    return "<table>" + _row(*names, tag="th")
+    return escape(str(v))
 
 
 def _reach(h: Any) -> str:
@@ -53,11 +42,6 @@ def _reach(h: Any) -> str:
 def _factor(h: Any) -> str:
     """The fitted per-step gradient factor of a horizon curve."""
     return _fmt(math.exp(h.rate)) if math.isfinite(h.rate) else "-"
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _plots(d: Diagnosis, folder: Path, verify: VerifyReport | None) -> dict[str, Path]:
@@ -82,10 +66,10 @@ def _plots(d: Diagnosis, folder: Path, verify: VerifyReport | None) -> dict[str,
 
 def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | None = None) -> str:
     """The report as one HTML string with every image embedded."""
-    e = html.escape
+    e = escape
+    rows: list[tuple[str, ...]]
+    header: tuple[str, ...]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>rnnguard doctor</title>",
-        f"<style>{_CSS}</style></head><body>",
         "<h1>rnnguard doctor</h1>",
         f"<p>task <code>{e(str(d.task or 'batch'))}</code>, sequence length {d.length}, batch {d.batch_size}"
         + (f", recipe <code>{e(d.recipe)}</code>" if d.recipe else "")
@@ -101,18 +85,21 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
     else:
         parts.append("<p>No measurement crossed a threshold (thresholds below).</p>")
     if d.prescriptions:
-        parts.append("<h2>Prescriptions</h2>" + _head("#", "recipe", "why", "run"))
+        rows = []
         for p in d.prescriptions:
             over = f" + {e(json.dumps(p.overrides))}" if p.overrides else ""
-            parts.append(
-                _row(
+            rows.append(
+                (
                     str(p.rank),
                     f"<code>{e(p.recipe)}</code>{over}",
                     e(p.reason),
+                    e(p.settings),
                     f"<code>{e(p.command(d.task or 'adding', d.command_length))}</code>",
                 )
             )
-        parts.append("</table>")
+        parts.append(
+            "<h2>Prescriptions</h2>" + table(("#", "recipe", "why", "settings", "run"), rows)
+        )
     hz = d.horizons.input
     parts.append("<h2>Gradient horizon</h2>")
     parts.append(
@@ -121,78 +108,63 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
     )
     if d.horizons.hidden:
         parts.append(
-            _head(
-                "hidden state",
-                "horizon",
-                "per-step factor",
-                "normalised gradient at the first step",
+            table(
+                (
+                    "hidden state",
+                    "horizon",
+                    "per-step factor",
+                    "normalised gradient at the first step",
+                ),
+                [
+                    (e(label), _reach(h), _factor(h), _fmt(h.far_ratio))
+                    for label, h in d.horizons.hidden.items()
+                ],
             )
         )
-        for label, h in d.horizons.hidden.items():
-            parts.append(_row(e(label), _reach(h), _factor(h), _fmt(h.far_ratio)))
-        parts.append("</table>")
-    parts.append(_img(images["horizon"], "gradient horizon"))
+    parts.append(image(images["horizon"], "gradient horizon"))
     if d.spectra:
-        parts.append(
-            "<h2>Jacobian spectrum</h2>"
-            + _head("layer", "state size", "mean sigma_max", "Lyapunov exponents", "method")
-        )
-        for label, s in d.spectra.items():
-            lyap = ", ".join(_fmt(float(v)) for v in s.lyapunov)
-            parts.append(
-                _row(
-                    e(label),
-                    str(s.state_size),
-                    _fmt(float(s.sigma_max.mean())),
-                    lyap,
-                    e(s.method),
-                )
+        rows = [
+            (
+                e(label),
+                str(s.state_size),
+                _fmt(float(s.sigma_max.mean())),
+                ", ".join(_fmt(float(v)) for v in s.lyapunov),
+                e(s.method),
             )
-        parts.append("</table>")
-        parts.append(_img(images["sigma_max"], "sigma max"))
-        parts.append(_img(images["lyapunov"], "Lyapunov spectrum"))
+            for label, s in d.spectra.items()
+        ]
+        header = ("layer", "state size", "mean sigma_max", "Lyapunov exponents", "method")
+        parts.append("<h2>Jacobian spectrum</h2>" + table(header, rows))
+        parts.append(image(images["sigma_max"], "sigma max"))
+        parts.append(image(images["lyapunov"], "Lyapunov spectrum"))
     if d.saturation:
-        parts.append(
-            "<h2>Saturation</h2>"
-            + _head("layer", "closed forget", "flat sigmoid", "saturated tanh", "dead units")
-        )
-        for label, sat in d.saturation.items():
-            parts.append(
-                _row(
-                    e(label),
-                    _fmt(sat.forget_closed),
-                    _fmt(sat.sigmoid_saturated),
-                    _fmt(sat.tanh_saturated),
-                    _fmt(sat.dead_units),
-                )
+        rows = [
+            (
+                e(label),
+                _fmt(sat.forget_closed),
+                _fmt(sat.sigmoid_saturated),
+                _fmt(sat.tanh_saturated),
+                _fmt(sat.dead_units),
             )
-        parts.append("</table>")
-        parts.append(_img(images["saturation"], "saturation"))
+            for label, sat in d.saturation.items()
+        ]
+        header = ("layer", "closed forget", "flat sigmoid", "saturated tanh", "dead units")
+        parts.append("<h2>Saturation</h2>" + table(header, rows))
+        parts.append(image(images["saturation"], "saturation"))
     if "history" in images and d.history is not None:
         log = d.history
         parts.append(
             f"<h2>Training log</h2><p>{log.explosions} explosions, {len(log.skipped_steps)} skipped "
-            f"steps of {log.total_steps}</p>" + _img(images["history"], "explosion history")
+            f"steps of {log.total_steps}</p>" + image(images["history"], "explosion history")
         )
     if verify is not None:
         parts.append("<h2>Verification</h2>")
         parts.append(f"<p>{e(verify.statement)}</p>")
-        parts.append(
-            _head(
-                "run",
-                "recipe",
-                "final held-out loss",
-                "metric",
-                "horizon before",
-                "horizon after",
-                "explosions",
-                "seconds",
-            )
-        )
+        rows = []
         for a in (verify.original, verify.prescribed):
             hb, ha = a.horizon_before.get("horizon"), a.horizon_after.get("horizon")
-            parts.append(
-                _row(
+            rows.append(
+                (
                     e(a.label),
                     f"<code>{e(a.recipe)}</code>",
                     _fmt(a.final_loss),
@@ -203,16 +175,27 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
                     _fmt(a.wall_time),
                 )
             )
-        parts.append("</table>")
+        header = (
+            "run",
+            "recipe",
+            "final held-out loss",
+            "metric",
+            "horizon before",
+            "horizon after",
+            "explosions",
+            "seconds",
+        )
+        parts.append(table(header, rows))
         parts.append(
             f"<p>Same task, seed {verify.seed}, batch {verify.batch_size} and {verify.steps} steps for both.</p>"
         )
-        parts.append(_img(images["verify"], "loss curves"))
+        parts.append(image(images["verify"], "loss curves"))
     cfg = {k: v for k, v in d.to_dict()["config"].items() if k != "saturation"}
-    parts.append("<h2>Thresholds</h2><table>")
-    parts.extend(_row(e(k), _fmt(v)) for k, v in cfg.items())
-    parts.append("</table></body></html>")
-    return "\n".join(parts)
+    parts.append(
+        "<h2>Thresholds</h2>"
+        + table(("threshold", "value"), [(e(k), _fmt(v)) for k, v in cfg.items()])
+    )
+    return page("rnnguard doctor", "\n".join(parts), _CSS)
 
 
 def write_report(
