@@ -85,7 +85,7 @@ def bootstrap() -> None:
     if STAMP.exists() and STAMP.read_text() == digest:
         return
     log("installing rnnguard (editable) with extras")
-    if pip("-e", f"{ROOT}[all,lightning,dev]") != 0:
+    if pip("-e", f"{ROOT}[all,lightning,ray,dev]") != 0:
         sys.exit("[dev] pip install failed")
     STAMP.write_text(digest)
 

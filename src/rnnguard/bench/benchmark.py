@@ -57,12 +57,20 @@ def run_benchmark(
     train_fn: TrainFn = train_run,
     log: Callable[[str], None] | None = print,
     command: str | None = None,
+    ray: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
 ) -> dict[str, Any]:
     """Run (or resume) a benchmark preset into ``out`` and return the report summary.
 
     Finished runs already stored in ``out`` are reused; ``report.md``, ``report.html``,
     ``summary.json`` and ``plots/`` are written at the end. The summary's ``counts`` say how many
     runs were trained, reused and failed.
+
+    ``ray``: run on a Ray cluster instead of local processes (``"local"``, ``"auto"`` or an
+    address; see :class:`~rnnguard.utils.ray_pool.RayPool`), each run holding ``cpus_per_run``
+    CPUs and ``gpus_per_run`` GPUs; ``workers`` then caps the runs in flight (default: as many as
+    the cluster holds).
     """
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     if not isinstance(chosen, Preset):
@@ -72,7 +80,15 @@ def run_benchmark(
             raise ConfigError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
         chosen = chosen.with_overrides(device=device)
     plan = plan_preset(chosen, recipes=recipes, tasks=tasks, data_dir=data_dir, text=text)
-    n_workers = default_workers(chosen.device) if workers is None else workers
+    pool = None
+    if ray is not None:
+        from rnnguard.utils.ray_pool import RayPool
+
+        pool = RayPool(ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+        capacity = pool.capacity
+        n_workers = capacity if workers is None else min(workers, capacity)
+    else:
+        n_workers = default_workers(chosen.device) if workers is None else workers
     positive_int("workers", n_workers)
     folder = out if out is not None else os.path.join("runs", chosen.name)
     emit = log or (lambda _msg: None)
@@ -90,7 +106,7 @@ def run_benchmark(
     emit(
         f"rnnguard bench: preset {chosen.name}, {len(plan.recipes)} recipes, "
         f"{len(plan.searches)} effective-length searches, {n_lm} {plan.lm_task or 'language-model'} "
-        f"runs, {n_workers} worker(s); results in {folder}"
+        f"runs, {n_workers} worker(s){' on Ray at ' + ray if ray else ''}; results in {folder}"
     )
     if plan.lm_note:
         emit(f"  note: {plan.lm_note}")
@@ -102,7 +118,9 @@ def run_benchmark(
         emit(_line(spec, result, cached))
 
     t0 = time.time()
-    counts = run_jobs(plan.jobs, store, train_fn, workers=n_workers, on_result=on_result)
+    counts = run_jobs(
+        plan.jobs, store, train_fn, workers=n_workers, on_result=on_result, pool=pool
+    )
     manifest.update(
         wall_time=time.time() - t0,
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

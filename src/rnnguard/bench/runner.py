@@ -86,16 +86,18 @@ def run_jobs(
     *,
     workers: int = 1,
     on_result: Callable[[RunSpec, dict[str, Any], bool], None] | None = None,
+    pool: Any = None,
 ) -> dict[str, int]:
     """Drive ``jobs`` to completion; ``workers > 1`` runs independent runs in parallel processes.
 
-    Stored runs are fed back without training; each finished run is stored before the next is
-    scheduled. ``on_result(spec, result, cached)`` is called for every run. Returns counts.
+    ``pool``: an unopened pool to run on instead (e.g. a :class:`~rnnguard.utils.ray_pool.RayPool`),
+    with ``workers`` runs in flight at most. Stored runs are fed back without training; each
+    finished run is stored before the next is scheduled. ``on_result(spec, result, cached)`` is
+    called for every run. Returns counts.
     """
     positive_int("workers", workers)
     counts = {"trained": 0, "cached": 0, "errors": 0}
-    pool: WorkerPool | None = None
-    if workers > 1:
+    if pool is None and workers > 1:
         pool = WorkerPool(workers, threads=max(1, default_workers() // workers))
     in_flight: dict[Any, tuple[Job, RunSpec]] = {}
     errored: set[str] = set()

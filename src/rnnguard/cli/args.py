@@ -22,6 +22,37 @@ def whole(text: str) -> int:
     return value
 
 
+def number(text: str) -> float:
+    """argparse type: a finite number written any usual way (``0.5``, ``2``, ``1e-3``)."""
+    import math
+
+    try:
+        value = parse_number(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return float(value)
+
+
+def add_ray_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ray [ADDRESS]`` with the per-run resources, for commands that can use a Ray cluster."""
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help=f"run the {what} on a Ray cluster: 'auto' (this machine's cluster, the default "
+        "when the flag has no value), 'local' (a private instance here) or HOST:PORT",
+    )
+    parser.add_argument(
+        "--cpus-per-run", type=number, default=1.0, help="CPUs each run holds on Ray (default 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-run", type=number, default=0.0, help="GPUs each run holds on Ray (default 0)"
+    )
+
+
 def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings given to ``flag`` as a dict; values read as YAML scalars (numbers such as ``3e-3``, booleans)."""
     import yaml

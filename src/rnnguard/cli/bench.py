@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from rnnguard.cli.args import whole
+from rnnguard.cli.args import add_ray_args, whole
 
 
 def _names(text: str) -> list[str]:
@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-dir", help="folder with ptb-char/ (default: $RNNGUARD_DATA)")
     p.add_argument("--text", help="run the language model on this text file instead of PTB-char")
     p.add_argument("--device", help="cpu | cuda | auto (default: the preset's)")
+    add_ray_args(p, "benchmark's runs")
     p.set_defaults(func=_bench)
 
     r = subparsers.add_parser("report", help="re-render a benchmark folder's report")
@@ -68,6 +69,9 @@ def _bench(args: argparse.Namespace) -> int:
         device=args.device,
         log=lambda msg: print(msg, flush=True),
         command="rnnguard " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        ray=args.ray,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
     )
     counts, out = summary["counts"], summary["out"]
     print(table_text(summary))

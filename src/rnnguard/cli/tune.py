@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from rnnguard.cli.args import add_task_arg, task_args, whole
+from rnnguard.cli.args import add_ray_args, add_task_arg, task_args, whole
 from rnnguard.errors import ConfigError
 
 
@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="skip plots and report.md")
     p.add_argument("--quiet", action="store_true", help="no line per finished trial")
     p.add_argument("--list-spaces", action="store_true", help="list search spaces and exit")
+    add_ray_args(p, "workers")
     p.set_defaults(func=run_tune)
 
 
@@ -93,6 +94,9 @@ def run_tune(args: argparse.Namespace) -> int:
         device=args.device,
         report=not args.no_report,
         verbose=not args.quiet,
+        ray=args.ray,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
     )
     rep = result.report
     if rep is not None:

@@ -81,6 +81,9 @@ def search(
     heartbeat: float = DEFAULT_HEARTBEAT_S,
     report: bool = True,
     verbose: bool = True,
+    ray: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
 ) -> SearchResult:
     """Search stability recipes for ``task`` at ``length``: exactly ``trials`` trials in the study.
 
@@ -89,6 +92,9 @@ def search(
     diverging ones (non-finite loss, repeated gradient explosions) are pruned at once. The study
     lives in ``storage`` (default: ``<out>/study.journal``), so calling ``search`` again with the
     same arguments resumes it, and other processes or machines may work on it at the same time.
+    With ``ray`` the ``workers`` run as tasks on a Ray cluster (see
+    :class:`~rnnguard.utils.ray_pool.RayPool`); a cluster of several machines needs a ``storage``
+    they can all reach (a database URL).
 
     Example:
         >>> result = search("adding", length=100, trials=20, workers=2)  # doctest: +SKIP
@@ -178,7 +184,18 @@ def search(
             f"{workers} worker(s), {direction} {metric}",
             flush=True,
         )
-    codes = run_jobs(job, workers)
+    pool = None
+    if ray is not None:
+        from rnnguard.utils.ray_pool import RayPool
+
+        if ray not in ("local", "auto") and spec.kind == "journal":
+            raise ConfigError(
+                f"storage must be a database every Ray node can reach with ray={ray!r} "
+                "(e.g. --storage postgresql://USER:PASSWORD@HOST/DB), got the local file "
+                f"{spec.target!r}"
+            )
+        pool = RayPool(ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+    codes = run_jobs(job, workers, pool=pool)
 
     final = load_study(job, spec)
     result = SearchResult(

@@ -127,15 +127,16 @@ def run_job(job: WorkerJob) -> WorkerOutcome:
     )
 
 
-def run_jobs(job: WorkerJob, workers: int) -> list[int]:
+def run_jobs(job: WorkerJob, workers: int, pool: Any = None) -> list[int]:
     """Run ``workers`` worker processes on ``job``'s study; return their exit codes (0: fine).
 
     The processes come from :class:`~rnnguard.utils.pool.WorkerPool`: they die with this process
     and, stopped by Ctrl-C or SIGTERM, mark their running trial failed (resuming re-runs it).
+    ``pool``: an unopened pool to run the workers on instead (e.g. a Ray cluster's).
     """
     positive_int("workers", workers)
     positive_int("trials", job.n_trials)
-    if workers == 1:
+    if workers == 1 and pool is None:
         run_job(job)
         return [0]
     spec = parse_storage(job.storage, ".")
@@ -146,7 +147,9 @@ def run_jobs(job: WorkerJob, workers: int) -> list[int]:
         top_up(load_study(job, spec), job.n_trials)
     threads = job.threads or max(1, (os.cpu_count() or 1) // workers)
     codes: list[int] = []
-    with WorkerPool(workers, threads=threads) as pool:
+    if pool is None:
+        pool = WorkerPool(workers, threads=threads)
+    with pool:
         futures = []
         for i in range(workers):
             futures.append(pool.submit(run_job, replace(job, worker_index=i, threads=threads)))
