@@ -67,8 +67,8 @@ def test_bad_layer_specific_arguments():
         rn.RNN(3, 4, nonlinearity="gelu")
     with pytest.raises(ConfigError, match="nonlinearity"):
         rn.IndRNN(3, 4, nonlinearity="sigmoid")
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        rn.LSTM(3, 4, proj_size=2)
+    with pytest.raises(ConfigError, match="proj_size has to be smaller than hidden_size"):
+        rn.LSTM(3, 4, proj_size=4)
     with pytest.raises(ConfigError, match=r"forget_bias.*bias=True"):
         rn.LSTM(3, 4, bias=False, forget_bias=1.0)
     with pytest.raises(ConfigError, match=r"zoneout_cell.*\[0, 1\)"):

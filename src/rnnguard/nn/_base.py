@@ -42,6 +42,7 @@ class RecurrentBase(nn.Module):
     hidden_size: int
     num_layers: int = 1
     bidirectional: bool = False
+    proj_size: int = 0  # LSTM: width of h (0: no projection, h has hidden_size features)
     # Read-only views of ``options`` (set below), so ``layer.zoneout`` reads as before.
     nonlinearity: str
     layer_norm: bool
@@ -80,7 +81,7 @@ class RecurrentBase(nn.Module):
             self.register_parameter(
                 "weight_ih" + s, nn.Parameter(torch.empty(g * h, in_size, **factory))
             )
-            hh = spec.hh_shape(h)
+            hh = spec.hh_shape(h, self.proj_size)
             self.register_parameter("weight_hh" + s, nn.Parameter(torch.empty(*hh, **factory)))
             if self.bias:
                 self.register_parameter("bias_ih" + s, nn.Parameter(torch.empty(g * h, **factory)))
@@ -88,6 +89,10 @@ class RecurrentBase(nn.Module):
                     self.register_parameter(
                         "bias_hh" + s, nn.Parameter(torch.empty(g * h, **factory))
                     )
+            if self.proj_size:
+                self.register_parameter(
+                    "weight_hr" + s, nn.Parameter(torch.empty(self.proj_size, h, **factory))
+                )
         if self.options.layer_norm:
             for s in self._suffixes():
                 self.register_parameter(
@@ -114,6 +119,8 @@ class RecurrentBase(nn.Module):
                 weight_norm(self, "weight_ih" + s, dim=0)
                 if not self.spec.vector_recurrence:  # a per-unit vector has nothing to normalise
                     weight_norm(self, "weight_hh" + s, dim=0)
+                if self.proj_size:
+                    weight_norm(self, "weight_hr" + s, dim=0)
             self._register_load_state_dict_pre_hook(_plain_weights_to_weight_norm, with_module=True)
         if self.options.recurrent_max is not None:
             track_bounded(self)
@@ -144,6 +151,7 @@ class RecurrentBase(nn.Module):
                 "bias_ih" + s if self.bias else None,
                 "bias_hh" + s if has_bias_hh else None,
                 self.options.recurrent_max,
+                "weight_hr" + s if self.proj_size else None,
             )
             for s in self._suffixes()
         ]
@@ -175,6 +183,7 @@ class RecurrentBase(nn.Module):
             get("layer_norm_hh", ln and not vector),
             get("layer_norm_c_weight", ln and cell_ln),
             get("layer_norm_c_bias", ln and cell_ln),
+            get("weight_hr", self.proj_size > 0),
         )
 
     def clamp_recurrent_(self, only: set[int] | None = None) -> None:

@@ -75,6 +75,7 @@ class LayerParams(NamedTuple):
     ln_hh: Tensor | None = None  # LayerNorm gain on W_hh h (G*H,)
     ln_c_weight: Tensor | None = None  # LSTM cell-state LayerNorm gain (H,)
     ln_c_bias: Tensor | None = None  # and shift (H,)
+    weight_hr: Tensor | None = None  # LSTM projection (P, H): h_t = W_hr (o * tanh(c_t))
 
 
 class DirectionMasks(NamedTuple):
@@ -192,13 +193,16 @@ def sample_masks(
     like: Tensor,
     dropout: float = 0.0,
     training: bool = True,
+    proj_size: int = 0,
 ) -> list[LayerMasks]:
     """Draw every random mask of one forward call in the documented order (docs/equations.md).
 
     For each layer, for each direction: DropConnect mask, zoneout masks of h, zoneout masks of c;
     then that layer's output dropout mask (all layers but the last). Masks take ``like``'s device
     and dtype and come from that device's default generator. In eval mode all masks are None.
+    With ``proj_size`` (LSTM) the masks of h and of the output have that width.
     """
+    out_size = proj_size or hidden_size
     out: list[LayerMasks] = []
     for layer in range(num_layers):
         dirs = []
@@ -206,15 +210,15 @@ def sample_masks(
             dc = zh = zc = None
             if training and options.dropconnect > 0.0:
                 keep = 1.0 - options.dropconnect
-                dc = _bernoulli(spec.hh_shape(hidden_size), keep, like) / keep
+                dc = _bernoulli(spec.hh_shape(hidden_size, proj_size), keep, like) / keep
             if training and options.zoneout > 0.0:
-                zh = _bernoulli((steps, batch, hidden_size), options.zoneout, like)
+                zh = _bernoulli((steps, batch, out_size), options.zoneout, like)
             if training and spec.has_cell and options.zoneout_cell > 0.0:
                 zc = _bernoulli((steps, batch, hidden_size), options.zoneout_cell, like)
             dirs.append(DirectionMasks(dc, zh, zc))
         drop = None
         if training and dropout > 0.0 and layer < num_layers - 1:
-            shape = (steps, batch, num_directions * hidden_size)
+            shape = (steps, batch, num_directions * out_size)
             if dropout >= 1.0:  # drops everything and, as torch.nn's dropout, draws nothing
                 drop = torch.zeros(shape, device=like.device, dtype=like.dtype)
             else:
@@ -248,13 +252,19 @@ def _recurrent(h: Tensor, w_hh: Tensor, p: LayerParams) -> Tensor:
 def lstm_step(
     xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, options: RecurrentOptions
 ) -> LSTMState:
-    """One LSTM step from the projected input ``xp`` (B, 4H); returns the candidate (h~, c~)."""
+    """One LSTM step from the projected input ``xp`` (B, 4H); returns the candidate (h~, c~).
+
+    With ``p.weight_hr`` (P, H) the candidate h~ is projected to P features, as torch.nn's
+    ``proj_size``.
+    """
     h, c = state  # type: ignore[misc]
     z = xp + _recurrent(h, w_hh, p)
     i, f, g, o = z.chunk(4, dim=-1)
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     c_out = _ln(c_new, p.ln_c_weight, p.ln_c_bias) if p.ln_c_weight is not None else c_new
     h_new = torch.sigmoid(o) * torch.tanh(c_out)
+    if p.weight_hr is not None:
+        h_new = F.linear(h_new, p.weight_hr)
     return LSTMState(h_new, c_new)
 
 

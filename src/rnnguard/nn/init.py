@@ -57,6 +57,7 @@ class RecurrentUnit:
     bias_ih: str | None = None
     bias_hh: str | None = None
     recurrent_max: float | None = None  # IndRNN bound on |u|
+    weight_hr: str | None = None  # LSTM projection (proj_size > 0)
 
     @property
     def gates(self) -> int:
@@ -78,6 +79,7 @@ def recurrent_units(model: nn.Module) -> Iterator[RecurrentUnit]:
                     yield RecurrentUnit(
                         m, kind, act, m.hidden_size, "weight_ih" + s, "weight_hh" + s,
                         "bias_ih" + s if m.bias else None, "bias_hh" + s if m.bias else None,
+                        weight_hr="weight_hr" + s if getattr(m, "proj_size", 0) else None,
                     )  # fmt: skip
         elif isinstance(m, nn.RNNCellBase):
             kind = torch_cell_kind(m)
@@ -207,7 +209,7 @@ def torch_default_(module: nn.Module) -> nn.Module:
     """torch.nn's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (IndRNN's u within its bound)."""
     for u in recurrent_units(module):
         k = 1.0 / math.sqrt(u.hidden_size)
-        for name in (u.weight_ih, u.weight_hh, u.bias_ih, u.bias_hh):
+        for name in (u.weight_ih, u.weight_hh, u.bias_ih, u.bias_hh, u.weight_hr):
             if name is not None:
                 value = _get(u.module, name).uniform_(-k, k)
                 if name == u.weight_hh and u.recurrent_max is not None:
@@ -285,6 +287,10 @@ def _safe_unit(u: RecurrentUnit, irnn: bool = False) -> None:
     else:
         orthogonal_gates_(w, u.gates)
     _set(u.module, u.weight_hh, w)
+    if u.weight_hr is not None:  # the projection keeps the norm of what it projects
+        proj = _get(u.module, u.weight_hr)
+        nn.init.orthogonal_(proj)
+        _set(u.module, u.weight_hr, proj)
 
 
 def _indrnn_unit(u: RecurrentUnit, low: float = 0.0, high: float = 1.0) -> None:

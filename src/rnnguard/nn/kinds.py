@@ -76,11 +76,11 @@ class KindSpec:
         """Whether the state carries a cell state ``c`` besides ``h``."""
         return self.state is LSTMState
 
-    def hh_shape(self, hidden_size: int) -> tuple[int, ...]:
-        """Shape of ``weight_hh`` (and of a DropConnect mask)."""
+    def hh_shape(self, hidden_size: int, proj_size: int = 0) -> tuple[int, ...]:
+        """Shape of ``weight_hh`` (and of a DropConnect mask); ``proj_size`` is h's width if > 0."""
         if self.vector_recurrence:
             return (hidden_size,)
-        return (self.gates * hidden_size, hidden_size)
+        return (self.gates * hidden_size, proj_size or hidden_size)
 
     def zero_state(
         self,

@@ -52,6 +52,7 @@ class _RecurrentLayer(RecurrentBase):
         residual: bool = False,
         recurrent_max: float | None = None,
         max_length: int | None = None,
+        proj_size: int = 0,
         impl: str = "auto",
         device: Any = None,
         dtype: Any = None,
@@ -62,7 +63,6 @@ class _RecurrentLayer(RecurrentBase):
         self.batch_first = _checks.boolean("batch_first", batch_first)
         self.bidirectional = _checks.boolean("bidirectional", bidirectional)
         self.dropout = _checks.dropout_rate("dropout", dropout)  # [0, 1], as torch.nn
-        self.proj_size = 0
         self.impl = check_impl(impl)
         if self.dropout > 0 and self.num_layers == 1:
             # torch.nn's words, so warning filters written for torch.nn catch ours too.
@@ -78,6 +78,7 @@ class _RecurrentLayer(RecurrentBase):
             forget_bias=forget_bias, init=init, weight_norm=weight_norm, residual=residual,
             recurrent_max=recurrent_max, max_length=max_length,
         )  # fmt: skip
+        self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self._make_params(
             [
                 self.layer_input_size(layer)
@@ -96,8 +97,8 @@ class _RecurrentLayer(RecurrentBase):
 
     @property
     def output_size(self) -> int:
-        """Feature size of the output sequence: ``hidden_size * num_directions``."""
-        return self.hidden_size * self.num_directions
+        """Feature size of the output sequence: ``(proj_size or hidden_size) * num_directions``."""
+        return (self.proj_size or self.hidden_size) * self.num_directions
 
     @property
     def residual_between_layers(self) -> bool:
@@ -120,6 +121,7 @@ class _RecurrentLayer(RecurrentBase):
         out = []
         for s in self._suffixes():
             names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+            names += ["weight_hr"] if self.proj_size else []
             out.append([getattr(self, n + s) for n in names if hasattr(self, n + s)])
         return out
 
@@ -218,25 +220,28 @@ class _RecurrentLayer(RecurrentBase):
         self, hx: Any, batch: int, batched: bool, like: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         n = self.num_layers * self.num_directions
-        shape = (n, batch, self.hidden_size) if batched else (n, self.hidden_size)
+        h_size = self.proj_size or self.hidden_size
         is_lstm = self.spec.has_cell
         if hx is None:
-            z = torch.zeros(n, batch, self.hidden_size, device=like.device, dtype=like.dtype)
-            return z, (torch.zeros_like(z) if is_lstm else None)
+            z = torch.zeros(n, batch, h_size, device=like.device, dtype=like.dtype)
+            c = torch.zeros(n, batch, self.hidden_size, device=like.device, dtype=like.dtype)
+            return z, (c if is_lstm else None)
         if is_lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"hx must be a tuple (h_0, c_0) for LSTM, got {type(hx).__name__}")
-            parts = [("h_0", hx[0]), ("c_0", hx[1])]
+            parts = [("h_0", hx[0], h_size), ("c_0", hx[1], self.hidden_size)]
         else:
-            parts = [("hx", hx)]
+            parts = [("hx", hx, h_size)]
         out = []
-        for name, t in parts:
+        for name, t, width in parts:
+            shape = (n, batch, width) if batched else (n, width)
+            what = "proj_size" if width != self.hidden_size else "hidden_size"
             if not isinstance(t, Tensor):
                 raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape:
                 raise ConfigError(
                     f"{name} must have shape {shape} (num_layers*num_directions, "
-                    f"{'batch, ' if batched else ''}hidden_size), got {tuple(t.shape)}"
+                    f"{'batch, ' if batched else ''}{what}), got {tuple(t.shape)}"
                 )
             check_state_like(name, t, like)
             out.append(t if batched else t.unsqueeze(1))
@@ -266,7 +271,7 @@ class _RecurrentLayer(RecurrentBase):
             masks = sample_masks(
                 spec, options, num_layers=self.num_layers, num_directions=self.num_directions,
                 hidden_size=self.hidden_size, steps=steps, batch=batch, like=x,
-                dropout=self.dropout, training=True,
+                dropout=self.dropout, training=True, proj_size=self.proj_size,
             )  # fmt: skip
         run = self._direction_fn(x.device.type)
         if lengths is not None:
@@ -307,11 +312,38 @@ class _RecurrentLayer(RecurrentBase):
             s.append(f"dropout={self.dropout}")
         if self.bidirectional:
             s.append("bidirectional=True")
+        if self.proj_size:
+            s.append(f"proj_size={self.proj_size}")
         if self.options.nonlinearity != self.spec.default_nonlinearity:
             s.append(f"nonlinearity={self.options.nonlinearity!r}")
         if self.impl != "auto":
             s.append(f"impl={self.impl!r}")
         return ", ".join(s + self._extra_options())
+
+
+def _check_proj_size(proj_size: Any, hidden_size: int) -> int:
+    """torch.nn's rules: an int, 0 (no projection) or in [1, hidden_size)."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+        raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__} {proj_size!r}")
+    if proj_size < 0:
+        raise ConfigError(
+            f"proj_size should be a positive integer or zero to disable projections, "
+            f"got {proj_size}"
+        )
+    if proj_size >= hidden_size:
+        raise ConfigError(
+            f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} and "
+            f"hidden_size={hidden_size}"
+        )
+    return proj_size
+
+
+def _no_proj_size(proj_size: Any) -> None:
+    # torch.nn raises for any proj_size given to RNN/GRU, zero included.
+    if proj_size is not None:
+        raise ConfigError(
+            f"proj_size argument is only supported for LSTM, not RNN or GRU, got proj_size={proj_size}"
+        )
 
 
 @register_layer(
@@ -349,15 +381,11 @@ class LSTM(_RecurrentLayer):
         weight_norm: bool = False,
         impl: str = "auto",
     ) -> None:
-        if proj_size:
-            raise NotImplementedError(
-                f"rnnguard.LSTM does not support proj_size > 0, got proj_size={proj_size}"
-            )
         super().__init__(
             "lstm", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             layer_norm=layer_norm, zoneout=zoneout, zoneout_cell=zoneout_cell,
             dropconnect=dropconnect, forget_bias=forget_bias, init=init, weight_norm=weight_norm,
-            impl=impl, device=device, dtype=dtype,
+            proj_size=proj_size, impl=impl, device=device, dtype=dtype,
         )  # fmt: skip
         self.mode = "LSTM"
 
@@ -388,7 +416,9 @@ class GRU(_RecurrentLayer):
         init: InitArg = None,
         weight_norm: bool = False,
         impl: str = "auto",
+        proj_size: Any = None,
     ) -> None:
+        _no_proj_size(proj_size)
         super().__init__(
             "gru", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             layer_norm=layer_norm, zoneout=zoneout, dropconnect=dropconnect,
@@ -425,7 +455,9 @@ class RNN(_RecurrentLayer):
         weight_norm: bool = False,
         residual: bool = False,
         impl: str = "auto",
+        proj_size: Any = None,
     ) -> None:
+        _no_proj_size(proj_size)
         super().__init__(
             "rnn", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             nonlinearity=nonlinearity, layer_norm=layer_norm, zoneout=zoneout,

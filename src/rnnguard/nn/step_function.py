@@ -87,6 +87,8 @@ def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -
 
     Eval semantics: zoneout contributes its expectation, DropConnect and dropout are off.
     """
+    if getattr(module, "proj_size", 0):  # h and c would differ in width: no flat step state
+        raise NotImplementedError("layer_step_function does not support LSTM with proj_size > 0")
     if isinstance(module, RecurrentBase):
         mod: Any = module
         layers, dirs = int(mod.num_layers), 2 if mod.bidirectional else 1
@@ -102,10 +104,6 @@ def layer_step_function(module: nn.Module, layer: int = 0, direction: int = 0) -
         if module.mode not in TORCH_MODES:
             raise ConfigError(
                 f"module.mode must be one of {tuple(TORCH_MODES)}, got {module.mode!r}"
-            )
-        if getattr(module, "proj_size", 0):
-            raise NotImplementedError(
-                "layer_step_function does not support LSTM with proj_size > 0"
             )
         dirs = 2 if module.bidirectional else 1
         _check_index(layer, module.num_layers, direction, dirs)

@@ -64,13 +64,16 @@ class _LSTMRecurrence(torch.autograd.Function):
         ln_c_b: Tensor | None,
         zoneout: ZoneoutWeight,
         zoneout_cell: ZoneoutWeight,
+        w_hr: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         steps, batch, g4 = pre.shape
         hid = g4 // 4
         # Activated i, f, g, o of each step, one fresh (B, 4H) tensor per step: writing them into
         # one (T, B, 4H) buffer costs a pass over fresh memory every step.
         gates: list[Tensor] = []
-        hs = pre.new_empty(steps, batch, hid)
+        hs = pre.new_empty(steps, batch, hid if w_hr is None else w_hr.shape[0])
+        # With a projection, h~_t before it (o * tanh(.)), for W_hr's gradient.
+        unprojected: list[Tensor] = []
         # Per step, fresh tensors for the same reason: c_t after zoneout, c~_t, tanh(LN(c~_t)).
         cs: list[Tensor] = []
         ct: list[Tensor] = []
@@ -111,7 +114,14 @@ class _LSTMRecurrence(torch.autograd.Function):
             else:
                 tct = torch.tanh(cn)
             tc.append(tct)
-            if zoneout is None:
+            if w_hr is not None:
+                unprojected.append(o * tct)
+                if zoneout is None:
+                    torch.mm(unprojected[t], w_hr.t(), out=hs_l[t])
+                else:
+                    h_new = torch.mm(unprojected[t], w_hr.t())
+                    torch.lerp(h_new, h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
+            elif zoneout is None:
                 torch.mul(o, tct, out=hs_l[t])
             else:
                 torch.lerp(o * tct, h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
@@ -125,13 +135,14 @@ class _LSTMRecurrence(torch.autograd.Function):
         ctx.stats_hh = stack_stats(stats_hh)
         ctx.stats_c = stack_stats(stats_c)
         ctx.zoneout, ctx.zoneout_cell = zoneout, zoneout_cell
-        ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, hs)
+        ctx.unprojected = unprojected
+        ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, hs, w_hr)
         return hs, c.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
-        h0, c0, w_hh, ln_hh, ln_c_w, hs = ctx.saved_tensors
+        h0, c0, w_hh, ln_hh, ln_c_w, hs, w_hr = ctx.saved_tensors
         gates, cs, ct, tc, raw = ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw
         zoneout, zoneout_cell = ctx.zoneout, ctx.zoneout_cell
         steps, batch, g4 = len(gates), gates[0].shape[0], gates[0].shape[1]
@@ -162,11 +173,16 @@ class _LSTMRecurrence(torch.autograd.Function):
         # The gradient of h_t: d_hs[t] plus what flows back from step t + 1, a fresh (B, H)
         # tensor per step (no (T, B, H) copy of d_hs to accumulate into).
         dh = dh_l[steps - 1] if steps > 0 else h0.new_empty(0)
+        # With a projection: the gradient of each step's projected candidate, for W_hr's.
+        d_projected: list[Tensor] = []
 
         for t in range(steps - 1, -1, -1):
             dht = (
                 dh if zoneout is None else times_keep(dh, zoneout_l[t])
             )  # gradient of the candidate h~_t
+            if w_hr is not None:
+                d_projected.append(dht)
+                dht = torch.mm(dht, w_hr)  # through h~_t = W_hr (o * tanh(.))
             i, f, g, o = gates[t].view(batch, 4, hid).unbind(1)
             tct = tc_l[t]
             # o: dz_o = dh~ * tanh(.) * o (1 - o); the tanh input: dh~ * o * (1 - tanh^2)
@@ -209,7 +225,11 @@ class _LSTMRecurrence(torch.autograd.Function):
         d_ln_c_w = d_ln_c_b = None
         if d_c_gains:
             d_ln_c_w, d_ln_c_b = torch.stack(d_c_gains).sum(0), torch.stack(d_c_shifts).sum(0)
-        return d_z, dh, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None
+        d_w_hr = None
+        if w_hr is not None and need[9]:
+            d_proj = torch.stack(d_projected[::-1]).flatten(0, 1)
+            d_w_hr = torch.mm(d_proj.t(), torch.stack(ctx.unprojected).flatten(0, 1))
+        return d_z, dh, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None, d_w_hr
 
 
 def gate_scale(gates: int, like: Tensor) -> Tensor:
@@ -252,6 +272,7 @@ def lstm_recurrence_prescaled(
     zoneout_cell: ZoneoutWeight,
     ln_in: Tensor | None = None,
     in_bias: Tensor | None = None,
+    w_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`lstm_recurrence` with the doubling already folded into the parameters.
 
@@ -267,11 +288,11 @@ def lstm_recurrence_prescaled(
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
     rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell)
-    if pre.shape[0] > 0 and native.usable(pre, *rest, ln_in, in_bias):
-        return lstm_recurrence_native(pre, *rest, ln_in, in_bias)
+    if pre.shape[0] > 0 and native.usable(pre, *rest, ln_in, in_bias, w_hr):
+        return lstm_recurrence_native(pre, *rest, ln_in, in_bias, w_hr)
     if ln_in is not None:
         pre = ln_forward(pre, ln_in, in_bias)[0]
-    return _LSTMRecurrence.apply(pre, *rest)  # type: ignore[no-any-return]
+    return _LSTMRecurrence.apply(pre, *rest, w_hr)  # type: ignore[no-any-return]
 
 
 def lstm_recurrence(
@@ -284,13 +305,15 @@ def lstm_recurrence(
     ln_c_bias: Tensor | None = None,
     zoneout: ZoneoutWeight = None,
     zoneout_cell: ZoneoutWeight = None,
+    w_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the LSTM recurrence over ``pre`` (T, B, 4H) -> (h_t for every t (T, B, H), c_T (B, H)).
 
     ``pre`` is the input side of the gates including both biases; ``ln_hh`` (4H,) switches on the
     LayerNorm of the recurrent projection and ``ln_c_weight``/``ln_c_bias`` (H,) that of the cell.
     ``zoneout``/``zoneout_cell`` are the zoneout weights of h and c (masks or rate, padding), see
-    ``_common``.
+    ``_common``. ``w_hr`` (P, H) projects each h~_t to P features (torch.nn's ``proj_size``);
+    ``h0``, ``w_hh``'s columns and the returned h_t then have P features.
     """
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
@@ -299,8 +322,9 @@ def lstm_recurrence(
         scale, w_hh, ln_hh, ln_c_weight, ln_c_bias
     )
     return lstm_recurrence_prescaled(
-        pre * scale, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell
-    )
+        pre * scale, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell,
+        w_hr=w_hr,
+    )  # fmt: skip
 
 
 def lstm_direction(
@@ -326,6 +350,6 @@ def lstm_direction(
     h0, c0 = state0  # type: ignore[misc]
     hs, c_last = lstm_recurrence_prescaled(
         frame.to_frame(proj), h0, c0, w_rec, ln_hh, ln_cw, ln_cb, zoneout, zoneout_cell, ln_in,
-        in_bias,
+        in_bias, params.weight_hr,
     )  # fmt: skip
     return hs, LSTMState(hs[-1], c_last)

@@ -18,7 +18,14 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LN_EPS
 from rnnguard.nn.fused import native
-from rnnguard.nn.fused._common import RecurrentProduct, ZoneoutWeight, recurrent_weight_grad
+from rnnguard.nn.fused._common import (
+    RecurrentProduct,
+    ZoneoutWeight,
+    add_scaled_,
+    recurrent_weight_grad,
+    steps_of,
+    times_keep,
+)
 
 __all__ = ["lstm_recurrence_native"]
 
@@ -62,6 +69,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         zoneout_cell: ZoneoutWeight,
         ln_in: Tensor | None,
         b_in: Tensor | None,
+        w_hr: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         lib = native.library()
         assert lib is not None
@@ -96,37 +104,53 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         tmp, mbuf, tcbuf = new(batch, hid), new(batch, hid), new(batch, hid)
         shape = (steps, batch, hid)
         p = native.ptr
+        # With a projection the kernel writes h~_t = o * tanh(.) into ``hs`` and the projection
+        # and h's zoneout (on the projected width) run here, around it; the kernel then never
+        # reads h_{t-1} (only its zoneout does), so h0 may point at any (B, H) buffer.
+        proj = w_hr is not None
         args = _Args(
             steps, batch, hid, LN_EPS, native.threads(batch),
-            p(pre), p(ln_in), p(b_in), p(h0), p(c0), p(ln_hh), p(ln_c_w), p(ln_c_b),
-            native.NativeZoneout.of(zoneout, shape), native.NativeZoneout.of(zoneout_cell, shape),
+            p(pre), p(ln_in), p(b_in), p(mbuf if proj else h0), p(c0), p(ln_hh), p(ln_c_w),
+            p(ln_c_b),
+            native.NativeZoneout.of(None if proj else zoneout, shape),
+            native.NativeZoneout.of(zoneout_cell, shape),
             p(mu_in), p(rs_in), p(gates), p(xh), p(rs), p(xc), p(rsc), p(tc), p(cs), p(hs),
             p(tmp), p(mbuf), p(tcbuf),
         )  # fmt: skip
         ref = ctypes.byref(args)
         step = native.kernel(lib, "rg_lstm_forward_step", pre.dtype)
         prod = RecurrentProduct(w_hh, batch)
-        hs_l = hs.unbind(0)
+        out = hs if w_hr is None else new(steps, batch, w_hr.shape[0])
+        hs_l, out_l = hs.unbind(0), out.unbind(0)
+        zoneout_l = steps_of(zoneout, steps)
         h = h0
         for t in range(steps):
             r = prod(h)
             step(ref, t, r.data_ptr())
-            h = hs_l[t]
+            if w_hr is not None:
+                if zoneout is None:
+                    torch.mm(hs_l[t], w_hr.t(), out=out_l[t])
+                else:
+                    h_new = torch.mm(hs_l[t], w_hr.t())
+                    torch.lerp(h_new, h, zoneout_l[t], out=out_l[t])  # type: ignore[arg-type]
+            h = out_l[t]
         ctx.args = args
         ctx.zoneouts = (zoneout, zoneout_cell)  # keep the tensors behind the pointers alive
         # The kernel's pointers into these stay valid as long as ctx holds them. ``pre`` is read
         # again by backward only under the input LayerNorm (it is then the raw projection).
         ctx.buffers = (mu_in, rs_in, gates, xh, rs, xc, rsc, tc, cs, tmp, mbuf, tcbuf)
         kept_pre = pre if ln_in is not None else None
-        ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, hs, kept_pre, ln_in, b_in)
-        return hs, cs[-1].clone()
+        ctx.save_for_backward(
+            h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, hs, kept_pre, ln_in, b_in, w_hr, out
+        )
+        return out, cs[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
         lib = native.library()
         assert lib is not None
-        h0, _c0, w_hh, ln_hh, ln_c_w, _ln_c_b, hs, _pre, ln_in, b_in = ctx.saved_tensors
+        h0, _c0, w_hh, ln_hh, ln_c_w, _ln_c_b, hs, _pre, ln_in, b_in, w_hr, out = ctx.saved_tensors
         args: _Args = ctx.args
         steps, batch, hid = args.T, args.B, args.H
         g4 = 4 * hid
@@ -134,7 +158,10 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         def new(*shape: int) -> Tensor:
             return hs.new_empty(shape)
 
-        d_hs = d_hs.contiguous()
+        d_out = d_hs.contiguous()
+        # With a projection the kernel sees the gradient of its h~_t (H features), formed here
+        # step by step from the projected one; without, the outputs' gradient itself.
+        d_hs = d_out if w_hr is None else new(steps, batch, hid)
         d_pre = new(steps, batch, g4)
         # The gate gradients dz feed the product with W_hh and the weight gradient unless the
         # recurrent LayerNorm stands between (then its backward d_raw does); they are d_pre
@@ -168,22 +195,66 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         step = native.kernel(lib, "rg_lstm_backward_step", hs.dtype)
         back = RecurrentProduct(w_hh.t(), batch)  # d @ W_hh, packed once
         draw_l = d_raw.unbind(0)
-        mm = 0
-        for t in range(steps - 1, -1, -1):
-            step(ref, t, mm)
-            d_rec = back(draw_l[t])
-            mm = d_rec.data_ptr()
-        d_h0 = d_rec + keep if args.zoneout.on else d_rec
         need = ctx.needs_input_grad
-        d_w = recurrent_weight_grad(d_raw, h0, hs) if need[3] else None
+        d_w_hr = None
+        if w_hr is None:
+            mm = 0
+            for t in range(steps - 1, -1, -1):
+                step(ref, t, mm)
+                d_rec = back(draw_l[t])
+                mm = d_rec.data_ptr()
+            d_h0 = d_rec + keep if args.zoneout.on else d_rec
+        else:
+            d_h0, d_w_hr = _backward_projected(ctx, step, ref, back, d_out, d_hs, draw_l, need[11])
+        d_w = recurrent_weight_grad(d_raw, h0, out) if need[3] else None
 
         def total(v: Tensor | None) -> Tensor | None:
             return None if v is None else v.sum(0)
 
         return (
             d_pre, d_h0, dc, d_w, total(d_ln_hh), total(d_ln_cw), total(d_ln_cb), None, None,
-            total(d_ln_in), total(d_b_in),
+            total(d_ln_in), total(d_b_in), d_w_hr,
         )  # fmt: skip
+
+
+def _backward_projected(
+    ctx: Any,
+    step: Any,
+    ref: Any,
+    back: RecurrentProduct,
+    d_out: Tensor,
+    d_unprojected: Tensor,
+    draw_l: tuple[Tensor, ...],
+    want_w_hr: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The time loop of backward with a projection; returns (dL/dh0, dL/dW_hr).
+
+    Per step: ``g`` (dL/dh_t, projected width) -> the candidate's share ``(1 - m) g`` -> through
+    W_hr into the kernel's dL/dh~_t; the kernel's recurrent input ``mm`` stays zero, since the
+    recurrent part of dL/dh_t is already in ``g``.
+    """
+    w_hr, unprojected = ctx.saved_tensors[10], ctx.saved_tensors[6]
+    zoneout = ctx.zoneouts[0]
+    steps, batch = d_out.shape[0], d_out.shape[1]
+    zoneout_l = steps_of(zoneout, steps)
+    d_cand = d_out.new_empty(d_out.shape)  # dL/d(projected candidate) per step, for W_hr
+    zeros = d_unprojected.new_zeros(batch, d_unprojected.shape[-1])
+    g = d_out[steps - 1]
+    for t in range(steps - 1, -1, -1):
+        gc = g if zoneout is None else times_keep(g, zoneout_l[t])
+        d_cand[t].copy_(gc)
+        torch.mm(gc, w_hr, out=d_unprojected[t])
+        step(ref, t, zeros.data_ptr())
+        nxt = back(draw_l[t])
+        if t > 0:
+            nxt.add_(d_out[t - 1])
+        if zoneout is not None:
+            add_scaled_(nxt, zoneout_l[t], g)
+        g = nxt
+    d_w_hr = None
+    if want_w_hr:
+        d_w_hr = torch.mm(d_cand.flatten(0, 1).t(), unprojected.flatten(0, 1))
+    return g, d_w_hr
 
 
 # ctypes calls cannot be traced: under torch.compile this runs eagerly, as one opaque step.
@@ -200,8 +271,10 @@ def lstm_recurrence_native(
     zoneout_cell: ZoneoutWeight,
     ln_in: Tensor | None = None,
     in_bias: Tensor | None = None,
+    w_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels."""
     return _NativeLSTMRecurrence.apply(  # type: ignore[no-any-return]
-        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell, ln_in, in_bias
-    )
+        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell, ln_in, in_bias,
+        w_hr,
+    )  # fmt: skip
