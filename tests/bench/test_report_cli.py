@@ -16,6 +16,7 @@ from rnnguard.bench.grid import LengthSettings, LMSettings, RunSpec, SingleSetti
 from rnnguard.bench.report import COLUMNS
 from rnnguard.bench.store import ResultStore
 from rnnguard.cli import main
+from rnnguard.errors import DataError
 
 
 def write_ptb(folder: Path) -> Path:
@@ -157,14 +158,28 @@ def test_parallel_workers_and_resume(tmp_path: Path) -> None:
     assert again["rows"] == first["rows"]
 
 
-def test_ptb_skipped_with_a_note_when_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_uses_the_built_in_language(monkeypatch: pytest.MonkeyPatch) -> None:
     from rnnguard.bench.plan import plan_preset
 
     monkeypatch.delenv("RNNGUARD_DATA", raising=False)
     plan = plan_preset(get_preset("quick"))
-    assert plan.lm_task is None and plan.lm_runs is None
-    assert "PTB-char skipped" in plan.lm_note and "RNNGUARD_DATA" in plan.lm_note
+    assert plan.lm_task == "synthlang" and plan.lm_runs is not None
+    kwargs = dict(plan.lm_specs[0].task_kwargs)
+    assert kwargs["distances"] == (2, 8, 32) and plan.lm_note == ""
     assert len(plan.searches) == 2 * len(plan.recipes)  # synthetic tasks always run
+
+
+def test_standard_falls_back_to_the_built_in_language_without_ptb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rnnguard.bench.plan import plan_preset
+
+    monkeypatch.delenv("RNNGUARD_DATA", raising=False)
+    plan = plan_preset(get_preset("standard"))
+    assert plan.lm_task == "synthlang"
+    assert "PTB-char not found" in plan.lm_note and "RNNGUARD_DATA" in plan.lm_note
+    with pytest.raises(DataError, match="RNNGUARD_DATA"):  # asked for by name: no substitute
+        plan_preset(get_preset("standard"), tasks=["adding", "ptb-char"])
 
 
 @pytest.mark.slow
@@ -211,3 +226,12 @@ def test_table_cells_from_a_fake_trainer(tmp_path: Path) -> None:
     assert rows["vanilla"]["bpc_valid"] == "9.000 (worse than unigram 4.000)"
     assert rows["lstm"]["explosions"] == "1.50" and rows["lstm"]["params"] == "7 / 7"
     assert rows["lstm"]["horizon"] == "n/a"  # the fake trainer measured none: said, not invented
+
+
+def test_synthlang_cell_shows_floor_and_memory() -> None:
+    from rnnguard.bench.summary import _memory_text
+
+    metrics = {"valid_bpc": 0.62, "floor_bpc": 0.412, "memory_d32": 0.62, "memory_d2": 0.957,
+               "memory_d8": 0.79}  # fmt: skip
+    assert _memory_text(metrics) == "; memory at d=2/8/32: 0.96/0.79/0.62"
+    assert _memory_text({"valid_bpc": 1.0}) == ""

@@ -121,7 +121,8 @@ def plan_preset(
     known_recipes: Sequence[str] | None = None,
 ) -> BenchPlan:
     """Jobs for ``preset``: one effective-length search per (recipe, synthetic task) and one
-    language-model run per recipe (PTB-char when its data is found, ``text`` with a file)."""
+    language-model run per recipe: the preset's language (PTB-char, or the built-in synthlang
+    where PTB-char's files are not found and it was not asked for by name), or ``text``."""
     if known_recipes is None:
         from rnnguard.train.recipes import list_recipes
 
@@ -129,11 +130,12 @@ def plan_preset(
     chosen = list(recipes) if recipes else list(preset.recipes or known_recipes)
     _check_names("recipes", chosen, known_recipes)
     length_names = [s.task for s in preset.length_tasks]
-    lm_names = ["ptb-char", "text"]
+    lm_names = ["ptb-char", "text", "synthlang"]
+    default_lm = "text" if text else (preset.lm.task if preset.lm else "ptb-char")
     single_names = [s.task for s in preset.single_tasks]
     mnist_names = sorted({*single_names, "smnist", "pmnist"})
     wanted = (
-        list(tasks) if tasks else [*length_names, "text" if text else "ptb-char", *single_names]
+        list(tasks) if tasks else [*length_names, default_lm, *single_names]
     )
     _check_names("tasks", wanted, [*length_names, *lm_names, *mnist_names])
     if "text" in wanted and text is None:
@@ -170,9 +172,13 @@ def plan_preset(
             except DataError as exc:
                 if tasks and "ptb-char" in tasks:
                     raise  # asked for explicitly: say why it cannot run
-                lm_task, note = None, f"PTB-char skipped: {exc}"
-        else:
+                # The column stays filled: the built-in language needs no data.
+                lm_task = "synthlang"
+                note = f"PTB-char not found, the built-in synthlang language instead: {exc}"
+        elif lm_task == "text":
             kwargs["path"] = str(Path(text).resolve()) if text else None
+        if lm_task == "synthlang" and lm.task == "synthlang":
+            kwargs.update(dict(lm.task_kwargs))
         if lm_task is not None:
             for key in ("train_tokens", "eval_tokens"):
                 if getattr(lm, key) is not None:
@@ -197,7 +203,7 @@ def plan_preset(
                 for recipe in chosen
             ]
             lm_runs = SingleRuns(specs)
-            if lm.train_tokens or lm.eval_tokens:
+            if (lm.train_tokens or lm.eval_tokens) and lm_task != "synthlang":
                 note = (
                     f"{lm_task}: a slice ({lm.train_tokens or 'all'} training tokens, "
                     f"{lm.eval_tokens or 'all'} valid/test tokens), not the full benchmark"

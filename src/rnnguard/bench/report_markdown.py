@@ -75,7 +75,10 @@ non-finite) per epoch of the language-model run. *Gradient horizon*: the distanc
 ||dL_T/dx_{T-k}|| falls below 1e-3 of its value at k = 0 (">T" = never within the sequence), before
 and after training, on the longest adding run. *BPC*: mean cross-entropy over all predicted
 characters (end-of-line tokens included) divided by ln 2; "worse than unigram" marks a model that
-predicts worse than character frequencies alone (it did not learn, or its state blew up).
+predicts worse than character frequencies alone (it did not learn, or its state blew up). On the
+built-in *synthlang* language the *floor* is its exact entropy rate (no model can go below it;
+BPC − floor is what the model missed) and *memory at d* is the share of a key's bits the model still
+held when the key had to be recalled d characters later (1 = all, 0 = none).
 The last two columns are not our measurements: the guide's numbers have no stated setup, and the
 published ones use other model sizes and far larger budgets."""
 

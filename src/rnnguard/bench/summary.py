@@ -218,6 +218,17 @@ def _length_runs(searches: list[LengthSearch]) -> dict[str, list[dict[str, Any]]
     return out
 
 
+def _memory_text(metrics: dict[str, Any]) -> str:
+    """"; memory at d=2/8/32: 0.96/0.79/0.62" from synthlang's ``memory_d{d}`` metrics."""
+    items = sorted(
+        (int(k.removeprefix("memory_d")), v) for k, v in metrics.items() if k.startswith("memory_d")
+    )
+    if not items:
+        return ""
+    dists = "/".join(str(d) for d, _ in items)
+    return f"; memory at d={dists}: " + "/".join(f"{v:.2f}" for _, v in items)
+
+
 def _row(
     recipe: str,
     plan: Any,
@@ -276,6 +287,8 @@ def _row(
             # A model worse than counting characters did not learn: say so beside the number
             # (a residual RNN whose carried state grows without bound ends up here).
             row["bpc_valid"] += f" (worse than unigram {base:.3f})"
+        elif m.get("floor_bpc") is not None:
+            row["bpc_valid"] += f" (floor {m['floor_bpc']:.3f}{_memory_text(m)})"
     ok_runs = [r for r in recipe_runs if r.get("status", "ok") == "ok"]
     if lm_run is not None and lm_run.get("status", "ok") == "ok":
         row["explosions"] = _fmt(float(lm_run.get("explosions_per_epoch", float("nan"))), 2)
