@@ -8,6 +8,8 @@ The policy, one for the whole package:
   ConfigError`` catches every bad argument;
 - a tensor of the wrong shape given to a layer or cell raises :class:`ShapeError` (a
   ``ConfigError`` and a ``RuntimeError``, the type torch.nn raises there);
+- a state on another device than the input, or of another dtype, raises :class:`DeviceError`
+  (a ``ConfigError`` and a ``RuntimeError``, as torch.nn);
 - every message names the argument, what it got and what was expected:
   ``"hidden_size must be a positive int, got 0"``.
 
@@ -31,6 +33,10 @@ class ConfigTypeError(ConfigError, TypeError):
 
 class ShapeError(ConfigError, RuntimeError):
     """A tensor whose shape (or layout) does not fit the layer, cell or function it was given to."""
+
+
+class DeviceError(ConfigError, RuntimeError):
+    """A tensor on another device (or of another dtype) than the tensors it is used with."""
 
 
 class DataError(RnnguardError, FileNotFoundError):

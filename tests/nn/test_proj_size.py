@@ -136,5 +136,5 @@ def test_proj_size_errors_are_torchs() -> None:
     with pytest.raises(ValueError):
         nn.GRU(3, 6, proj_size=0)
     m = rn.LSTM(3, 6, proj_size=4)
-    with pytest.raises(ValueError, match=r"h_0.*\(1, 2, 4\).*proj_size"):
+    with pytest.raises(RuntimeError, match=r"h_0.*\(1, 2, 4\).*proj_size"):
         m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 6), torch.zeros(1, 2, 6)))

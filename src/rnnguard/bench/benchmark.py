@@ -118,9 +118,7 @@ def run_benchmark(
         emit(_line(spec, result, cached))
 
     t0 = time.time()
-    counts = run_jobs(
-        plan.jobs, store, train_fn, workers=n_workers, on_result=on_result, pool=pool
-    )
+    counts = run_jobs(plan.jobs, store, train_fn, workers=n_workers, on_result=on_result, pool=pool)
     manifest.update(
         wall_time=time.time() - t0,
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

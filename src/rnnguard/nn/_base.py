@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from rnnguard.errors import ConfigError
+from rnnguard.errors import DeviceError
 from rnnguard.nn import init as rinit
 from rnnguard.nn.functional import LayerParams
 from rnnguard.nn.kinds import KindSpec, kind_spec
@@ -251,11 +251,11 @@ def check_impl(impl: Any) -> str:
 def check_state_like(name: str, state: Tensor, like: Tensor) -> None:
     """A state tensor must share the input's device and (outside autocast) its dtype."""
     if state.device != like.device:
-        raise ConfigError(
+        raise DeviceError(
             f"{name} must be on the input's device ({like.device}), got {state.device}"
         )
     if state.dtype != like.dtype and not autocast_on(like.device.type):
-        raise ConfigError(f"{name} dtype must match the input's ({like.dtype}), got {state.dtype}")
+        raise DeviceError(f"{name} dtype must match the input's ({like.dtype}), got {state.dtype}")
 
 
 def autocast_on(device_type: str) -> bool:

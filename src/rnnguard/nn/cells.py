@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnguard.errors import ConfigError
+from rnnguard.errors import ConfigError, ConfigTypeError, ShapeError
 from rnnguard.nn._base import InitArg, RecurrentBase, check_state_like
 from rnnguard.nn.functional import DirectionMasks, State, cell_forward, sample_masks
 from rnnguard.utils import checks as _checks
@@ -176,22 +176,22 @@ class _Cell(RecurrentBase):
         parts: tuple[Any, ...]
         if self.spec.has_cell:
             if not isinstance(state, tuple) or len(state) != 2:
-                raise TypeError(
+                raise ConfigTypeError(
                     f"state must be an LSTMState(h, c) for LSTMCell, got {type(state).__name__}"
                 )
             parts = tuple(state)
         else:
             parts = (state,) if isinstance(state, Tensor) else tuple(state)
             if len(parts) != 1:
-                raise TypeError(
+                raise ConfigTypeError(
                     f"state must be a HiddenState(h) or a Tensor, got {type(state).__name__}"
                 )
         shape = (batch, self.hidden_size) if batched else (self.hidden_size,)
         for name, t in zip(("h", "c"), parts):
             if not isinstance(t, Tensor):
-                raise TypeError(f"state.{name} must be a Tensor, got {type(t).__name__}")
+                raise ConfigTypeError(f"state.{name} must be a Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape:
-                raise ConfigError(f"state.{name} must have shape {shape}, got {tuple(t.shape)}")
+                raise ShapeError(f"state.{name} must have shape {shape}, got {tuple(t.shape)}")
             check_state_like(f"state.{name}", t, like)
         parts = tuple(t if batched else t.unsqueeze(0) for t in parts)
         return self.spec.state(*parts)
@@ -199,13 +199,13 @@ class _Cell(RecurrentBase):
     def forward(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, State]:
         """One step: ``x_t`` (B, input_size) or unbatched (input_size,) -> ``(h_t, new_state)``."""
         if not isinstance(x_t, Tensor):
-            raise TypeError(f"x_t must be a Tensor, got {type(x_t).__name__}")
-        if x_t.dim() not in (1, 2):
+            raise ConfigTypeError(f"x_t must be a Tensor, got {type(x_t).__name__}")
+        if x_t.dim() not in (1, 2):  # torch.nn: ValueError
             raise ConfigError(
                 f"x_t must be 2-D (batch, input_size) or 1-D, got {x_t.dim()}-D tensor"
             )
         if x_t.shape[-1] != self.input_size:
-            raise ConfigError(
+            raise ShapeError(
                 f"x_t feature size must equal input_size={self.input_size}, got {x_t.shape[-1]}"
             )
         batched = x_t.dim() == 2

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnguard.errors import ConfigError
+from rnnguard.errors import ConfigError, ConfigTypeError, DeviceError, ShapeError
 from rnnguard.nn import fused
 from rnnguard.nn._base import InitArg, RecurrentBase, autocast_on, check_impl, check_state_like
 from rnnguard.nn.functional import run_direction, sample_masks, torch_suffix
@@ -146,8 +146,10 @@ class _RecurrentLayer(RecurrentBase):
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx)
         if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-        if input.dim() not in (2, 3):
+            raise ConfigTypeError(
+                f"input must be a Tensor or PackedSequence, got {type(input).__name__}"
+            )
+        if input.dim() not in (2, 3):  # torch.nn: ValueError
             raise ConfigError(
                 f"input must be 3-D (batched) or 2-D (unbatched), got a {input.dim()}-D tensor "
                 f"of shape {tuple(input.shape)}"
@@ -158,7 +160,7 @@ class _RecurrentLayer(RecurrentBase):
             x = x.transpose(0, 1)
         self._check_features(x)
         if x.shape[0] == 0:
-            raise ConfigError(
+            raise ShapeError(
                 "input must have at least one time step, got sequence length 0 "
                 f"(input shape {tuple(input.shape)})"
             )
@@ -205,13 +207,18 @@ class _RecurrentLayer(RecurrentBase):
 
     def _check_features(self, x: Tensor) -> None:
         w = next(self.parameters())
-        if x.dtype != w.dtype and not autocast_on(x.device.type):
+        if x.device != w.device:
+            raise DeviceError(
+                f"input must be on the layer's device ({w.device}), got {x.device}; move one "
+                f"with input.to({str(w.device)!r}) or layer.to({str(x.device)!r})"
+            )
+        if x.dtype != w.dtype and not autocast_on(x.device.type):  # torch.nn: ValueError
             raise ConfigError(
                 f"input dtype must match the layer's parameters ({w.dtype}), got {x.dtype}; "
                 f"convert with input.to({w.dtype}) or layer.to({x.dtype})"
             )
         if x.shape[-1] != self.input_size:
-            raise ConfigError(
+            raise ShapeError(
                 f"input feature size must equal input_size={self.input_size}, got {x.shape[-1]} "
                 f"(input shape {tuple(x.shape)})"
             )
@@ -228,7 +235,9 @@ class _RecurrentLayer(RecurrentBase):
             return z, (c if is_lstm else None)
         if is_lstm:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx must be a tuple (h_0, c_0) for LSTM, got {type(hx).__name__}")
+                raise ConfigTypeError(
+                    f"hx must be a tuple (h_0, c_0) for LSTM, got {type(hx).__name__}"
+                )
             parts = [("h_0", hx[0], h_size), ("c_0", hx[1], self.hidden_size)]
         else:
             parts = [("hx", hx, h_size)]
@@ -237,9 +246,9 @@ class _RecurrentLayer(RecurrentBase):
             shape = (n, batch, width) if batched else (n, width)
             what = "proj_size" if width != self.hidden_size else "hidden_size"
             if not isinstance(t, Tensor):
-                raise TypeError(f"{name} must be a Tensor, got {type(t).__name__}")
+                raise ConfigTypeError(f"{name} must be a Tensor, got {type(t).__name__}")
             if tuple(t.shape) != shape:
-                raise ConfigError(
+                raise ShapeError(
                     f"{name} must have shape {shape} (num_layers*num_directions, "
                     f"{'batch, ' if batched else ''}{what}), got {tuple(t.shape)}"
                 )
@@ -324,7 +333,9 @@ class _RecurrentLayer(RecurrentBase):
 def _check_proj_size(proj_size: Any, hidden_size: int) -> int:
     """torch.nn's rules: an int, 0 (no projection) or in [1, hidden_size)."""
     if isinstance(proj_size, bool) or not isinstance(proj_size, int):
-        raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__} {proj_size!r}")
+        raise ConfigTypeError(
+            f"proj_size must be an int, got {type(proj_size).__name__} {proj_size!r}"
+        )
     if proj_size < 0:
         raise ConfigError(
             f"proj_size should be a positive integer or zero to disable projections, "

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from rnnguard.errors import ConfigError
+from rnnguard.errors import ShapeError
 from rnnguard.nn.functional import (
     DirectionMasks,
     LayerParams,
@@ -72,7 +72,7 @@ def run_direction(
     """Fused drop-in for :func:`rnnguard.nn.functional.run_direction`: (T, B, I) -> ((T, B, H), state)."""
     masks = check_direction_masks(spec, masks, options, training)
     if x.dim() != 3:
-        raise ConfigError(f"x must be 3-D (T, B, I), got shape {tuple(x.shape)}")
+        raise ShapeError(f"x must be 3-D (T, B, I), got shape {tuple(x.shape)}")
     frame = TimeFrame(x.shape[0], x.shape[1], x.device, lengths, reverse)
     w_hh = drop_connect(params.weight_hh, options.dropconnect, masks.dropconnect, training)
     zoneout = frame.zoneout_weight(masks.zoneout, options.zoneout, training, x)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnguard.errors import ConfigError
+from rnnguard.errors import ConfigError, ShapeError
 from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS, NONLINEARITIES, LayerParams
 
 #: A zoneout weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
@@ -125,7 +125,7 @@ class TimeFrame:
         if lengths is None:
             return
         if lengths.dim() != 1 or lengths.shape[0] != batch:
-            raise ConfigError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+            raise ShapeError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
         lengths = lengths.to(device=device, dtype=torch.long)
         t = torch.arange(steps, device=device).unsqueeze(1)  # (T, 1)
         pad = t >= lengths.unsqueeze(0)  # (T, B)
