@@ -61,7 +61,7 @@ def _cell_mistakes(lib: Any) -> dict[str, Callable[[], Any]]:
 def _raised(fn: Callable[[], Any]) -> BaseException | None:
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001 - the test inspects whatever was raised
+    except Exception as exc:  # the test inspects whatever was raised
         return exc
     return None
 
