@@ -33,7 +33,7 @@ def _unroll(cell, x, seed):
     state = cell.initial_state(x.shape[1])
     outs = []
     for t in range(x.shape[0]):
-        out, state = cell(x[t], state)
+        out, state = cell.step(x[t], state)
         outs.append(out)
     return torch.stack(outs), state
 
@@ -72,31 +72,33 @@ def test_held_dropconnect_without_steps_reproduces_the_layer(kind):
 def test_default_draws_a_new_dropconnect_mask_every_call():
     cell = rn.RNNCell(F_IN, 64, dropconnect=0.5)
     x, h = torch.randn(B, F_IN), torch.randn(B, 64)
-    assert not torch.equal(cell(x, h)[0], cell(x, h)[0])
+    assert not torch.equal(cell.step(x, h)[0], cell.step(x, h)[0])
     with cell.hold_masks() as same:
         assert same is cell
-        first = cell(x, h)[0]
-        torch.testing.assert_close(cell(x, h)[0], first, rtol=0, atol=0)
+        first = cell.step(x, h)[0]
+        torch.testing.assert_close(cell.step(x, h)[0], first, rtol=0, atol=0)
         cell.hold_masks()  # a new sequence: a new mask
-        assert not torch.equal(cell(x, h)[0], first)
-    assert not torch.equal(cell(x, h)[0], cell(x, h)[0])  # the block's end restored the default
+        assert not torch.equal(cell.step(x, h)[0], first)
+    assert not torch.equal(
+        cell.step(x, h)[0], cell.step(x, h)[0]
+    )  # the block's end restored the default
 
 
 def test_held_zoneout_without_steps_stays_per_call():
     cell = rn.GRUCell(F_IN, 64, zoneout=0.5)
     x, h = torch.randn(B, F_IN), torch.randn(B, 64)
     with cell.hold_masks():
-        assert not torch.equal(cell(x, h)[0], cell(x, h)[0])
+        assert not torch.equal(cell.step(x, h)[0], cell.step(x, h)[0])
 
 
 def test_nested_hold_restores_the_outer_sequence():
     cell = rn.RNNCell(F_IN, 64, dropconnect=0.5)
     x, h = torch.randn(B, F_IN), torch.randn(B, 64)
     with cell.hold_masks():
-        outer = cell(x, h)[0]
+        outer = cell.step(x, h)[0]
         with cell.hold_masks():
-            assert not torch.equal(cell(x, h)[0], outer)
-        torch.testing.assert_close(cell(x, h)[0], outer, rtol=0, atol=0)
+            assert not torch.equal(cell.step(x, h)[0], outer)
+        torch.testing.assert_close(cell.step(x, h)[0], outer, rtol=0, atol=0)
 
 
 def test_eval_mode_draws_nothing_while_holding():

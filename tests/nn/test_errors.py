@@ -136,10 +136,10 @@ def test_bad_cell_inputs():
         cell(torch.randn(2, 2))
     with pytest.raises(ConfigError, match=r"state.c must have shape \(2, 4\).*\(2, 5\)"):
         cell(torch.randn(2, 3), rn.LSTMState(torch.zeros(2, 4), torch.zeros(2, 5)))
-    with pytest.raises(TypeError, match="state must be an LSTMState"):
+    with pytest.raises(TypeError, match=r"state must be a tuple \(h, c\) or an LSTMState"):
         cell(torch.randn(2, 3), torch.zeros(2, 4))
-    with pytest.raises(ConfigError, match=r"batch.*0"):
-        cell.initial_state(0)
+    with pytest.raises(ConfigError, match=r"batch.*-1"):
+        cell.initial_state(-1)
 
 
 def test_bad_registry_init_and_step_function_arguments():

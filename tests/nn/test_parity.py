@@ -132,16 +132,37 @@ def test_cells_match_torch_cells(ours_cls, torch_cls, kind):
     cell = ours_cls(F_IN, H)
     cell.load_state_dict(ref.state_dict())
     x = torch.randn(B, F_IN)
+    h, c = torch.randn(B, H), torch.randn(B, H)
+    hx = (h, c) if kind == "lstm" else h
+    # torch.nn's call: h' = cell(x, h) / (h', c') = cell(x, (h, c)), with hx=None and unbatched
+    for args in ((x, hx), (x,), (x, None), (x[0], (h[0], c[0]) if kind == "lstm" else h[0])):
+        got, want = cell(*args), ref(*args)
+        assert type(got) is type(want)
+        for g, w in zip(got if kind == "lstm" else (got,), want if kind == "lstm" else (want,)):
+            torch.testing.assert_close(g, w)
+    # the step contract: (out, state) with the state a NamedTuple
     state = cell.initial_state(B)
-    state = type(state)(*(torch.randn_like(s) for s in state))
-    out, new = cell(x, state)
-    expect = ref(x, tuple(state) if kind == "lstm" else state.h)
-    expect = expect if isinstance(expect, tuple) else (expect,)
-    for got, want in zip(new, expect):
-        torch.testing.assert_close(got, want)
-    torch.testing.assert_close(out, expect[0])
-    out1, _ = cell(x[0], type(state)(*(s[0] for s in state)))  # unbatched
-    torch.testing.assert_close(out1, out[0])
+    state = type(state)(*(h, c)[: len(state)])
+    out, new = cell.step(x, state)
+    want = ref(x, hx)
+    torch.testing.assert_close(out, want[0] if kind == "lstm" else want)
+    assert type(new) is type(state)
+
+
+@pytest.mark.parametrize("cls", [rn.LSTMCell, rn.GRUCell, rn.RNNCell, rn.IndRNNCell])
+def test_cells_accept_zero_sizes_as_torch(cls):
+    for size in ((10, 0), (0, 4), (0, 0)):
+        cell = cls(*size)
+        out = cell(torch.randn(2, size[0]))
+        for t in out if isinstance(out, tuple) else (out,):
+            assert t.shape == (2, size[1])
+    out = cls(3, 4)(torch.randn(0, 3))  # an empty batch
+    assert (out[0] if isinstance(out, tuple) else out).shape == (0, 4)
+    torch_cls = {rn.LSTMCell: nn.LSTMCell, rn.GRUCell: nn.GRUCell, rn.RNNCell: nn.RNNCell}.get(cls)
+    if torch_cls is not None:
+        assert [n for n, _ in cls(10, 0).named_parameters()] == [
+            n for n, _ in torch_cls(10, 0).named_parameters()
+        ]
 
 
 def test_state_dict_round_trip_into_torch():

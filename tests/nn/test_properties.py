@@ -109,13 +109,13 @@ def test_zoneout_train_keeps_previous_units_and_eval_uses_expectation():
     h0 = torch.randn(8, 64)
     ref = rn.RNNCell(F_IN, 64)
     ref.load_state_dict(cell.state_dict())
-    cand = ref(x, h0)[0]
-    out, _ = cell.train()(x, h0)
+    cand = ref(x, h0)
+    out = cell.train()(x, h0)
     kept = out == h0
     updated = out == cand
     assert (kept | updated).all()
     assert 0.3 < kept.float().mean().item() < 0.7
-    out_eval, _ = cell.eval()(x, h0)
+    out_eval = cell.eval()(x, h0)
     torch.testing.assert_close(out_eval, 0.5 * h0 + 0.5 * cand)
 
 
@@ -383,9 +383,9 @@ def test_cell_contract():
         s = cell.initial_state(B)
         assert isinstance(s, (RF.LSTMState, RF.HiddenState))
         assert all(t.shape == (B, H) for t in s)
-        out, new = cell(torch.randn(B, F_IN), s)
+        out, new = cell.step(torch.randn(B, F_IN), s)
         assert out.shape == (B, H) and type(new) is type(s)
-        out2, _ = cell(torch.randn(B, F_IN))  # state defaults to zeros
+        out2, _ = cell.step(torch.randn(B, F_IN))  # state defaults to zeros
         assert out2.shape == (B, H)
 
 
@@ -399,7 +399,7 @@ def test_cell_unrolled_matches_layer_with_extras_in_eval():
     s = cell.initial_state(B)
     outs = []
     for t in range(T):
-        o, s = cell(x[t], s)
+        o, s = cell.step(x[t], s)
         outs.append(o)
     torch.testing.assert_close(torch.stack(outs), layer(x)[0])
 
@@ -466,7 +466,7 @@ def test_layer_step_function_of_a_cell(cell):
     state = type(sf.initial_state(B))(*(torch.randn(B, H) for _ in sf.initial_state(B)))
     got = sf.step(x, state)
     if isinstance(cell, rn.LSTMCell):
-        want = cell.eval()(x, state)[1]
+        want = cell.eval().step(x, state)[1]
     else:
         out = cell(x, tuple(state) if isinstance(cell, nn.LSTMCell) else state.h)
         want = out if isinstance(out, tuple) else (out,)

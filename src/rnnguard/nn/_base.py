@@ -56,11 +56,20 @@ class RecurrentBase(nn.Module):
     recurrent_max: float | None
     max_length: int | None
 
-    def _setup(self, kind: str, hidden_size: int, bias: bool, **extras: Any) -> None:
-        """Validate and store what every family shares: sizes, bias and the extras' options."""
+    def _setup(
+        self, kind: str, hidden_size: int, bias: bool, *, zero_ok: bool = False, **extras: Any
+    ) -> None:
+        """Validate and store what every family shares: sizes, bias and the extras' options.
+
+        ``zero_ok``: a hidden size of 0 is accepted (torch.nn's cells accept it, its layers not).
+        """
         self.spec = kind_spec(kind)
         self.kind = kind
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.hidden_size = (
+            _checks.integer("hidden_size", hidden_size, minimum=0)
+            if zero_ok
+            else _checks.positive_int("hidden_size", hidden_size)
+        )
         self.bias = _checks.boolean("bias", bias)
         self.options = self.spec.options(bias=self.bias, **extras)
 

@@ -1,8 +1,11 @@
-"""One-step cells ``RNNCell``, ``LSTMCell``, ``GRUCell``, ``IndRNNCell``.
+"""One-step cells ``RNNCell``, ``LSTMCell``, ``GRUCell``, ``IndRNNCell``, drop-in for torch.nn's.
 
-Contract: ``forward(x_t, state=None) -> (out_t, new_state)`` with ``state`` a NamedTuple
-(:class:`~rnnguard.nn.functional.LSTMState` or :class:`~rnnguard.nn.functional.HiddenState`).
-The step is :func:`rnnguard.nn.functional.cell_forward`, the same one the layers run.
+Called as torch.nn's cells are: ``h = cell(x, h)``, ``h, c = lstm_cell(x, (h, c))``, ``hx=None``
+for zeros, unbatched input, zero sizes, the same parameter names. :meth:`_Cell.step` keeps the
+step contract the diagnostics use, ``step(x_t, state=None) -> (out_t, new_state)`` with
+``state`` a NamedTuple (:class:`~rnnguard.nn.functional.LSTMState` or
+:class:`~rnnguard.nn.functional.HiddenState`). Both run
+:func:`rnnguard.nn.functional.cell_forward`, the same step the layers run.
 
 Random masks (DropConnect, zoneout) are drawn afresh on every training-mode call, i.e. every step.
 A layer instead shares one DropConnect mask over the whole sequence; to get that from a cell you
@@ -11,7 +14,7 @@ unroll yourself, hold the masks for the sequence::
     with cell.hold_masks():             # one DropConnect mask until the block ends
         state = cell.initial_state(batch)
         for x_t in x:
-            out, state = cell(x_t, state)
+            out, state = cell.step(x_t, state)
 
 ``cell.hold_masks()`` also works as a plain call (hold from now on; each such call starts a new
 sequence) and ``cell.release_masks()`` returns to fresh masks per call. With ``steps=T`` the cell
@@ -88,12 +91,13 @@ class _Cell(RecurrentBase):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        self.input_size = _checks.positive_int("input_size", input_size)
+        # torch.nn's cells accept zero sizes (an empty state or input), so these do too.
+        self.input_size = _checks.integer("input_size", input_size, minimum=0)
         self._setup(
             kind, hidden_size, bias, nonlinearity=nonlinearity, layer_norm=layer_norm,
             zoneout=zoneout, zoneout_cell=zoneout_cell, dropconnect=dropconnect,
             forget_bias=forget_bias, init=init, weight_norm=weight_norm, residual=residual,
-            recurrent_max=recurrent_max, max_length=max_length,
+            recurrent_max=recurrent_max, max_length=max_length, zero_ok=True,
         )  # fmt: skip
         self._make_params([self.input_size], {"device": device, "dtype": dtype})
         self._finish_init()
@@ -110,7 +114,7 @@ class _Cell(RecurrentBase):
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> State:
         """Zeros of shape (batch, hidden_size) for every state component."""
-        _checks.positive_int("batch", batch)
+        _checks.integer("batch", batch, minimum=0)
         w = self.layer_params().weight_ih
         return self.spec.zero_state(batch, self.hidden_size, w, device, dtype)
 
@@ -177,7 +181,8 @@ class _Cell(RecurrentBase):
         if self.spec.has_cell:
             if not isinstance(state, tuple) or len(state) != 2:
                 raise ConfigTypeError(
-                    f"state must be an LSTMState(h, c) for LSTMCell, got {type(state).__name__}"
+                    "state must be a tuple (h, c) or an LSTMState for LSTMCell, got "
+                    f"{type(state).__name__}"
                 )
             parts = tuple(state)
         else:
@@ -196,8 +201,21 @@ class _Cell(RecurrentBase):
         parts = tuple(t if batched else t.unsqueeze(0) for t in parts)
         return self.spec.state(*parts)
 
-    def forward(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, State]:
-        """One step: ``x_t`` (B, input_size) or unbatched (input_size,) -> ``(h_t, new_state)``."""
+    def forward(self, input: Tensor, hx: Any = None) -> Any:
+        """torch.nn's call: ``h' = cell(input, h)``; an LSTM cell ``(h', c') = cell(input, (h, c))``.
+
+        ``input`` is (B, input_size) or unbatched (input_size,); ``hx`` None means zeros. The
+        extras act as in :meth:`step`, which returns ``(out, state)`` instead.
+        """
+        _, new = self.step(input, hx)
+        return tuple(new) if self.spec.has_cell else new[0]
+
+    def step(self, x_t: Tensor, state: Any = None) -> tuple[Tensor, State]:
+        """One step with the step contract: ``x_t`` -> ``(h_t, new_state)``.
+
+        ``state`` and ``new_state`` are NamedTuples in torch order (:class:`LSTMState`,
+        :class:`HiddenState`; a plain tensor or tuple is accepted too); ``state=None`` means zeros.
+        """
         if not isinstance(x_t, Tensor):
             raise ConfigTypeError(f"x_t must be a Tensor, got {type(x_t).__name__}")
         if x_t.dim() not in (1, 2):  # torch.nn: ValueError

@@ -62,7 +62,8 @@ class RecurrentUnit:
     @property
     def gates(self) -> int:
         """Gate blocks stacked in the input weight (its rows over ``hidden_size``)."""
-        return int(getattr(self.module, self.weight_ih).shape[0]) // self.hidden_size
+        rows = int(getattr(self.module, self.weight_ih).shape[0])
+        return rows // self.hidden_size if self.hidden_size else 1  # no rows: any count fits
 
 
 def recurrent_units(model: nn.Module) -> Iterator[RecurrentUnit]:
@@ -208,7 +209,7 @@ def indrnn_(
 def torch_default_(module: nn.Module) -> nn.Module:
     """torch.nn's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)) (IndRNN's u within its bound)."""
     for u in recurrent_units(module):
-        k = 1.0 / math.sqrt(u.hidden_size)
+        k = 1.0 / math.sqrt(u.hidden_size) if u.hidden_size > 0 else 0.0  # as torch.nn
         for name in (u.weight_ih, u.weight_hh, u.bias_ih, u.bias_hh, u.weight_hr):
             if name is not None:
                 value = _get(u.module, name).uniform_(-k, k)
@@ -220,6 +221,8 @@ def torch_default_(module: nn.Module) -> nn.Module:
 
 def _init_input(u: RecurrentUnit) -> None:
     w = _get(u.module, u.weight_ih)
+    if w.numel() == 0:  # a zero-size cell: nothing to draw (torch.nn.init would warn)
+        return
     if u.kind in ("rnn", "indrnn") and u.nonlinearity in ("relu", "leaky_relu"):
         kaiming_input_(w, u.gates, u.nonlinearity)
     else:

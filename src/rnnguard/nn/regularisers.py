@@ -25,7 +25,7 @@ class Zoneout(nn.Module):
     Example::
 
         zo = Zoneout(0.1)
-        h = zo(h_prev, cell(x_t, h_prev)[0])
+        h = zo(h_prev, cell(x_t, h_prev))
     """
 
     def __init__(self, p: float = 0.1) -> None:
