@@ -227,4 +227,7 @@ def test_search_on_a_token_task_follows_its_metric_direction(tmp_path: Path) -> 
     assert result.metric_name == task.metric_name
     assert result.counts.finished == 2 and result.study_name == "copy-T4-gated"
     assert result.best_recipe is not None and result.best_recipe.layer in ("lstm", "gru")
-    assert not (tmp_path / "best.yaml").exists()  # report=False writes nothing but the study
+    # report=False skips the report alone: the tuned recipe and the trials table are still kept.
+    assert (tmp_path / "best.yaml").is_file() and (tmp_path / "trials.csv").is_file()
+    assert result.best_recipe_path == tmp_path / "best.yaml"
+    assert not (tmp_path / "report.md").exists() and not list(tmp_path.glob("*.png"))

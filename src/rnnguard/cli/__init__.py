@@ -9,13 +9,18 @@ so ``rnnguard --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from rnnguard import __version__
+from rnnguard.cli.faults import describe
 from rnnguard.errors import RnnguardError
+from rnnguard.utils.pool import Terminated, raise_terminated
 
 COMMAND_MODULES = (
     "rnnguard.cli.train",
@@ -44,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises Terminated while a command runs, so its clean-up runs (as for Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rnnguard`` console script."""
     parser = build_parser()
@@ -52,16 +70,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_stops():
+            return int(args.func(args) or 0)
+    except Terminated:
+        print(f"rnnguard {args.command}: stopped (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("rnnguard: interrupted", file=sys.stderr)
+        print(f"rnnguard {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (RnnguardError, ValueError, TypeError, FileNotFoundError, NotADirectoryError) as exc:
+    except (RnnguardError, ValueError, TypeError) as exc:
         if os.environ.get("RNNGUARD_DEBUG"):
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"rnnguard {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except (OSError, MemoryError, RuntimeError) as exc:
+        line = describe(exc)
+        if line is None or os.environ.get("RNNGUARD_DEBUG"):
+            raise
+        print(f"rnnguard {args.command}: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from rnnguard.errors import ConfigError
@@ -51,6 +52,17 @@ def add_ray_args(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--gpus-per-run", type=number, default=0.0, help="GPUs each run holds on Ray (default 0)"
     )
+
+def check_out_folder(path: str | None, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that names an existing file."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag} must be a folder, got existing file {path!r}")
+
+
+def check_out_file(path: str | None, flag: str) -> None:
+    """Refuse, before any work, an output file that names an existing folder."""
+    if path is not None and os.path.isdir(path):
+        raise ConfigError(f"{flag} must be a file path, got folder {path!r}")
 
 
 def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnguard.cli.args import whole
+from rnnguard.cli.args import check_out_file, check_out_folder, whole
 from rnnguard.errors import ConfigError
 
 __all__ = ["load_factory", "register"]
@@ -168,11 +168,13 @@ def _doctor(args: argparse.Namespace) -> int:
     from rnnguard.diagnose.doctor import DoctorConfig, doctor
     from rnnguard.tasks.registry import create_task
     from rnnguard.train.recipes import get_recipe
+    from rnnguard.utils.memory import check_batch_fits
 
     _positive("--length", args.length, 2)
     _positive("--verify-steps", args.verify_steps)
     _positive("--batch-size", args.batch_size)
     _positive("--hidden-size", args.hidden_size)
+    check_out_folder(args.out)
     if args.text is not None and args.data_dir is not None:
         raise ConfigError("--text and --data-dir name different tasks: give one of them")
     config = DoctorConfig(batch_size=args.batch_size, seed=args.seed)
@@ -202,6 +204,8 @@ def _doctor(args: argparse.Namespace) -> int:
             torch.manual_seed(args.seed)
             return _build_user_model(factory, spec)
 
+    # The diagnosed batch: an impossible size is one line, not the machine swapping.
+    check_batch_fits(args.batch_size, task, recipe.hidden_size if recipe is not None else 1)
     name = recipe.name if recipe is not None and args.recipe else None
     diagnosis = doctor(model, task, config=config, history=args.log, recipe=name)
     if args.hidden_size is not None:  # prescriptions keep the size asked for, so runs compare
@@ -283,6 +287,7 @@ def _figure_grad_norm(args: argparse.Namespace) -> int:
 
     _positive("--steps", args.steps)
     _positive("--hidden", args.hidden)
+    check_out_file(args.out, "--out")
     curves = grad_norm_curves(steps=args.steps, hidden=args.hidden)
     path = plot_grad_norm(curves, args.out)
     for label, norms in curves.items():

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rnnguard.bench.speed import format_report, run_speed
-from rnnguard.cli.args import whole
+from rnnguard.cli.args import check_out_file, whole
 
 __all__ = ["main", "register"]
 
@@ -57,7 +57,10 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
     sizes = tuple(args.sizes or (("tiny",) if args.quick else ("small", "large")))
-    repeats = args.repeats or (2 if args.quick else 5)
+    if args.repeats is not None and args.repeats < 1:
+        raise ConfigError(f"--repeats must be a positive int, got {args.repeats}")
+    check_out_file(args.json, "--json")
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     scaling = None if args.no_scaling else ((10, 100) if args.quick else (100, 1000))
     report = run_speed(
         sizes,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from rnnguard.cli.args import add_ray_args, add_task_arg, task_args, whole
+from rnnguard.cli.args import add_ray_args, add_task_arg, check_out_folder, task_args, whole
 from rnnguard.errors import ConfigError
 
 
@@ -75,6 +75,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be a positive int, got {args.trials}")
+    check_out_folder(args.out)
     result = search(
         args.task,
         args.length,

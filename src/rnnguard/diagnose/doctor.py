@@ -215,6 +215,17 @@ def _batch_from(
     )
 
 
+def _check_finite_weights(model: nn.Module) -> None:
+    """Weights already NaN or infinite leave nothing to measure: say which, not a shape error."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            kind = "NaN" if bool(torch.isnan(p.detach()).any()) else "infinite"
+            raise ConfigError(
+                f"model parameter {name!r} holds {kind} values, so its gradients cannot be "
+                "measured; diagnose the model as it was before it diverged (an earlier checkpoint)"
+            )
+
+
 def doctor(
     model: nn.Module | str | Any,
     data: Any,
@@ -252,6 +263,7 @@ def doctor(
     if isinstance(model, str) or not callable(model):
         model, recipe = _model_from_recipe(model, data, cfg, recipe)
     if isinstance(model, nn.Module):
+        _check_finite_weights(model)
         device, dtype = model_device_dtype(model)
         x, task_name = _batch_from(data, cfg, device, dtype)
     else:  # a callable: its modules are found by running it, on the batch as it comes

@@ -17,6 +17,7 @@ from rnnguard.diagnose.jacobian import Spectrum
 from rnnguard.diagnose.saturation import LayerSaturation, SaturationThresholds
 from rnnguard.errors import ConfigError
 from rnnguard.utils.checks import fraction, integer, number, positive_int
+from rnnguard.utils.checks import seed as check_seed
 
 __all__ = ["VERDICTS", "DoctorConfig", "Evidence", "Finding", "find_problems"]
 
@@ -67,7 +68,7 @@ class DoctorConfig:
         for name in ("long_sequence", "batch_size", "spectrum_steps"):
             positive_int(f"DoctorConfig.{name}", getattr(self, name))
         integer("DoctorConfig.lyapunov_k", self.lyapunov_k, minimum=0)
-        integer("DoctorConfig.seed", self.seed)
+        check_seed("DoctorConfig.seed", self.seed)
 
 
 @dataclass

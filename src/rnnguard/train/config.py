@@ -11,6 +11,7 @@ from rnnguard.train.guard import CLIP_MODES
 from rnnguard.train.optim import OPTIMIZERS
 from rnnguard.train.schedule import SCHEDULES
 from rnnguard.utils.checks import choice, integer, number
+from rnnguard.utils.checks import seed as check_seed
 
 C = TypeVar("C")
 
@@ -165,7 +166,7 @@ class TrainConfig:
         integer("eval_batches", self.eval_batches, minimum=1)
         if self.eval_batch_size is not None:
             integer("eval_batch_size", self.eval_batch_size, minimum=1)
-        integer("seed", self.seed)
+        check_seed("seed", self.seed)
         if not isinstance(self.device, str) or not (
             self.device in DEVICES or self.device.startswith("cuda:")
         ):

@@ -51,6 +51,7 @@ from rnnguard.train.run_config import describe_run, write_run_file
 from rnnguard.train.schedule import build_scheduler
 from rnnguard.train.state import FitResult, Progress, TrainContext
 from rnnguard.utils.io import atomic_torch_save, atomic_write_json
+from rnnguard.utils.memory import check_batch_fits
 
 __all__ = ["Trainer", "fit"]
 
@@ -150,6 +151,9 @@ class Trainer:
         if out is not None and dist_info.is_main:
             remove_stale_temporaries(out)
 
+        if isinstance(model_or_recipe, (Recipe, str)):  # an impossible size: one line, no swapping
+            r = get_recipe(model_or_recipe) if isinstance(model_or_recipe, str) else model_or_recipe
+            check_batch_fits(config.batch_size, task, r.hidden_size, r.num_layers)
         # Same seed on every rank: DDP also broadcasts rank 0's weights.
         torch.manual_seed(config.seed)
         self.model, self.recipe = model, recipe = _build_model(model_or_recipe, recipe, task)

@@ -164,8 +164,13 @@ def write_report(
     title: str = "",
     top: int = 10,
     plots: bool = True,
+    markdown: bool = True,
 ) -> SearchReport:
-    """Write ``best.yaml``, ``trials.csv``, plots and ``report.md`` to ``out``."""
+    """Write ``best.yaml``, ``trials.csv``, plots and ``report.md`` to ``out``.
+
+    ``plots=False`` / ``markdown=False`` skip the plots / ``report.md``; the recipe and the
+    trials table are always written.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = SearchReport(out=out)
@@ -185,6 +190,8 @@ def write_report(
     if plots:
         _plots(study, out, report)
     report.table = top_trials_table(study, top, metric)
+    if not markdown:
+        return report
 
     md = [f"# {title or 'Search ' + study.study_name}", ""]
     if report.best_trial is not None:

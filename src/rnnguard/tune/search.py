@@ -11,6 +11,7 @@ from typing import Any
 from rnnguard.errors import ConfigError, require_extra
 from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, StudyCounts
 from rnnguard.utils.checks import positive_int
+from rnnguard.utils.checks import seed as check_seed
 
 DEFAULT_OUT_ROOT = Path("runs") / "tune"
 
@@ -32,7 +33,7 @@ class SearchResult:
     """The best trial's :class:`~rnnguard.train.recipes.Recipe` (None if no trial completed)."""
     best_recipe_path: Path | None = None
     report: Any | None = None
-    """:class:`~rnnguard.tune.report.SearchReport` (None with ``report=False``)."""
+    """:class:`~rnnguard.tune.report.SearchReport` (without plots and report.md with ``report=False``)."""
     worker_exit_codes: list[int] = field(default_factory=list)
 
 
@@ -121,8 +122,8 @@ def search(
     eval_every = positive_int("eval_every", eval_every)
     if hidden_size is not None:
         hidden_size = positive_int("hidden_size", hidden_size)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigError(f"seed must be an int or None, got {seed!r}")
+    if seed is not None:
+        check_seed("seed", seed)
     if not isinstance(heartbeat, (int, float)) or heartbeat <= 0:
         raise ConfigError(f"heartbeat must be a positive number of seconds, got {heartbeat!r}")
     from rnnguard.train.config import TrainConfig
@@ -208,20 +209,22 @@ def search(
         worker_exit_codes=codes,
     )
     recipe_name = f"tuned-{task}-T{length}"
-    if report:
-        rep = write_report(
-            final,
-            out_dir,
-            recipe_name=recipe_name,
-            metric=metric,
-            title=f"Recipe search: {task} at T={length} ({search_space.name} space)",
-        )
-        result.report = rep
-        result.best_recipe_path = rep.best_recipe
-        if rep.best_recipe is not None:
-            from rnnguard.train.recipes import Recipe
+    # best.yaml and trials.csv always; ``report`` only decides the plots and report.md.
+    rep = write_report(
+        final,
+        out_dir,
+        recipe_name=recipe_name,
+        metric=metric,
+        title=f"Recipe search: {task} at T={length} ({search_space.name} space)",
+        plots=report,
+        markdown=report,
+    )
+    result.report = rep
+    result.best_recipe_path = rep.best_recipe
+    if rep.best_recipe is not None:
+        from rnnguard.train.recipes import Recipe
 
-            result.best_recipe = Recipe.from_yaml(rep.best_recipe)
+        result.best_recipe = Recipe.from_yaml(rep.best_recipe)
     from rnnguard.tune.report import best_recipe, ranked_trials
 
     ranked = ranked_trials(final)

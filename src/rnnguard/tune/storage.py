@@ -8,13 +8,14 @@ workers on several machines share one study.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnguard.errors import ConfigError, MissingExtraError, require_extra
+from rnnguard.errors import ConfigError, DataError, MissingExtraError, require_extra
 
 # SQLAlchemy dialects Optuna's RDBStorage is tested with; "+driver" suffixes are allowed.
 RDB_DIALECTS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
@@ -133,6 +134,31 @@ class FileLock:
             os.close(fd)
 
 
+def check_journal(path: Path) -> None:
+    """Cut a torn last line (a writer killed mid-append), and name a damaged line with DataError.
+
+    A last line without its newline never completed: Optuna skips it while it is last, but the
+    next append would glue onto it and make the whole journal unreadable. Call it with the
+    journal's lock held.
+    """
+    if not path.is_file():
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            fh.truncate(keep)
+            data = data[:keep]
+    for number, line in enumerate(data.splitlines(), start=1):
+        try:
+            json.loads(line)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise DataError(
+                f"study journal {str(path)!r} is damaged at line {number} ({exc}); move it "
+                "aside to start the study afresh, or give another --storage"
+            ) from None
+
+
 def open_storage(spec: StorageSpec) -> Any:
     """Open ``spec`` as an Optuna storage object (needs the ``tune`` extra)."""
     require_extra("optuna", "tune")
@@ -149,6 +175,9 @@ def open_storage(spec: StorageSpec) -> Any:
             if sys.platform == "win32"
             else FileLock(str(path) + ".lock")
         )
+        if isinstance(lock, FileLock):
+            with lock:  # writers append under this lock: no line is half-written while held
+                check_journal(path)
         return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
     if spec.kind == "rdb":
         kwargs: dict[str, Any] = {}

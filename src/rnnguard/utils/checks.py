@@ -52,6 +52,19 @@ def integer(name: str, value: Any, minimum: int | None = None) -> int:
     return int(value)
 
 
+MAX_SEED = 2**63 - 1
+"""Largest seed every generator takes (torch, numpy's SeedSequence, Python's random)."""
+
+
+def seed(name: str, value: Any) -> int:
+    """Return ``value`` if it is an int seed from 0 to :data:`MAX_SEED`."""
+    if not _is_int(value):
+        raise ConfigTypeError(f"{name} must be an int from 0 to {MAX_SEED}, got {_got(value)}")
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name} must be an int from 0 to 2**63 - 1 = {MAX_SEED}, got {value!r}")
+    return int(value)
+
+
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` if it is an int >= 1 (not a bool)."""
     if not _is_int(value):

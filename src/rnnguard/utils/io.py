@@ -1,7 +1,14 @@
-"""Crash-safe file writing: every file is written to a temp file and renamed into place."""
+"""Crash-safe file writing: every file is written to a temp file and renamed into place.
+
+A write that fails (no space left, no permission, a folder where the file should be) leaves the
+file as it was, and raises an ``OSError`` whose ``filename`` is the file that was being written,
+not the temp file.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import tempfile
@@ -19,8 +26,13 @@ def _umask() -> int:
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Write via ``write(fileobj)`` to a temp file in the same folder, fsync, then rename."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file path", str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _naming(exc, target.parent) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -29,10 +41,23 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obj
         # mkstemp creates 0600 files; give the result the mode a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)  # atomic on POSIX and Windows
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, target) from None
         raise
     return target
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``filename`` set to ``path`` (what the user asked for), same type and errno."""
+    if exc.errno is None:
+        return exc
+    if exc.errno == errno.EEXIST and exc.filename is not None:
+        path = Path(exc.filename)  # mkdir met a file: that file is the culprit
+    named = type(exc)(exc.errno, exc.strerror, str(path))
+    named.__traceback__ = exc.__traceback__
+    return named
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -54,17 +79,25 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     """``torch.save`` that never leaves a half-written file behind."""
     import torch
 
-    return _atomic_write(path, lambda fh: torch.save(obj, fh))
+    # Serialised in memory first: torch turns a failed write into a RuntimeError that no longer
+    # says why (disk full, permission); a plain file write keeps the OSError.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return _atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and fsync, so a killed process loses at most the line in flight."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _naming(exc, target) from None
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from rnnguard.utils.checks import positive_int
 
-__all__ = ["STOP_GRACE_S", "Terminated", "WorkerPool"]
+__all__ = ["STOP_GRACE_S", "Terminated", "WorkerPool", "raise_terminated"]
 
 T = TypeVar("T")
 
@@ -122,7 +122,8 @@ def _run_task(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
 
 
 # ---------------------------------------------------------------------- parent side
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """A SIGTERM handler raising :class:`Terminated`."""
     raise Terminated
 
 
@@ -193,7 +194,7 @@ class WorkerPool:
     def __enter__(self) -> WorkerPool:
         main = threading.current_thread() is threading.main_thread()
         if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+            self._old_sigterm = signal.signal(signal.SIGTERM, raise_terminated)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
