@@ -53,6 +53,7 @@ def add_ray_args(parser: argparse.ArgumentParser, what: str) -> None:
         "--gpus-per-run", type=number, default=0.0, help="GPUs each run holds on Ray (default 0)"
     )
 
+
 def check_out_folder(path: str | None, flag: str = "--out") -> None:
     """Refuse, before any work, an output folder that names an existing file."""
     if path is not None and os.path.exists(path) and not os.path.isdir(path):
