@@ -79,6 +79,23 @@ class StepRecorder(pl.Callback):
         self.adam_steps.append(float(state[pl_module.rnn.weight_hh_l0].get("step", 0)))
 
 
+class TimeFirstLM(nn.Module):
+    """Token ids (time, batch) and a hidden state in, (output, hidden) out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(7, 6)
+        self.rnn = nn.GRU(6, 8)
+        self.decoder = nn.Linear(8, 7)
+
+    def forward(self, tokens: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        out, hidden = self.rnn(self.encoder(tokens), hidden)
+        return self.decoder(out), hidden
+
+    def init_hidden(self, bsz: int) -> torch.Tensor:
+        return torch.zeros(1, bsz, 8)
+
+
 def _data(n: int = 4 * STEPS) -> torch.utils.data.DataLoader:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, 12, 3, generator=gen)
@@ -124,15 +141,22 @@ def _column(rows: list[dict[str, str]], name: str) -> list[float]:
 def fp32_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     guard_cb = GuardCallback(mode="norm", max_norm=0.05)
     horizon_cb = HorizonCallback(every=2)
+    # a second monitor on a time-first token model called with a hidden state
+    lm = TimeFirstLM()
+    tokens = torch.randint(0, 7, (10, 3), generator=torch.Generator().manual_seed(0))
+    lm_cb = HorizonCallback(
+        every=3, model=lm, batch=tokens, forward_args=(lm.init_hidden(3),), prefix="lm/"
+    )
     recorder = StepRecorder()
     trainer, model = _fit(
-        tmp_path_factory.mktemp("lightning"), [guard_cb, horizon_cb, recorder], POISONED
+        tmp_path_factory.mktemp("lightning"), [guard_cb, horizon_cb, lm_cb, recorder], POISONED
     )
     return {
         "trainer": trainer,
         "model": model,
         "guard": guard_cb,
         "horizon": horizon_cb,
+        "lm_horizon": lm_cb,
         "rec": recorder,
         "rows": _metrics(trainer),
     }
@@ -192,6 +216,11 @@ def test_horizon_callback_logs_every_n_steps(fp32_run: dict[str, Any]) -> None:
     logged = {round(v, 6) for v in _column(rows, "horizon/far_ratio")}
     assert logged == {round(r["far_ratio"], 6) for r in hz.records}
     assert len(logged) == 3
+    assert all(r["measured_at"] == "input" for r in hz.records)
+    lm = fp32_run["lm_horizon"]
+    assert [r["step"] for r in lm.records] == [3, 6]
+    assert all(r["measured_at"] == "rnn input" and r["max_distance"] == 9 for r in lm.records)
+    assert set(_column(rows, "lm/max_distance")) == {9.0}
 
 
 def test_guard_callback_state_round_trips(fp32_run: dict[str, Any]) -> None:

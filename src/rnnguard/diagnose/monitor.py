@@ -23,6 +23,7 @@ def horizon_record(hz: Horizon) -> dict[str, Any]:
         "rate_per_step": hz.rate if math.isfinite(hz.rate) else None,
         "far_ratio": hz.far_ratio if math.isfinite(hz.far_ratio) else None,
         "peak_ratio": hz.peak_ratio if math.isfinite(hz.peak_ratio) else None,
+        "measured_at": hz.extra.get("measured_at", "input"),
     }
 
 

@@ -31,7 +31,9 @@ import lightning.pytorch as pl  # noqa: E402  (after the check that names the ex
 
 from rnnguard.diagnose.horizon import input_horizon  # noqa: E402
 from rnnguard.diagnose.monitor import horizon_record  # noqa: E402
+from rnnguard.diagnose.usermodel import prepare  # noqa: E402
 from rnnguard.train.guard import GradientGuard, GuardReport  # noqa: E402
+from rnnguard.train.model_call import ForwardArgs, Select  # noqa: E402
 from rnnguard.utils.checks import fraction, integer  # noqa: E402
 
 __all__ = ["GuardCallback", "HorizonCallback"]
@@ -203,7 +205,10 @@ class HorizonCallback(pl.Callback):
             default the inputs of the first training batch (see ``inputs``), kept all run long.
         inputs: picks the model inputs out of a training batch (default: the batch itself if it
             is a tensor, else its first item or its ``"x"``/``"input"``/``"inputs"`` entry).
-        model: what to measure, called as ``model(x)`` (default: the LightningModule itself).
+        model: what to measure (default: the LightningModule itself); a module or any callable.
+        forward_args, forward_kwargs, batch_first, output: how the model is called and read, as
+            for :func:`rnnguard.diagnose.doctor` (e.g. a hidden state for a time-first language
+            model; the layout is inferred when ``batch_first`` is None).
         threshold: normalised gradient below which the past counts as forgotten.
         prefix: prefix of the logged metric names.
 
@@ -218,7 +223,11 @@ class HorizonCallback(pl.Callback):
         *,
         batch: torch.Tensor | None = None,
         inputs: Callable[[Any], torch.Tensor] | None = None,
-        model: torch.nn.Module | None = None,
+        model: torch.nn.Module | Callable[..., Any] | None = None,
+        forward_args: ForwardArgs = (),
+        forward_kwargs: dict[str, Any] | None = None,
+        batch_first: bool | None = None,
+        output: Select = None,
         threshold: float = 1e-3,
         prefix: str = "horizon/",
     ) -> None:
@@ -227,12 +236,21 @@ class HorizonCallback(pl.Callback):
             raise TypeError(f"batch must be a tensor or None, got {type(batch).__name__}")
         if inputs is not None and not callable(inputs):
             raise TypeError(f"inputs must be callable or None, got {type(inputs).__name__}")
-        if model is not None and not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+        if model is not None and not callable(model):
+            raise TypeError(
+                f"model must be a torch.nn.Module, a callable or None, got {type(model).__name__}"
+            )
         self.threshold = fraction("threshold", threshold)
         self.prefix = prefix
         self.inputs = inputs
         self.model = model
+        self._call: dict[str, Any] = {
+            "args": forward_args,
+            "kwargs": forward_kwargs,
+            "batch_first": batch_first,
+            "output": output,
+        }
+        self._view: tuple[torch.nn.Module, torch.Tensor] | None = None
         self.records: list[dict[str, Any]] = []
         self.seconds = 0.0
         self._x = batch
@@ -269,10 +287,12 @@ class HorizonCallback(pl.Callback):
         """Measure now on the probe batch and log the result."""
         if self._x is None:
             raise ConfigError("HorizonCallback has no probe batch yet: pass batch= or train first")
-        target = self.model if self.model is not None else pl_module
-        x = self._x.to(pl_module.device)
         start = time.perf_counter()
-        hz = input_horizon(target, x, threshold=self.threshold)
+        if self._view is None:  # found once: how to call the model, and its input layout
+            target = self.model if self.model is not None else pl_module
+            self._view = prepare(target, self._x.to(pl_module.device), **self._call)
+        view, x = self._view
+        hz = input_horizon(view, x, threshold=self.threshold)
         self.seconds += time.perf_counter() - start
         rec = horizon_record(hz)
         self.records.append({"step": trainer.global_step, **rec})
