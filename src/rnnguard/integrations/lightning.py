@@ -55,6 +55,8 @@ class GuardCallback(pl.Callback):
     optimiser runs, so the optimiser leaves those parameters and its state alone (under a GradScaler
     the scaler also skips it and lowers its scale). Lightning still counts it in ``global_step``;
     step-interval schedulers are held back for it. Do not also set ``Trainer(gradient_clip_val=)``.
+    Under manual optimisation the optimiser step is guarded the same way, but the schedulers are
+    yours to step: skip them when ``last_report.skipped``.
     """
 
     def __init__(
