@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from rnnguard.errors import DeviceError
+from rnnguard.errors import ConfigError, DeviceError
 from rnnguard.nn import init as rinit
 from rnnguard.nn.functional import LayerParams
 from rnnguard.nn.kinds import KindSpec, kind_spec
@@ -194,6 +194,61 @@ class RecurrentBase(nn.Module):
             get("layer_norm_c_bias", ln and cell_ln),
             get("weight_hr", self.proj_size > 0),
         )
+
+    # ------------------------------------------------------------------ torch.nn interop
+
+    def to_torch(self) -> nn.Module:
+        """The torch.nn module computing exactly this one, sharing its parameters.
+
+        For tools that dispatch on torch.nn's classes (TorchScript, quantization, exporters):
+        possible for RNN/LSTM/GRU modules whose extras leave the maths unchanged (``init``,
+        ``forget_bias``); any other extra raises :class:`~rnnguard.errors.ConfigError`, because
+        torch.nn's class would compute something else. The parameters are the same objects, so
+        training either module trains both.
+        """
+        why = self._torch_twin_blocker()
+        if why:
+            raise ConfigError(f"to_torch needs a module torch.nn can compute exactly; {why}")
+        twin = self._torch_twin()
+        for name, _ in list(twin.named_parameters()):
+            setattr(twin, name, getattr(self, name))  # the same Parameter objects
+        return twin.train(self.training)
+
+    def _torch_twin_blocker(self) -> str:
+        """Why :meth:`to_torch` cannot convert this module ("" when it can)."""
+        torch_acts = ("tanh", "relu") if self.kind == "rnn" else ("tanh",)
+        if self.spec.torch_kernel is None:
+            return f"torch.nn has no {type(self).__name__}"
+        changed = [
+            f for f in ("layer_norm", "zoneout", "zoneout_cell", "dropconnect", "residual")
+            if getattr(self.options, f)
+        ]  # fmt: skip
+        if self.options.nonlinearity not in torch_acts:
+            changed.append(f"nonlinearity={self.options.nonlinearity!r}")
+        if changed:
+            return f"{', '.join(changed)} change(s) the recurrence"
+        if self.options.weight_norm:
+            return (
+                "weight_norm=True parametrizes the weights (remove it with "
+                "torch.nn.utils.parametrize.remove_parametrizations first)"
+            )
+        return ""
+
+    def _torch_twin(self) -> nn.Module:
+        """A fresh torch.nn module of this one's shape, device and dtype."""
+        raise NotImplementedError
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script calls this on every submodule and scripts what it returns: a module
+        # without extras scripts as its torch.nn twin (same numbers, same parameters); with extras
+        # there is no TorchScript form, and torch's own error would not say why.
+        why = self._torch_twin_blocker()
+        if why:
+            raise RuntimeError(
+                f"{type(self).__name__} cannot be compiled with TorchScript: {why}, and its "
+                "Python paths are not scriptable. Use torch.compile or torch.export instead."
+            )
+        return self.to_torch()
 
     def clamp_recurrent_(self, only: set[int] | None = None) -> None:
         """Clamp the stored recurrent vectors into [-recurrent_max, recurrent_max] (IndRNN bound)."""

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rnnguard.errors import ConfigError, ConfigTypeError, ShapeError
 from rnnguard.nn._base import InitArg, RecurrentBase, check_state_like
@@ -240,6 +240,17 @@ class _Cell(RecurrentBase):
         if not batched:
             new = type(new)(*(t.squeeze(0) for t in new))
         return new[0], new
+
+    def _torch_twin(self) -> nn.Module:
+        w = self.weight_ih
+        factory: dict[str, Any] = {"bias": self.bias, "device": w.device, "dtype": w.dtype}
+        if self.kind == "lstm":
+            return nn.LSTMCell(self.input_size, self.hidden_size, **factory)
+        if self.kind == "gru":
+            return nn.GRUCell(self.input_size, self.hidden_size, **factory)
+        return nn.RNNCell(
+            self.input_size, self.hidden_size, nonlinearity=self.options.nonlinearity, **factory
+        )
 
     def extra_repr(self) -> str:
         s = [f"{self.input_size}, {self.hidden_size}"]

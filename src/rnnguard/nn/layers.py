@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnguard.errors import ConfigError, ConfigTypeError, DeviceError, ShapeError
@@ -112,6 +112,21 @@ class _RecurrentLayer(RecurrentBase):
     def _suffix(self, layer: int, direction: int) -> str:
         return torch_suffix(layer, direction)
 
+    def _torch_twin(self) -> nn.Module:
+        w = self.weight_ih_l0
+        common: dict[str, Any] = {
+            "num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
+            "dropout": self.dropout, "bidirectional": self.bidirectional,
+            "device": w.device, "dtype": w.dtype,
+        }  # fmt: skip
+        if self.kind == "lstm":
+            return nn.LSTM(self.input_size, self.hidden_size, proj_size=self.proj_size, **common)
+        if self.kind == "gru":
+            return nn.GRU(self.input_size, self.hidden_size, **common)
+        return nn.RNN(
+            self.input_size, self.hidden_size, nonlinearity=self.options.nonlinearity, **common
+        )
+
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn (weights are gathered on every call)."""
 
@@ -165,6 +180,7 @@ class _RecurrentLayer(RecurrentBase):
                 f"(input shape {tuple(input.shape)})"
             )
         h0, c0 = self._check_hx(hx, x.shape[1], batched, x)
+        self._check_not_tracing()
         if self._uses_torch_kernel():
             out, hn, cn = self._torch_kernel(x, h0, c0, None)
         else:
@@ -184,6 +200,7 @@ class _RecurrentLayer(RecurrentBase):
         self._check_features(data)
         batch = int(batch_sizes[0])
         h0, c0 = self._check_hx(hx, batch, True, data)
+        self._check_not_tracing()
         if self._uses_torch_kernel():
             if sorted_idx is not None:  # torch's kernel wants the states in sorted order
                 h0 = h0.index_select(1, sorted_idx)
@@ -204,6 +221,16 @@ class _RecurrentLayer(RecurrentBase):
             out_data = repacked.data
         out_packed = PackedSequence(out_data, batch_sizes, sorted_idx, unsorted_idx)
         return out_packed, ((hn, cn) if self.spec.has_cell else hn)
+
+    def _check_not_tracing(self) -> None:
+        # torch.jit.trace records tensor ops only: the fused loops' native kernels and the
+        # Python time loop (unrolled for one length) would be recorded wrong, silently.
+        if torch.jit.is_tracing() and not self._uses_torch_kernel():
+            raise RuntimeError(
+                f"{type(self).__name__} with extras (or impl={self.impl!r}) cannot be traced "
+                "with torch.jit.trace: its time loop is not a fixed graph of tensor ops. Use "
+                "torch.compile or torch.export instead."
+            )
 
     def _check_features(self, x: Tensor) -> None:
         w = next(self.parameters())
