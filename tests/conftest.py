@@ -19,6 +19,11 @@ import torch
 # Tests use tiny tensors: one thread avoids oversubscription on small CI machines.
 torch.set_num_threads(1)
 
+# Without a GPU the Triton kernels' tests run under Triton's interpreter. It must be chosen before
+# triton is first imported (rnnguard.nn.fused imports it indirectly, through torch.compiler).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 _FALSE = ("", "0", "false", "no", "off")
 
 

@@ -44,9 +44,26 @@ def test_speed_command_prints_table_and_writes_json(tmp_path, capsys) -> None:
     assert data["machine"]["torch_threads"] >= 1 and data["rows"]
 
 
+def test_speed_amp_rows_against_torch_and_their_own_float32(capsys) -> None:
+    code = main(["speed", "--quick", "--repeats", "1", "--no-memory", "--no-scaling",
+                 "--no-reference", "--default-allocator", "--amp"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "bfloat16 autocast" in printed and "vs own float32" in printed
+    # Under the same autocast as torch.nn's row, and against the layer's own float32 row.
+    assert "| tiny | GRU ln [bf16] |" in printed and "| torch.nn.GRU [bf16] |" in printed
+    assert "| LSTM ln+zo.1+dc.2 [bf16] fwd+bwd / LSTM ln+zo.1+dc.2 (tiny) |" in printed
+    assert "| 1.30 |" in printed
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
-    [({"sizes": ("huge",)}, "sizes"), ({"repeats": 0}, "repeats"), ({"device": "tpu"}, "device")],
+    [
+        ({"sizes": ("huge",)}, "sizes"),
+        ({"repeats": 0}, "repeats"),
+        ({"device": "tpu"}, "device"),
+        ({"amp": "fp8"}, "amp"),
+    ],
 )
 def test_run_speed_rejects_bad_arguments(kwargs, needle) -> None:
     with pytest.raises(ConfigError, match=needle):

@@ -7,6 +7,11 @@ drawn) and "fwd+bwd" adds the backward pass. GFLOP/s counts the matrix-multiply 
 (forward 2*B*T*G*H*(I+H) per gated layer, backward twice that). Peak memory is the high-water
 mark of memory allocated through PyTorch during one training step, on top of what existed before
 it (the profiler's allocation events on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+
+With ``amp`` every row (but the reference loops) also runs under ``torch.autocast`` in that
+dtype, the forward pass inside autocast and the backward outside, as a training loop does: those
+rows are compared with torch.nn's under the same autocast, and each rnnguard layer with extras
+with its own float32 row of the same run (target: at most 1.3x).
 """
 
 from __future__ import annotations
@@ -30,7 +35,13 @@ SIZES: dict[str, dict[str, int]] = {
     "small": {"batch": 32, "steps": 200, "input": 64, "hidden": 256},
     "large": {"batch": 64, "steps": 500, "input": 256, "hidden": 512},
     "tiny": {"batch": 4, "steps": 20, "input": 8, "hidden": 16},
+    # The size the GPU targets are set at (benchmarks/device_check.py).
+    "gpu": {"batch": 64, "steps": 512, "input": 512, "hidden": 512},
 }
+
+#: ``amp`` names -> autocast dtypes; the limit of an extras layer's autocast time / its float32 time.
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+AMP_OWN_TARGET = 1.3
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class Case:
     num_layers: int = 1
     reference_of: str | None = None  # this row is the reference loop of that fused row
     slow: bool = False  # plain reference loops: small size only
+    amp: str | None = None  # run the forward under autocast in this dtype (a key of AMP_DTYPES)
+    own: str | None = None  # the float32 row of the same layer (amp rows of layers with extras)
 
 
 def _cases() -> list[Case]:
@@ -108,6 +121,8 @@ class SpeedResult:
     train_ratio: float | None = None
     target: float | None = None
     reference_of: str | None = None
+    own: str | None = None  # the float32 row of the same layer (autocast rows)
+    own_ratio: float | None = None  # fwd+bwd time / that row's
 
 
 @dataclass
@@ -118,6 +133,29 @@ class SpeedReport:
     rows: list[SpeedResult] = field(default_factory=list)
     scaling: list[dict[str, Any]] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _amp_cases(cases: list[Case], amp: str) -> list[Case]:
+    """The autocast twin of every case but the reference loops, named ``"<case> [<amp>]"``."""
+    out = []
+    for c in cases:
+        if c.slow:
+            continue
+        # torch.nn rows and the plain LSTM (torch's own kernel) have no float32 target of their own.
+        has_extras = c.baseline is not None and c.name != "LSTM"
+        out.append(
+            Case(
+                f"{c.name} [{amp}]",
+                c.family,
+                c.build,
+                f"{c.baseline} [{amp}]" if c.baseline else None,
+                c.target,
+                c.num_layers,
+                amp=amp,
+                own=c.name if has_extras else None,
+            )
+        )
+    return out
 
 
 def _flops(case: Case, batch: int, steps: int, inp: int, hid: int) -> float:
@@ -138,11 +176,15 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step(model: Any, x: Any, device: Any) -> tuple[float, float]:
+def _step(model: Any, x: Any, device: Any, amp: str | None = None) -> tuple[float, float]:
     """One training step (forward, backward); returns (forward seconds, total seconds)."""
+    import torch
+
+    dtype = getattr(torch, AMP_DTYPES[amp]) if amp else None
     _sync(device)
     t0 = time.perf_counter()
-    out, _ = model(x)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        out, _ = model(x)
     _sync(device)
     t1 = time.perf_counter()
     out.sum().backward()
@@ -152,7 +194,7 @@ def _step(model: Any, x: Any, device: Any) -> tuple[float, float]:
     return t1 - t0, t2 - t0
 
 
-def _peak_memory(model: Any, x: Any, device: Any) -> int:
+def _peak_memory(model: Any, x: Any, device: Any, amp: str | None = None) -> int:
     """High-water mark of memory allocated through PyTorch during one training step."""
     import torch
 
@@ -160,7 +202,7 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        _step(model, x, device)
+        _step(model, x, device, amp)
         return int(torch.cuda.max_memory_allocated(device) - base)
     from torch.profiler import ProfilerActivity, profile
 
@@ -168,7 +210,7 @@ def _peak_memory(model: Any, x: Any, device: Any) -> int:
     with _quiet_stderr():
         prof.start()
     try:
-        _step(model, x, device)
+        _step(model, x, device, amp)
     finally:
         with _quiet_stderr():
             prof.stop()
@@ -223,17 +265,17 @@ def _measure_size(
     x = torch.randn(steps, batch, inp, device=device)
     models = {c.name: c.build(inp, hid).to(device).train() for c in cases}
     for c in cases:  # warm-up: allocator, thread pools, lazy initialisation
-        _step(models[c.name], x, device)
+        _step(models[c.name], x, device, c.amp)
     times: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cases}
     for rep in range(repeats):
         for c in cases:  # round robin: every row sees the same machine conditions
-            times[c.name].append(_step(models[c.name], x, device))
+            times[c.name].append(_step(models[c.name], x, device, c.amp))
         log(f"  {size}: repeat {rep + 1}/{repeats} done")
     rows = []
     for c in cases:
         fwd = statistics.median(t[0] for t in times[c.name])
         tot = statistics.median(t[1] for t in times[c.name])
-        peak = _peak_memory(models[c.name], x, device) if memory else None
+        peak = _peak_memory(models[c.name], x, device, c.amp) if memory else None
         rows.append(
             SpeedResult(
                 size,
@@ -245,6 +287,7 @@ def _measure_size(
                 c.baseline,
                 target=c.target,
                 reference_of=c.reference_of,
+                own=c.own,
             )
         )
     by_name = {r.case: r for r in rows}
@@ -253,6 +296,8 @@ def _measure_size(
             base = by_name[r.baseline]
             r.forward_ratio = r.forward_s / base.forward_s
             r.train_ratio = r.train_s / base.train_s
+        if r.own in by_name:
+            r.own_ratio = r.train_s / by_name[r.own].train_s
     return rows
 
 
@@ -297,6 +342,15 @@ def _verdicts(rows: list[SpeedResult], scaling: list[dict[str, Any]]) -> list[di
                     "ok": r.train_ratio <= r.target,
                 }
             )
+        if r.own_ratio is not None:
+            out.append(
+                {
+                    "check": f"{r.case} fwd+bwd / {r.own} ({r.size})",
+                    "value": r.own_ratio,
+                    "limit": AMP_OWN_TARGET,
+                    "ok": r.own_ratio <= AMP_OWN_TARGET,
+                }
+            )
     by_key = {(r.size, r.case): r for r in rows}
     for r in rows:
         fused = by_key.get((r.size, r.reference_of or ""))
@@ -330,8 +384,11 @@ def run_speed(
     reference: bool = True,
     log: Callable[[str], None] = lambda s: None,
     keep_freed_memory: bool = True,
+    amp: str | None = None,
 ) -> SpeedReport:
     """Run the benchmark and return its report (see the module docstring for what is measured).
+
+    ``amp`` (``"bf16"`` or ``"fp16"``) adds every row again under autocast in that dtype.
 
     ``keep_freed_memory`` first asks the C allocator to keep freed memory for reuse (see
     :func:`rnnguard.utils.memory.keep_freed_memory`), for every row alike, so page faults do not
@@ -346,6 +403,8 @@ def run_speed(
             raise ConfigError(f"sizes must be among {sorted(SIZES)}, got {s!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"repeats must be a positive int, got {repeats!r}")
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ConfigError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
@@ -356,10 +415,14 @@ def run_speed(
     allocator = keep_freed_memory_now() if keep_freed_memory else "default"
     report = SpeedReport(machine_info(dev))
     report.machine["allocator"] = allocator
+    if amp is not None:
+        report.machine["amp"] = f"{AMP_DTYPES[amp]} autocast rows marked [{amp}]"
     all_cases = _cases()
     for size in sizes:
         # The plain reference loops are 5-10x slower: only at the small sizes, for memory and speedup.
         cases = [c for c in all_cases if not c.slow or (reference and size != "large")]
+        if amp is not None:
+            cases += _amp_cases(cases, amp)
         log(f"size {size}: {SIZES[size]}")
         report.rows += _measure_size(size, SIZES[size], cases, repeats, dev, memory, log)
     if scaling is not None:
@@ -380,19 +443,26 @@ def format_report(report: SpeedReport) -> str:
         f"({m['torch_threads']} threads), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
         + (f", native kernels {m['native_kernels']}" if "native_kernels" in m else "")
-        + (f", allocator {m['allocator']}" if "allocator" in m else ""),
+        + (f", allocator {m['allocator']}" if "allocator" in m else "")
+        + (f", {m['amp']}" if "amp" in m else ""),
         f"load average (1/5/15 min): before {m.get('load_before')}, after {m.get('load_after')}",
         "",
-        "| size | layer / config | forward ms | fwd+bwd ms | vs baseline fwd | vs baseline fwd+bwd | baseline | GFLOP/s | peak MiB |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    # Autocast runs add a column: each row's fwd+bwd time over its own float32 row's.
+    own = any(r.own is not None for r in report.rows)
+    head = "| size | layer / config | forward ms | fwd+bwd ms | vs baseline fwd | vs baseline fwd+bwd | baseline |"
+    lines += [
+        head + (" vs own float32 |" if own else "") + " GFLOP/s | peak MiB |",
+        "|---|---|---:|---:|---:|---:|---|" + ("---:|" if own else "") + "---:|---:|",
     ]
     for r in report.rows:
         fr = f"{r.forward_ratio:.2f}x" if r.forward_ratio is not None else "-"
         tr = f"{r.train_ratio:.2f}x" if r.train_ratio is not None else "-"
         mem = f"{r.peak_bytes / 2**20:.1f}" if r.peak_bytes is not None else "-"
+        ow = (f" {r.own_ratio:.2f}x |" if r.own_ratio is not None else " - |") if own else ""
         lines.append(
             f"| {r.size} | {r.case} | {r.forward_s * 1e3:.1f} | {r.train_s * 1e3:.1f} | {fr} | {tr} "
-            f"| {r.baseline or '-'} | {r.gflops:.1f} | {mem} |"
+            f"| {r.baseline or '-'} |{ow} {r.gflops:.1f} | {mem} |"
         )
     for r in report.rows:
         if r.case == "LSTM" and r.train_ratio is not None:

@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test")
     p.add_argument(
-        "--sizes", nargs="+", default=None, help="small | large | tiny (default: small large)"
+        "--sizes", nargs="+", default=None, help="small | large | tiny | gpu (default: small large)"
     )
     p.add_argument("--repeats", type=whole, default=None, help="timed repeats per row (default 5)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
@@ -36,6 +36,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-scaling", action="store_true", help="skip the T=100/1000 scaling rows")
     p.add_argument("--no-reference", action="store_true", help="skip the slow reference-loop rows")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.add_argument(
+        "--amp",
+        nargs="?",
+        const="bf16",
+        default=None,
+        choices=["bf16", "fp16"],
+        help="also run every row under torch.autocast in this dtype (default bf16): against "
+        "torch.nn under the same autocast and against the layer's own float32 row",
+    )
     p.add_argument(
         "--default-allocator",
         action="store_true",
@@ -71,6 +80,7 @@ def _cmd_speed(args: argparse.Namespace) -> int:
         reference=not args.no_reference,
         log=lambda s: print(s, file=sys.stderr, flush=True),
         keep_freed_memory=not args.default_allocator,
+        amp=args.amp,
     )
     print(format_report(report))
     if args.json:

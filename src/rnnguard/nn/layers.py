@@ -148,9 +148,13 @@ class _RecurrentLayer(RecurrentBase):
 
     def _direction_fn(self, device_type: str) -> Callable[..., Any]:
         # "auto" with extras (or IndRNN) takes the fused path; "reference" keeps the plain loop.
-        # Under autocast "auto" keeps the plain loop too: its ops are autocast-aware, the fused
-        # kernels (out= buffers, mixed dtypes) are not.
-        if self.impl == "reference" or (self.impl == "auto" and autocast_on(device_type)):
+        # Under autocast the fused path runs mixed precision for float32 parameters (the ones
+        # autocast casts); other parameter dtypes keep the autocast-aware plain loop there.
+        if self.impl == "reference" or (
+            self.impl == "auto"
+            and autocast_on(device_type)
+            and next(self.parameters()).dtype != torch.float32
+        ):
             return run_direction
         return fused.run_direction
 

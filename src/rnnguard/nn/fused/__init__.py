@@ -9,7 +9,10 @@ per-step product with ``W_hh`` goes through torch's oneDNN packed linear (checke
 :mod:`rnnguard.nn.fused.native` (compiled on first use; the PyTorch loops are their fallback and
 the tests run both). The hand-written backward gives first-order
 gradients (any number of times through a retained graph); for double backward (gradients of
-gradients) use ``impl="reference"``.
+gradients) use ``impl="reference"``. Under ``torch.autocast`` the same loops run in mixed
+precision (:mod:`rnnguard.nn.fused.amp`): products in the autocast dtype, the rest in float32.
+On CUDA the element-wise work of each step runs in Triton kernels where triton imports
+(:mod:`rnnguard.nn.fused.dispatch`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rnnguard.nn.functional import (
     check_direction_masks,
     drop_connect,
 )
+from rnnguard.nn.fused import amp
 from rnnguard.nn.fused._common import TimeFrame, ZoneoutWeight
 from rnnguard.nn.fused.gru import gru_direction, gru_recurrence
 from rnnguard.nn.fused.indrnn import indrnn_direction, indrnn_recurrence
@@ -69,17 +73,48 @@ def run_direction(
     lengths: Tensor | None = None,
     reverse: bool = False,
 ) -> tuple[Tensor, State]:
-    """Fused drop-in for :func:`rnnguard.nn.functional.run_direction`: (T, B, I) -> ((T, B, H), state)."""
+    """Fused drop-in for :func:`rnnguard.nn.functional.run_direction`: (T, B, I) -> ((T, B, H), state).
+
+    Under autocast (float32 parameters) the products run in the autocast dtype and everything
+    else, the outputs and the final state included, in float32 (see :mod:`.amp`).
+    """
     masks = check_direction_masks(spec, masks, options, training)
     if x.dim() != 3:
         raise ShapeError(f"x must be 3-D (T, B, I), got shape {tuple(x.shape)}")
+    half = amp.matmul_dtype(x.device.type, params.weight_ih)
+    if half is None:
+        return _run(spec, x, state0, params, masks, options, training, lengths, reverse)
+    with amp.mixed(x.device.type, half):
+        # The state and the zoneout weights in the float32 compute dtype (a half-precision
+        # input under autocast would otherwise set theirs).
+        state0 = type(state0)(*(s.float() for s in state0))
+        return _run(spec, x, state0, params, masks, options, training, lengths, reverse)
+
+
+def _run(
+    spec: KindSpec,
+    x: Tensor,
+    state0: State,
+    params: LayerParams,
+    masks: DirectionMasks,
+    options: RecurrentOptions,
+    training: bool,
+    lengths: Tensor | None,
+    reverse: bool,
+) -> tuple[Tensor, State]:
+    like = x if amp.current() is None else state0[0]  # the dtype of the zoneout weights
     frame = TimeFrame(x.shape[0], x.shape[1], x.device, lengths, reverse)
     w_hh = drop_connect(params.weight_hh, options.dropconnect, masks.dropconnect, training)
-    zoneout = frame.zoneout_weight(masks.zoneout, options.zoneout, training, x)
+    zoneout = _as(frame.zoneout_weight(masks.zoneout, options.zoneout, training, like), like)
     zoneout_cell = (
-        frame.zoneout_weight(masks.zoneout_cell, options.zoneout_cell, training, x)
+        _as(frame.zoneout_weight(masks.zoneout_cell, options.zoneout_cell, training, like), like)
         if spec.has_cell
         else None
     )
     hs, final = spec.fused(frame, x, state0, params, w_hh, options, zoneout, zoneout_cell)
     return frame.zero_padding(frame.from_frame(hs)), final
+
+
+def _as(weight: ZoneoutWeight, like: Tensor) -> ZoneoutWeight:
+    """A zoneout weight tensor in ``like``'s dtype (masks drawn for a half-precision input)."""
+    return weight.to(like.dtype) if isinstance(weight, Tensor) else weight

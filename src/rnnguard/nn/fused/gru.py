@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import HiddenState, LayerParams, State
+from rnnguard.nn.fused import amp, dispatch
 from rnnguard.nn.fused._common import (
     RecurrentProduct,
     TimeFrame,
@@ -185,6 +186,11 @@ def gru_recurrence(
     ``b_hh`` stays inside the loop because the reset gate multiplies its n-part; ``ln_hh`` (3H,)
     switches on the LayerNorm of the recurrent projection; ``zoneout`` is a zoneout weight.
     """
+    w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
+    if pre.shape[0] > 0 and dispatch.use_triton(pre):
+        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
+
+        return triton_ops.gru_recurrence(pre, h0, w_hh, b_hh, ln_hh, zoneout)
     return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)  # type: ignore[no-any-return]
 
 

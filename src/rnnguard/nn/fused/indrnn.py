@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import HiddenState, LayerParams, State
-from rnnguard.nn.fused import native
+from rnnguard.nn.fused import dispatch, native
 from rnnguard.nn.fused._common import (
     TimeFrame,
     ZoneoutWeight,
@@ -96,6 +96,10 @@ def indrnn_recurrence(
     ``options`` gives the nonlinearity; ``zoneout`` is a zoneout weight. On CPU (float32,
     float64) the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
     """
+    if pre.shape[0] > 0 and dispatch.use_triton(pre):
+        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
+
+        return triton_ops.indrnn_recurrence(pre, h0, u, options, zoneout)
     if (
         pre.shape[0] > 0
         and options.nonlinearity in NATIVE_ACTS

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LayerParams, LSTMState, State
-from rnnguard.nn.fused import native
+from rnnguard.nn.fused import amp, dispatch, native
 from rnnguard.nn.fused._common import (
     RecurrentProduct,
     TimeFrame,
@@ -287,8 +287,20 @@ def lstm_recurrence_prescaled(
         raise ValueError("in_bias needs ln_in")
     if (ln_c_weight is None) != (ln_c_bias is None):
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
+    w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
     rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell)
-    if pre.shape[0] > 0 and native.usable(pre, *rest, ln_in, in_bias, w_hr):
+    if pre.shape[0] > 0 and w_hr is None and dispatch.use_triton(pre):
+        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
+
+        if ln_in is not None:
+            pre = ln_forward(pre, ln_in, in_bias)[0]
+        return triton_ops.lstm_recurrence_prescaled(pre, *rest)
+    # w_hh only meets the product, which casts (mixed precision): the kernels need its device.
+    if (
+        pre.shape[0] > 0
+        and w_hh.device == pre.device
+        and native.usable(pre, *rest[:2], *rest[3:], ln_in, in_bias, w_hr)
+    ):
         return lstm_recurrence_native(pre, *rest, ln_in, in_bias, w_hr)
     if ln_in is not None:
         pre = ln_forward(pre, ln_in, in_bias)[0]
@@ -342,7 +354,7 @@ def lstm_direction(
     Both biases join the input side; the input LayerNorm goes into the recurrence (the native
     kernels fuse it into each step), and the g-gate doubling is folded into the parameters.
     """
-    scale = gate_scale(params.weight_ih.shape[0], x)
+    scale = gate_scale(params.weight_ih.shape[0], params.weight_ih)
     proj, ln_in, in_bias = fused_input(x, params, True, scale, defer_ln=True)
     w_rec, ln_hh, ln_cw, ln_cb = fold_gate_scale(
         scale, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import HiddenState, LayerParams, State
+from rnnguard.nn.fused import amp, dispatch
 from rnnguard.nn.fused._common import (
     RecurrentProduct,
     TimeFrame,
@@ -131,6 +132,11 @@ def rnn_recurrence(
     ``pre`` holds the input side including both biases; ``options`` gives the nonlinearity and
     ``residual``; ``zoneout`` is a zoneout weight (see ``_common``).
     """
+    w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
+    if pre.shape[0] > 0 and dispatch.use_triton(pre):
+        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
+
+        return triton_ops.rnn_recurrence(pre, h0, w_hh, ln_hh, options, zoneout)
     return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, options, zoneout)  # type: ignore[no-any-return]
 
 

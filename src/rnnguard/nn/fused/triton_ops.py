@@ -1,0 +1,361 @@
+"""The fused recurrences on the Triton kernels of :mod:`.triton_kernels` (CUDA; tests: interpreter).
+
+Same contracts and maths as the PyTorch loops in ``lstm.py`` (prescaled), ``gru.py``, ``rnn.py``
+and ``indrnn.py``, which are the fallback and the oracle in the tests. A step is one product with
+``W_hh`` (torch: cuBLAS, in the weight's dtype, so under autocast in half precision) and one
+kernel launch for everything element-wise, LayerNorms and their backward included; IndRNN has no
+product and runs its whole recurrence in one launch each way. All buffers are float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS
+from rnnguard.nn.fused import triton_kernels as K
+from rnnguard.nn.fused._common import RecurrentProduct, ZoneoutWeight
+from rnnguard.nn.options import RecurrentOptions
+
+__all__ = ["gru_recurrence", "indrnn_recurrence", "lstm_recurrence_prescaled", "rnn_recurrence"]
+
+ACTS = {"tanh": 0, "relu": 1, "leaky_relu": 2}
+_INDRNN_BLOCK = 256
+
+
+def _block(n: int) -> int:
+    return int(triton.next_power_of_2(max(n, 1)))
+
+
+def _carry_args(
+    carry: ZoneoutWeight, shape: tuple[int, int, int], dummy: Tensor
+) -> tuple[Any, ...]:
+    """(tensor, stride_t, stride_b, stride_h, constant, mode) for a zoneout weight (see kernels)."""
+    if carry is None:
+        return dummy, 0, 0, 0, 0.0, 0
+    if not isinstance(carry, Tensor):
+        return dummy, 0, 0, 0, float(carry), 1
+    v = carry.expand(shape)
+    st, sb, sh = v.stride()
+    return v, st, sb, sh, 0.0, 2
+
+
+def _or(v: Tensor | None, dummy: Tensor) -> Tensor:
+    return dummy if v is None else v.contiguous()
+
+
+def _weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor, w: Tensor) -> Tensor:
+    """``sum_t d_raw_t^T h_{t-1}``, one product in the weight's dtype (half under autocast)."""
+    dt = w.dtype
+    d2 = d_raw.reshape(-1, d_raw.shape[-1]).to(dt)
+    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(-1, h0.shape[-1]).to(dt)
+    return torch.mm(d2.t(), h_prev).to(d_raw.dtype)
+
+
+class _TritonLSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_hh: Tensor,
+        ln_hh: Tensor | None,
+        ln_c_w: Tensor | None,
+        ln_c_b: Tensor | None,
+        carry_h: ZoneoutWeight,
+        carry_c: ZoneoutWeight,
+    ) -> tuple[Tensor, Tensor]:
+        steps, batch, g4 = pre.shape
+        hid = g4 // 4
+        pre, h0, c0 = pre.contiguous(), h0.contiguous(), c0.contiguous()
+        new = pre.new_empty
+        gates = new(steps, batch, g4)
+        ct, tc, hs, cs = (new(steps, batch, hid) for _ in range(4))
+        stats = new(4, steps, batch)  # mean and rstd of the recurrent and the cell LayerNorm
+        shape = (steps, batch, hid)
+        ch, cc = _carry_args(carry_h, shape, pre), _carry_args(carry_c, shape, pre)
+        raw: list[Tensor] = []
+        prod = RecurrentProduct(w_hh, batch)
+        h = h0
+        for t in range(steps):
+            r = prod(h).contiguous()
+            if ln_hh is not None:
+                raw.append(r)
+            K.lstm_forward_step[(batch,)](
+                pre, r, _or(ln_hh, pre), h0, c0, _or(ln_c_w, pre), _or(ln_c_b, pre),
+                ch[0], cc[0], gates, stats[0], stats[1], ct, stats[2], stats[3], tc, hs, cs,
+                t, batch, hid, LN_EPS, *ch[1:5], *cc[1:5],
+                LN_HH=ln_hh is not None, LN_C=ln_c_w is not None, CH=ch[5], CC=cc[5],
+                BLOCK_H=_block(hid), BLOCK_G=_block(g4),
+            )  # fmt: skip
+            h = hs[t]
+        ctx.raw, ctx.carries = raw, (ch, cc)
+        ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, gates, ct, tc, hs, cs, stats)
+        return hs, cs[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
+        h0, c0, w_hh, ln_hh, ln_c_w, gates, ct, tc, hs, cs, stats = ctx.saved_tensors
+        ch, cc = ctx.carries
+        steps, batch, hid = hs.shape
+        g4 = 4 * hid
+        d_hs = d_hs.contiguous()
+        d_z = hs.new_empty(steps, batch, g4)
+        d_raw = hs.new_empty(steps, batch, g4) if ln_hh is not None else d_z
+        keep = hs.new_zeros(batch, hid)
+        dc = d_c_last.contiguous().clone()
+        d_ln_hh = hs.new_zeros(batch, g4) if ln_hh is not None else hs
+        d_ln_cw = hs.new_zeros(batch, hid) if ln_c_w is not None else hs
+        d_ln_cb = hs.new_zeros(batch, hid) if ln_c_w is not None else hs
+        back = RecurrentProduct(w_hh.t(), batch)
+        d_rec = hs
+        for t in range(steps - 1, -1, -1):
+            r = ctx.raw[t] if ln_hh is not None else hs
+            K.lstm_backward_step[(batch,)](
+                d_hs, d_rec, keep, dc, gates, c0, cs, ct, stats[2], stats[3], tc,
+                _or(ln_c_w, hs), ch[0], cc[0], r, stats[0], stats[1], _or(ln_hh, hs),
+                d_z, d_raw, d_ln_hh, d_ln_cw, d_ln_cb,
+                t, batch, hid, *ch[1:5], *cc[1:5],
+                HAS_REC=t < steps - 1, LN_HH=ln_hh is not None, LN_C=ln_c_w is not None,
+                CH=ch[5], CC=cc[5], BLOCK_H=_block(hid),
+            )  # fmt: skip
+            d_rec = back(d_raw[t]).contiguous()
+        d_h0 = d_rec + keep if ch[5] else d_rec
+        need = ctx.needs_input_grad
+        d_w = _weight_grad(d_raw, h0, hs, w_hh) if need[3] else None
+        d_gain = d_ln_hh.sum(0) if ln_hh is not None else None
+        d_cw = d_ln_cw.sum(0) if ln_c_w is not None else None
+        d_cb = d_ln_cb.sum(0) if ln_c_w is not None else None
+        return d_z, d_h0, dc, d_w, d_gain, d_cw, d_cb, None, None
+
+
+class _TritonGRU(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        ln_hh: Tensor | None,
+        carry: ZoneoutWeight,
+    ) -> Tensor:
+        steps, batch, g3 = pre.shape
+        hid = g3 // 3
+        pre, h0 = pre.contiguous(), h0.contiguous()
+        rz = pre.new_empty(steps, batch, 2 * hid)
+        n, u_n, hs = (pre.new_empty(steps, batch, hid) for _ in range(3))
+        stats = pre.new_empty(2, steps, batch)
+        m = _carry_args(carry, (steps, batch, hid), pre)
+        raw: list[Tensor] = []
+        prod = RecurrentProduct(w_hh, batch)
+        h = h0
+        for t in range(steps):
+            r = prod(h).contiguous()
+            if ln_hh is not None:
+                raw.append(r)
+            K.gru_forward_step[(batch,)](
+                pre, r, _or(ln_hh, pre), _or(b_hh, pre), h0, m[0], rz, n, u_n,
+                stats[0], stats[1], hs, t, batch, hid, LN_EPS, *m[1:5],
+                LN=ln_hh is not None, BIAS=b_hh is not None, CARRY=m[5],
+                BLOCK_H=_block(hid), BLOCK_G=_block(g3),
+            )  # fmt: skip
+            h = hs[t]
+        ctx.raw, ctx.m = raw, m
+        ctx.save_for_backward(h0, w_hh, b_hh, ln_hh, rz, n, u_n, hs, stats)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        h0, w_hh, b_hh, ln_hh, rz, n, u_n, hs, stats = ctx.saved_tensors
+        m = ctx.m
+        steps, batch, hid = hs.shape
+        g3 = 3 * hid
+        d_hs = d_hs.contiguous()
+        d_pre, d_raw = hs.new_empty(steps, batch, g3), hs.new_empty(steps, batch, g3)
+        direct = hs.new_zeros(batch, hid)
+        want_b = b_hh is not None and ctx.needs_input_grad[3]
+        d_b_rows = hs.new_zeros(batch, g3) if want_b else hs
+        d_ln_rows = hs.new_zeros(batch, g3) if ln_hh is not None else hs
+        back = RecurrentProduct(w_hh.t(), batch)
+        d_rec = hs
+        for t in range(steps - 1, -1, -1):
+            r = ctx.raw[t] if ln_hh is not None else hs
+            K.gru_backward_step[(batch,)](
+                d_hs, d_rec, direct, h0, hs, rz, n, u_n, m[0], r, stats[0], stats[1],
+                _or(ln_hh, hs), d_pre, d_raw, d_b_rows, d_ln_rows, t, batch, hid, *m[1:5],
+                HAS_REC=t < steps - 1, LN=ln_hh is not None, CARRY=m[5], WANT_B=want_b,
+                BLOCK_H=_block(hid),
+            )  # fmt: skip
+            d_rec = back(d_raw[t]).contiguous()
+        d_h0 = d_rec + direct
+        need = ctx.needs_input_grad
+        d_w = _weight_grad(d_raw, h0, hs, w_hh) if need[2] else None
+        d_b = d_b_rows.sum(0) if want_b else None
+        d_ln = d_ln_rows.sum(0) if ln_hh is not None and need[4] else None
+        return d_pre, d_h0, d_w, d_b, d_ln, None
+
+
+class _TritonRNN(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        w_hh: Tensor,
+        ln_hh: Tensor | None,
+        options: RecurrentOptions,
+        carry: ZoneoutWeight,
+    ) -> Tensor:
+        act, residual = options.nonlinearity, options.residual
+        steps, batch, hid = pre.shape
+        pre, h0 = pre.contiguous(), h0.contiguous()
+        a, hs = pre.new_empty(steps, batch, hid), pre.new_empty(steps, batch, hid)
+        stats = pre.new_empty(2, steps, batch)
+        m = _carry_args(carry, (steps, batch, hid), pre)
+        raw: list[Tensor] = []
+        prod = RecurrentProduct(w_hh, batch)
+        h = h0
+        for t in range(steps):
+            r = prod(h).contiguous()
+            if ln_hh is not None:
+                raw.append(r)
+            K.rnn_forward_step[(batch,)](
+                pre, r, _or(ln_hh, pre), h0, m[0], a, stats[0], stats[1], hs,
+                t, batch, hid, LN_EPS, *m[1:5],
+                LN=ln_hh is not None, ACT=ACTS[act], SLOPE=LEAKY_SLOPE, RESIDUAL=residual,
+                CARRY=m[5], BLOCK_H=_block(hid),
+            )  # fmt: skip
+            h = hs[t]
+        ctx.raw, ctx.m, ctx.act, ctx.residual = raw, m, act, residual
+        ctx.save_for_backward(h0, w_hh, ln_hh, a, hs, stats)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        h0, w_hh, ln_hh, a, hs, stats = ctx.saved_tensors
+        m = ctx.m
+        steps, batch, hid = hs.shape
+        d_hs = d_hs.contiguous()
+        d_a = torch.empty_like(hs)
+        d_raw = torch.empty_like(hs) if ln_hh is not None else d_a
+        direct = hs.new_zeros(batch, hid)
+        d_ln_rows = hs.new_zeros(batch, hid) if ln_hh is not None else hs
+        back = RecurrentProduct(w_hh.t(), batch)
+        d_rec = hs
+        for t in range(steps - 1, -1, -1):
+            r = ctx.raw[t] if ln_hh is not None else hs
+            K.rnn_backward_step[(batch,)](
+                d_hs, d_rec, direct, a, m[0], r, stats[0], stats[1], _or(ln_hh, hs),
+                d_a, d_raw, d_ln_rows, t, batch, hid, *m[1:5],
+                HAS_REC=t < steps - 1, LN=ln_hh is not None, ACT=ACTS[ctx.act],
+                SLOPE=LEAKY_SLOPE, RESIDUAL=ctx.residual, CARRY=m[5], BLOCK_H=_block(hid),
+            )  # fmt: skip
+            d_rec = back(d_raw[t]).contiguous()
+        d_h0 = d_rec + direct
+        need = ctx.needs_input_grad
+        d_w = _weight_grad(d_raw, h0, hs, w_hh) if need[2] else None
+        d_ln = d_ln_rows.sum(0) if ln_hh is not None and need[3] else None
+        return d_a, d_h0, d_w, d_ln, None, None
+
+
+class _TritonIndRNN(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        pre: Tensor,
+        h0: Tensor,
+        u: Tensor,
+        options: RecurrentOptions,
+        carry: ZoneoutWeight,
+    ) -> Tensor:
+        act = options.nonlinearity
+        steps, batch, hid = pre.shape
+        pre, h0, u = pre.contiguous(), h0.contiguous(), u.contiguous()
+        hs = torch.empty_like(pre)
+        a = hs if carry is None else torch.empty_like(pre)  # activation outputs
+        m = _carry_args(carry, (steps, batch, hid), pre)
+        grid = (triton.cdiv(batch * hid, _INDRNN_BLOCK),)
+        K.indrnn_forward[grid](
+            pre, h0, u, m[0], a, hs, steps, batch, hid, *m[1:5],
+            ACT=ACTS[act], SLOPE=LEAKY_SLOPE, CARRY=m[5], BLOCK=_INDRNN_BLOCK,
+        )  # fmt: skip
+        ctx.m, ctx.act = m, act
+        ctx.save_for_backward(h0, u, a, hs)
+        return hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
+        h0, u, a, hs = ctx.saved_tensors
+        m = ctx.m
+        steps, batch, hid = hs.shape
+        d_a, d_h0, d_u_rows = torch.empty_like(hs), torch.empty_like(h0), torch.empty_like(h0)
+        grid = (triton.cdiv(batch * hid, _INDRNN_BLOCK),)
+        K.indrnn_backward[grid](
+            d_hs.contiguous(), h0, u, m[0], a, hs, d_a, d_h0, d_u_rows, steps, batch, hid,
+            *m[1:5], ACT=ACTS[ctx.act], SLOPE=LEAKY_SLOPE, CARRY=m[5], BLOCK=_INDRNN_BLOCK,
+        )  # fmt: skip
+        d_u = d_u_rows.sum(0) if ctx.needs_input_grad[2] else None
+        return d_a, d_h0, d_u, None, None
+
+
+# Triton launches are opaque to torch.compile's tracer: it runs them eagerly, as one step.
+@torch.compiler.disable
+def lstm_recurrence_prescaled(
+    pre: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_hh: Tensor,
+    ln_hh: Tensor | None,
+    ln_c_weight: Tensor | None,
+    ln_c_bias: Tensor | None,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
+) -> tuple[Tensor, Tensor]:
+    """:func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` (input LayerNorm applied) on Triton."""
+    return _TritonLSTM.apply(  # type: ignore[no-any-return]
+        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell
+    )
+
+
+@torch.compiler.disable
+def gru_recurrence(
+    pre: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    ln_hh: Tensor | None,
+    zoneout: ZoneoutWeight,
+) -> Tensor:
+    """:func:`rnnguard.nn.fused.gru.gru_recurrence` on Triton."""
+    return _TritonGRU.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)  # type: ignore[no-any-return]
+
+
+@torch.compiler.disable
+def rnn_recurrence(
+    pre: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    ln_hh: Tensor | None,
+    options: RecurrentOptions,
+    zoneout: ZoneoutWeight,
+) -> Tensor:
+    """:func:`rnnguard.nn.fused.rnn.rnn_recurrence` on Triton."""
+    return _TritonRNN.apply(pre, h0, w_hh, ln_hh, options, zoneout)  # type: ignore[no-any-return]
+
+
+@torch.compiler.disable
+def indrnn_recurrence(
+    pre: Tensor, h0: Tensor, u: Tensor, options: RecurrentOptions, zoneout: ZoneoutWeight
+) -> Tensor:
+    """:func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` on Triton (one launch each way)."""
+    return _TritonIndRNN.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]
