@@ -130,7 +130,10 @@ def test_extras_run_under_cpu_autocast(cls):
         ref = m(x)[0]
     out.float().sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # The fused path runs mixed precision (products in bf16, the rest in float32), the reference
+    # loop autocast's own casts: the same maths to bf16 rounding, not the same bits.
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref.float(), rtol=0, atol=0.05)
     m.eval()
     full = m(x)[0]
     with torch.autocast("cpu", dtype=torch.bfloat16):
