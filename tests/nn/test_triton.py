@@ -274,18 +274,21 @@ def test_forced_path_runs_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_use_triton_on_cuda_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
     """On CUDA float32: Triton when it imports, unless switched off; the PyTorch loop otherwise."""
-    cuda = SimpleNamespace(
-        device=torch.device("cuda", 0), dtype=torch.float32
-    )  # only these are read
+
+    def fake(dtype: torch.dtype = torch.float32, numel: int = 10) -> Any:
+        # Only these are read: a CUDA tensor without a GPU.
+        return SimpleNamespace(device=torch.device("cuda", 0), dtype=dtype, numel=lambda: numel)
+
     monkeypatch.delenv("RNNGUARD_TRITON", raising=False)
     monkeypatch.setattr(dispatch, "_importable", True)
-    assert dispatch.use_triton(cuda) is True  # type: ignore[arg-type]
-    assert dispatch.use_triton(SimpleNamespace(device=cuda.device, dtype=torch.float64)) is False  # type: ignore[arg-type]
+    assert dispatch.use_triton(fake()) is True
+    assert dispatch.use_triton(fake(torch.float64)) is False
+    assert dispatch.use_triton(fake(numel=2**31)) is False  # past 32-bit indexing
     monkeypatch.setenv("RNNGUARD_TRITON", "0")
-    assert dispatch.use_triton(cuda) is False  # type: ignore[arg-type]
+    assert dispatch.use_triton(fake()) is False
     monkeypatch.delenv("RNNGUARD_TRITON")
     monkeypatch.setattr(dispatch, "_importable", False)
-    assert dispatch.use_triton(cuda) is False  # type: ignore[arg-type]
+    assert dispatch.use_triton(fake()) is False
 
 
 def test_forced_without_interpreter_or_in_float64_refuses(monkeypatch: pytest.MonkeyPatch) -> None:

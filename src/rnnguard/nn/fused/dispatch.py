@@ -80,16 +80,25 @@ def _check_forced(like: Tensor) -> None:
         )
     if like.dtype != torch.float32:
         raise RuntimeError(f"the Triton kernels compute in float32, got {like.dtype} tensors")
+    if like.numel() >= MAX_ELEMENTS:
+        raise RuntimeError(
+            f"the Triton kernels index with 32 bits: {like.numel()} elements is too many"
+        )
+
+
+#: The kernels index with 32-bit integers: inputs ``pre`` (T, B, G) of this many elements or more
+#: (no buffer of a call is larger) take the PyTorch loop.
+MAX_ELEMENTS = 2**31
 
 
 def use_triton(like: Tensor) -> bool:
-    """True when the fused recurrence on ``like``'s device and dtype should run the Triton kernels."""
+    """True when the fused recurrence on ``like`` (its input side ``pre``) runs the Triton kernels."""
     if _forced:
         _check_forced(like)
         return True
     if like.device.type != "cuda" or like.dtype != torch.float32 or _env_off():
         return False
-    return triton_available()
+    return like.numel() < MAX_ELEMENTS and triton_available()
 
 
 def backend(kind: str, like: Tensor, *others: Any) -> str:

@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS
 from rnnguard.nn.fused import triton_kernels as K
-from rnnguard.nn.fused._common import RecurrentProduct, ZoneoutWeight
+from rnnguard.nn.fused._common import RecurrentProduct, ZoneoutWeight, recurrent_weight_grad
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["gru_recurrence", "indrnn_recurrence", "lstm_recurrence_prescaled", "rnn_recurrence"]
@@ -49,11 +49,11 @@ def _or(v: Tensor | None, dummy: Tensor) -> Tensor:
 
 
 def _weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor, w: Tensor) -> Tensor:
-    """``sum_t d_raw_t^T h_{t-1}``, one product in the weight's dtype (half under autocast)."""
+    """``sum_t d_raw_t^T h_{t-1}`` in the weight's dtype (half precision under autocast)."""
     dt = w.dtype
-    d2 = d_raw.reshape(-1, d_raw.shape[-1]).to(dt)
-    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(-1, h0.shape[-1]).to(dt)
-    return torch.mm(d2.t(), h_prev).to(d_raw.dtype)
+    if dt == d_raw.dtype:
+        return recurrent_weight_grad(d_raw, h0, hs)
+    return recurrent_weight_grad(d_raw.to(dt), h0.to(dt), hs.to(dt)).to(d_raw.dtype)
 
 
 class _TritonLSTM(torch.autograd.Function):
