@@ -88,7 +88,11 @@ def _lstm_case(ln: bool, carry_h: str, carry_c: str) -> None:
         torch.randn(g) if ln else None, torch.randn(H) if ln else None,
         torch.randn(H) if ln else None, _carry(carry_h), _carry(carry_c),
     ]  # fmt: skip
-    _compare(_LSTMRecurrence.apply, triton_ops.lstm_recurrence_prescaled, inputs, 2)
+
+    def loop(*args: Any) -> Any:
+        return _LSTMRecurrence.apply(*args, None)  # no projection
+
+    _compare(loop, triton_ops.lstm_recurrence_prescaled, inputs, 2)
 
 
 def _gru_case(ln: bool, carry: str, bias: bool) -> None:
@@ -214,6 +218,23 @@ def test_layer_on_triton_matches_reference(family: str) -> None:
     torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
     for name, v in g_ref.items():
         torch.testing.assert_close(g[name], v, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_projected_lstm_keeps_the_pytorch_loop_when_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Triton LSTM has no projection (proj_size): such a layer must take a loop that has."""
+
+    def fail(*args: Any) -> Any:
+        raise AssertionError("the Triton kernels ran an LSTM with proj_size")
+
+    monkeypatch.setattr(triton_ops, "lstm_recurrence_prescaled", fail)
+    torch.manual_seed(0)
+    ref = LSTM(5, H, proj_size=3, layer_norm=True, impl="reference")
+    fast = LSTM(5, H, proj_size=3, layer_norm=True)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, 5)
+    with dispatch.forced():
+        out, _ = fast(x)
+    torch.testing.assert_close(out, ref(x)[0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["lstm", "gru"])
