@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rnnguard.train.guard import CLIP_MODES
-from rnnguard.utils.registry import Registry
+from rnnguard.utils.registry import Entry, Registry
 
 __all__ = [
     "CELLS",
@@ -127,9 +127,9 @@ def register_space(space: SearchSpace) -> SearchSpace:
     return SPACES.register(space.name, space, space.description)
 
 
-def list_spaces() -> dict[str, SearchSpace]:
-    """All registered search spaces by name."""
-    return {name: entry.obj for name, entry in SPACES.entries().items()}
+def list_spaces() -> dict[str, Entry[SearchSpace]]:
+    """All registered search spaces by name (``entry.obj`` is the space)."""
+    return SPACES.entries()
 
 
 def get_space(name: str | SearchSpace) -> SearchSpace:
