@@ -223,7 +223,12 @@ def test_horizon_callback_logs_every_n_steps(fp32_run: dict[str, Any]) -> None:
     assert set(_column(rows, "lm/max_distance")) == {9.0}
 
 
-def test_guard_callback_state_round_trips(fp32_run: dict[str, Any]) -> None:
+def test_guard_callback_state_round_trips(fp32_run: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    fp32_run["trainer"].save_checkpoint(str(path))
+    saved = torch.load(path, map_location="cpu", weights_only=False)["callbacks"]
+    mine = [v for k, v in saved.items() if k.startswith("GuardCallback")]
+    assert len(mine) == 1 and mine[0]["guard"]["stats"]["skipped"] == 1
     state = fp32_run["guard"].state_dict()
     other = GuardCallback(mode="norm", max_norm=0.05)
     other.load_state_dict(state)
