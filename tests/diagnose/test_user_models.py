@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -25,17 +26,18 @@ class WordLM(nn.Module):
     """A word-level LSTM language model in the common shape: token ids (time, batch) and a
     hidden state in, flattened log-probabilities (time * batch, ntoken) and the new state out."""
 
-    def __init__(self, batch_first: bool = False) -> None:
+    def __init__(self, batch_first: bool = False, ntoken: int = NTOKEN) -> None:
         super().__init__()
+        self.ntoken = ntoken
         self.drop = nn.Dropout(0.3)
-        self.encoder = nn.Embedding(NTOKEN, NINP)
+        self.encoder = nn.Embedding(ntoken, NINP)
         self.rnn = nn.LSTM(NINP, NHID, NLAYERS, dropout=0.3, batch_first=batch_first)
-        self.decoder = nn.Linear(NHID, NTOKEN)
+        self.decoder = nn.Linear(NHID, ntoken)
 
     def forward(self, tokens: torch.Tensor, hidden: Any) -> tuple[torch.Tensor, Any]:
         emb = self.drop(self.encoder(tokens))
         out, hidden = self.rnn(emb, hidden)
-        decoded = self.decoder(self.drop(out)).view(-1, NTOKEN)
+        decoded = self.decoder(self.drop(out)).view(-1, self.ntoken)
         return nn.functional.log_softmax(decoded, dim=1), hidden
 
     def init_hidden(self, bsz: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,3 +170,18 @@ def test_bad_user_models_get_clear_errors() -> None:
         doctor(lm, tokens, forward_args=(lm.init_hidden(B + 1),))
     with pytest.raises(TypeError, match="callable or a recipe"):
         doctor(42, tokens)  # type: ignore[arg-type]
+
+
+def test_a_token_task_with_a_hidden_state_sized_by_the_batch() -> None:
+    """A time-first LM with ``forward(input, hidden)`` on a task's (batch, time) token batches."""
+    torch.manual_seed(0)
+    task = create_task("synthlang", length=16)
+    lm = WordLM(ntoken=task.spec.input_size)
+    cfg = DoctorConfig(batch_size=5, spectrum_steps=10, lyapunov_k=2)
+    start = copy.deepcopy(task.state_dict())  # a stream: read the same batch again below
+    d = doctor(lm, task, forward_args=lambda b: (lm.init_hidden(b),), config=cfg)
+    task.load_state_dict(start)
+    x, _ = task.batch(5, torch.Generator().manual_seed(cfg.seed))
+    manual = doctor(lm, x.T.contiguous(), forward_args=(lm.init_hidden(5),), config=cfg)
+    assert d.model_info["layout"] == "time-first" and d.batch_size == 5 and d.length == 16
+    np.testing.assert_allclose(d.horizons.input.norms, manual.horizons.input.norms, rtol=1e-6)

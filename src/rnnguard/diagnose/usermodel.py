@@ -79,9 +79,10 @@ def observe() -> Iterator[Observed]:
 
 
 def _dry_run(
-    fn: Callable[..., Any], x: Tensor, args: ForwardArgs, kwargs: dict[str, Any]
+    fn: Callable[..., Any], x: Tensor, batch: int, args: ForwardArgs, kwargs: dict[str, Any]
 ) -> Observed:
-    call_args = args(x.shape[0] if x.dim() else 1) if callable(args) else args
+    """Run ``fn(x, *args, **kwargs)`` once, watching; ``args`` may be a function of ``batch``."""
+    call_args = args(batch) if callable(args) else args
     with observe() as seen, torch.no_grad(), torch.backends.cudnn.flags(enabled=False):
         fn(x, *call_args, **kwargs)
     return seen
@@ -143,35 +144,49 @@ def prepare(
     if batch_first is not None and not isinstance(batch_first, bool):
         raise TypeError(f"batch_first must be a bool or None, got {type(batch_first).__name__}")
     kw = dict(kwargs or {})
-    need_run = batch_first is None or not isinstance(model, nn.Module)
+    # (x as the model gets it, its batch size, the layout if this is the call that runs; None:
+    # judged from the recurrent layer's input). A hidden state sized for the wrong batch, or a
+    # task's batch fed the wrong way round, raises: then the other reading is tried.
+    task = bool(x_batch_first)
+    candidates: list[tuple[Tensor, int, bool | None]]
+    if batch_first is not None:
+        if task and not batch_first:
+            candidates = [(x.transpose(0, 1), x.shape[0], False)]
+        else:
+            candidates = [(x, x.shape[0] if batch_first else x.shape[1], batch_first)]
+        if isinstance(model, nn.Module):
+            candidates = []  # nothing to find out: no need to run it
+    elif task:
+        candidates = [(x, x.shape[0], None), (x.transpose(0, 1), x.shape[0], False)]
+    else:
+        candidates = [(x, x.shape[0], None)]
+        if callable(args):
+            candidates.append((x, x.shape[1], False))
     seen = Observed()
     model_bf = batch_first
-    if need_run:
+    first_error: Exception | None = None
+    for x_call, batch, layout in candidates:
         try:
-            seen = _dry_run(model, x, args, kw)
-            first_error = None
-        except Exception as exc:  # a task batch fed the wrong way round may not even run
-            first_error = exc
-        if first_error is not None:
-            if x_batch_first and batch_first is None:
-                try:
-                    seen = _dry_run(model, x.transpose(0, 1), args, kw)
-                except Exception:
-                    seen = None  # type: ignore[assignment]
-                if seen is not None:
-                    model_bf = False
-            if model_bf is None or seen is None:
-                msg = str(first_error).strip().splitlines()[0] if str(first_error).strip() else ""
-                layout = "(batch, time, features)" if x.is_floating_point() else "(batch, time)"
-                raise ConfigError(
-                    f"model must accept a {layout} input (or its time-first transpose); with shape "
-                    f"{tuple(x.shape)} it raised {type(first_error).__name__}: {msg} (extra forward "
-                    "arguments go in forward_args=/forward_kwargs=, the layout in batch_first=)"
-                ) from first_error
-        elif model_bf is None:
-            model_bf = (
-                _layout_of_task_batch(x, seen) if x_batch_first else _layout_of_user_batch(x, seen)
-            )
+            seen = _dry_run(model, x_call, batch, args, kw)
+        except Exception as exc:  # the model's own complaint, reported below if nothing runs
+            first_error = first_error or exc
+            continue
+        if layout is not None:
+            model_bf = layout
+        elif task:
+            model_bf = _layout_of_task_batch(x, seen)
+        else:
+            model_bf = _layout_of_user_batch(x, seen)
+        first_error = None
+        break
+    if first_error is not None:
+        msg = str(first_error).strip().splitlines()[0] if str(first_error).strip() else ""
+        layout_text = "(batch, time, features)" if x.is_floating_point() else "(batch, time)"
+        raise ConfigError(
+            f"model must accept a {layout_text} input (or its time-first transpose); with shape "
+            f"{tuple(x.shape)} it raised {type(first_error).__name__}: {msg} (extra forward "
+            "arguments go in forward_args=/forward_kwargs=, the layout in batch_first=)"
+        ) from first_error
     assert model_bf is not None
     if isinstance(model, nn.Module):
         view = ModelView(model, args=args, kwargs=kw, batch_first=model_bf, output=output)
