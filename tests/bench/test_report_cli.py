@@ -146,7 +146,12 @@ def test_parallel_workers_and_resume(tmp_path: Path) -> None:
     lines: list[str] = []
     first = run_benchmark(preset, out=tmp_path, recipes=["vanilla", "lru"], tasks=["adding"],
                           workers=2, log=lines.append)  # fmt: skip
-    assert first["counts"]["trained"] >= 2 and first["counts"]["errors"] == 0
+    # Three steps solve nothing: one run per recipe at the first length, and the search stops.
+    assert first["counts"] == {"trained": 2, "cached": 0, "errors": 0}
+    runs = sorted((r["recipe"], r["length"], r["seed"]) for r in first["run_rows"])
+    assert runs == [("lru", "4", "0"), ("vanilla", "4", "0")]
+    stored = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert sorted(r["key"].removeprefix("runs/") for r in first["run_rows"]) == stored
     assert {r["recipe"] for r in first["rows"]} == {"vanilla", "lru"}
     assert first["rows"][0]["bpc_valid"] == "no data"
     again = run_benchmark(preset, out=tmp_path, recipes=["vanilla", "lru"], tasks=["adding"],

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from rnnguard.cli import main
+from rnnguard.diagnose.doctor import DoctorConfig, doctor
+from rnnguard.tasks.registry import create_task
+from rnnguard.train.recipes import get_recipe
 
 pytest.importorskip("matplotlib")
 
@@ -34,7 +37,15 @@ def test_doctor_recipe_writes_report(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert rc == 0 and out.startswith("verdict: ")
     data = json.loads((tmp_path / "diagnosis.json").read_text())
     assert data["recipe"] == "vanilla" and data["length"] == 60 and data["verify"] is None
-    assert data["verdicts"]  # whatever was measured, it is recorded with its evidence
+    # A width-8 tanh RNN at T=60 forgets: the same verdict and evidence as the library gives.
+    assert data["verdicts"] == ["vanishing"]
+    want = doctor(
+        get_recipe("vanilla").replace(hidden_size=8), create_task("adding", length=60),
+        config=DoctorConfig(batch_size=4, seed=0),
+    )  # fmt: skip
+    assert data["findings"] == json.loads(want.to_json())["findings"]
+    for ev in data["findings"][0]["evidence"]:
+        assert ev["relation"] == "<" and ev["value"] < ev["threshold"]
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4  # plots are inline: the page stands alone
     assert "<img" in page and 'src="plots/' not in page
