@@ -24,6 +24,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "remove_stale_temporaries",
+    "seed_all",
     "set_rng_state",
 ]
 
@@ -159,6 +160,17 @@ def latest_checkpoint(
             + "; ".join(rejected)
         )
     return None
+
+
+def seed_all(seed: int) -> None:
+    """Seed every global generator a checkpoint saves: torch's, Python's and NumPy's.
+
+    So a run depends on its seed alone, not on what the process drew before, and a resumed run
+    ends with the same generator states as an uninterrupted one.
+    """
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy takes 32-bit seeds only
 
 
 def get_rng_state(device: torch.device | None = None) -> dict[str, Any]:

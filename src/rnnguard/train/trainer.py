@@ -31,6 +31,7 @@ from rnnguard.train.checkpoint import (
     checkpoint_paths,
     get_rng_state,
     remove_stale_temporaries,
+    seed_all,
 )
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.device import (
@@ -155,7 +156,7 @@ class Trainer:
             r = get_recipe(model_or_recipe) if isinstance(model_or_recipe, str) else model_or_recipe
             check_batch_fits(config.batch_size, task, r.hidden_size, r.num_layers)
         # Same seed on every rank: DDP also broadcasts rank 0's weights.
-        torch.manual_seed(config.seed)
+        seed_all(config.seed)
         self.model, self.recipe = model, recipe = _build_model(model_or_recipe, recipe, task)
         run = describe_run(recipe, config, task, model) if out is not None else None
         ckpt = find_checkpoint(config, out, run)
