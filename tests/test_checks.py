@@ -9,7 +9,7 @@ import torch
 
 import rnnguard
 from rnnguard.errors import ConfigError, ConfigTypeError, ShapeError
-from rnnguard.train.config import GuardConfig, OptimConfig, TrainConfig
+from rnnguard.train.config import GuardConfig, OptimConfig, ScheduleConfig, TrainConfig
 from rnnguard.train.guard import GradientGuard
 from rnnguard.utils import checks
 
@@ -80,3 +80,16 @@ def test_guard_from_config_takes_every_config_field() -> None:
     for name in ("mode", "max_norm", "clip_value", "percentile", "agc_clip", "explosion_factor"):
         assert getattr(guard, name) == getattr(config, name), name
     assert guard.steps_per_epoch == 5
+
+
+def test_bounded_checks() -> None:
+    assert checks.in_range("r", 0, 0, 1) == 0.0 and checks.in_range("r", 1, 0, 1) == 1.0
+    with pytest.raises(ConfigError, match=r"^r must be a number in \[0, 1\], got 1\.5$"):
+        checks.in_range("r", 1.5, 0, 1)
+    with pytest.raises(ConfigTypeError, match=r"got True \(bool\)"):
+        checks.in_range("r", True, 0, 1)
+    assert checks.integer("k", 26, 2, 26) == 26
+    with pytest.raises(ConfigError, match=r"^k must be an int in \[2, 26\], got 27$"):
+        checks.integer("k", 27, 2, 26)
+    with pytest.raises(ConfigError, match=r"schedule\.min_lr_ratio must be a number in \[0, 1\]"):
+        ScheduleConfig(min_lr_ratio=2.0)

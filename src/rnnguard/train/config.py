@@ -10,7 +10,7 @@ from rnnguard.errors import ConfigError
 from rnnguard.train.guard import CLIP_MODES
 from rnnguard.train.optim import OPTIMIZERS
 from rnnguard.train.schedule import SCHEDULES
-from rnnguard.utils.checks import choice, integer, number
+from rnnguard.utils.checks import choice, in_range, integer, number
 from rnnguard.utils.checks import seed as check_seed
 
 C = TypeVar("C")
@@ -76,13 +76,7 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         choice("schedule.name", self.name, SCHEDULES)
         for key in ("warmup_fraction", "min_lr_ratio", "warmup_start_ratio"):
-            value = getattr(self, key)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value <= 1
-            ):
-                raise ConfigError(f"schedule.{key} must be in [0, 1], got {value!r}")
+            in_range(f"schedule.{key}", getattr(self, key), 0, 1)
 
 
 @dataclass

@@ -14,14 +14,9 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from rnnguard.errors import ConfigError
-from rnnguard.utils.checks import positive_int
+from rnnguard.utils.checks import in_range, positive_int
 
 SCHEDULES = ("constant", "warmup-cosine", "cosine")
-
-
-def _check_ratio(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def warmup_cosine(
@@ -73,8 +68,8 @@ class WarmupCosineLR(LRScheduler):
             raise ConfigError(f"total_steps must be a positive int, got {total_steps!r}")
         if not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
-        _check_ratio("min_lr_ratio", min_lr_ratio)
-        _check_ratio("warmup_start_ratio", warmup_start_ratio)
+        in_range("min_lr_ratio", min_lr_ratio, 0, 1)
+        in_range("warmup_start_ratio", warmup_start_ratio, 0, 1)
         self.total_steps = total_steps
         self.warmup_steps = 0 if kind == "cosine" else warmup_steps
         self.min_lr_ratio = min_lr_ratio
@@ -131,7 +126,7 @@ def build_scheduler(
     warmup_start_ratio: float = 0.0,
 ) -> WarmupCosineLR:
     """Scheduler for ``total_steps`` updates; ``warmup_steps`` wins over ``warmup_fraction``."""
-    _check_ratio("warmup_fraction", warmup_fraction)
+    in_range("warmup_fraction", warmup_fraction, 0, 1)
     if warmup_steps is None:
         warmup_steps = round(warmup_fraction * total_steps)
     return WarmupCosineLR(

@@ -20,6 +20,7 @@ __all__ = [
     "choice",
     "dropout_rate",
     "fraction",
+    "in_range",
     "integer",
     "number",
     "positive_float",
@@ -42,12 +43,15 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def integer(name: str, value: Any, minimum: int | None = None) -> int:
-    """Return ``value`` if it is an int (not a bool), at least ``minimum`` when given."""
-    bound = "" if minimum is None else f" >= {minimum}"
+def integer(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) within ``[minimum, maximum]`` (either optional)."""
+    if maximum is not None:
+        bound = f" in [{minimum if minimum is not None else '-inf'}, {maximum}]"
+    else:
+        bound = "" if minimum is None else f" >= {minimum}"
     if not _is_int(value):
         raise ConfigTypeError(f"{name} must be an int{bound}, got {_got(value)}")
-    if minimum is not None and value < minimum:
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ConfigError(f"{name} must be an int{bound}, got {value!r}")
     return int(value)
 
@@ -82,6 +86,15 @@ def number(name: str, value: Any, *, positive: bool = False, zero_ok: bool = Fal
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if positive and (value < 0 or (value == 0 and not zero_ok)):
         raise ConfigError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def in_range(name: str, value: Any, low: float, high: float) -> float:
+    """Return ``value`` as float if it is a real number in ``[low, high]``."""
+    if not _is_real(value):
+        raise ConfigTypeError(f"{name} must be a number in [{low:g}, {high:g}], got {_got(value)}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
     return float(value)
 
 
