@@ -49,6 +49,47 @@ def test_norm_mode_equals_clip_grad_norm() -> None:
         assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-8)
 
 
+class _TinyLM(nn.Module):
+    """Embedding -> LSTM -> decoder, the shape of pytorch/examples' word language model."""
+
+    def __init__(self, vocab: int = 11, width: int = 8) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.rnn = nn.LSTM(width, width, 2)
+        self.dec = nn.Linear(width, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.rnn(self.emb(x))[0])
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_norm_mode_is_bit_identical_to_clip_grad_norm_over_many_steps(foreach: bool) -> None:
+    # lr=20 (the example's) amplifies any last-bit difference in the clip coefficient into
+    # visibly different weights within a few steps; the guard must change nothing at all.
+    torch.manual_seed(3)
+    ref = _TinyLM()
+    ours = copy.deepcopy(ref)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=20.0, foreach=foreach)
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=20.0, foreach=foreach)
+    guard = GradientGuard(mode="norm", max_norm=0.25)
+    gen = torch.Generator().manual_seed(0)
+    clipped = 0
+    for _ in range(40):
+        x = torch.randint(0, 11, (6, 3), generator=gen)
+        y = torch.randint(0, 11, (6, 3), generator=gen)
+        for model, opt in ((ref, opt_ref), (ours, opt_ours)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+        expected = nn.utils.clip_grad_norm_(ref.parameters(), 0.25, foreach=foreach)
+        opt_ref.step()
+        report = guard.step(opt_ours)
+        clipped += int(report.clipped)
+        assert report.norm_before == float(expected)
+        for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+            assert torch.equal(p, q), name
+    assert clipped > 30  # the threshold is low enough that clipping happens nearly every step
+
+
 def test_no_clip_below_threshold() -> None:
     _model, opt = _model_with_grads([0.3], [0.4])
     report = GradientGuard(mode="norm", max_norm=1.0).step(opt)

@@ -232,7 +232,8 @@ class GradientGuard:
         if spe is not None and self.stats.steps > 0 and self.stats.steps % spe == 0:
             self.new_epoch()
         grads = [p.grad for p in params]
-        norm_before = self._total_norm(grads)  # type: ignore[arg-type]
+        total = self._total_norm_tensor(grads)  # type: ignore[arg-type]
+        norm_before = float(total)
         finite = math.isfinite(norm_before)
 
         overflow = not finite and loss_scale is not None and loss_scale >= self.min_loss_scale
@@ -246,7 +247,7 @@ class GradientGuard:
         )
         if finite:
             report.exploded = self._is_explosion(norm_before)
-            threshold = self._clip(params, norm_before)
+            threshold = self._clip(params, total)
             report.threshold = threshold
             if self.mode != "none":
                 report.norm_after = self._total_norm(grads)  # type: ignore[arg-type]
@@ -286,14 +287,25 @@ class GradientGuard:
 
     # ------------------------------------------------------------------ internals
     def _total_norm(self, grads: Iterable[torch.Tensor]) -> float:
-        grads = list(grads)
-        if not grads:
-            return 0.0
-        # Norms are accumulated in float32 so bf16/fp16 gradients do not overflow the sum.
-        norms = [torch.linalg.vector_norm(g.detach().float(), self.norm_type) for g in grads]
+        return float(self._total_norm_tensor(grads))
+
+    def _total_norm_tensor(self, grads: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The total norm as ``torch.nn.utils.clip_grad_norm_`` computes it, kept a tensor.
+
+        Same ops in the same order (per-tensor norms, foreach where torch uses it, then the norm of
+        their stack), so clipping with it is bit-identical to torch's. Half-precision gradients
+        are measured in float32, so their sum of squares cannot overflow.
+        """
+        low = (torch.float16, torch.bfloat16)
+        wide = [g.detach().float() if g.dtype in low else g.detach() for g in grads]
+        if not wide:
+            return torch.tensor(0.0)
+        get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+        if get_total_norm is not None:  # torch >= 2.6
+            return get_total_norm(wide, self.norm_type)  # type: ignore[no-any-return]
+        norms = [torch.linalg.vector_norm(g, self.norm_type) for g in wide]
         dev = norms[0].device
-        total = torch.linalg.vector_norm(torch.stack([n.to(dev) for n in norms]), self.norm_type)
-        return float(total)
+        return torch.linalg.vector_norm(torch.stack([n.to(dev) for n in norms]), self.norm_type)
 
     def _is_explosion(self, norm: float) -> bool:
         if len(self.history) < self.min_history:
@@ -301,7 +313,7 @@ class GradientGuard:
         median = self.running_median()
         return median is not None and norm > self.explosion_factor * median
 
-    def _clip(self, params: list[torch.Tensor], norm: float) -> float | None:
+    def _clip(self, params: list[torch.Tensor], total: torch.Tensor) -> float | None:
         """Clip in place; return the norm threshold used (None for value/agc/none)."""
         if self.mode == "none" or not params:
             return None
@@ -315,13 +327,18 @@ class GradientGuard:
         if self.mode == "norm":
             threshold = self.max_norm
         else:  # auto: percentile of past norms and this one (AutoClip, Seetharaman et al. 2020)
-            values = torch.tensor([*self.history, norm], dtype=torch.float64)
+            values = torch.tensor([*self.history, float(total)], dtype=torch.float64)
             threshold = float(torch.quantile(values, self.percentile / 100.0))
-        # Same coefficient as torch.nn.utils.clip_grad_norm_.
-        coef = min(1.0, threshold / (norm + 1e-6))
-        if coef < 1.0:
-            for p in params:
-                p.grad.detach().mul_(coef)  # type: ignore[union-attr]
+        clip_with_norm = getattr(torch.nn.utils, "clip_grads_with_norm_", None)
+        if clip_with_norm is not None:  # torch >= 2.6: torch's own scaling, foreach included
+            clip_with_norm(params, threshold, total)
+            return threshold
+        # torch's coefficient, kept a tensor as torch keeps it: a Python float rounds it
+        # differently in the last bit, which a large learning rate turns into another run.
+        coef = torch.clamp(threshold / (total + 1e-6), max=1.0)
+        for p in params:
+            g = p.grad.detach()  # type: ignore[union-attr]
+            g.mul_(coef.to(g.device))
         return threshold
 
     def _agc(self, params: list[torch.Tensor]) -> None:
