@@ -18,6 +18,7 @@ from rnnguard.bench.store import ResultStore
 from rnnguard.bench.training import train_run
 from rnnguard.errors import ConfigError
 from rnnguard.utils.checks import positive_int
+from rnnguard.utils.progress import progress as progress_bar
 
 __all__ = ["run_benchmark"]
 
@@ -60,6 +61,7 @@ def run_benchmark(
     ray: str | None = None,
     cpus_per_run: float = 1.0,
     gpus_per_run: float = 0.0,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a benchmark preset into ``out`` and return the report summary.
 
@@ -70,7 +72,7 @@ def run_benchmark(
     ``ray``: run on a Ray cluster instead of local processes (``"local"``, ``"auto"`` or an
     address; see :class:`~rnnguard.utils.ray_pool.RayPool`), each run holding ``cpus_per_run``
     CPUs and ``gpus_per_run`` GPUs; ``workers`` then caps the runs in flight (default: as many as
-    the cluster holds).
+    the cluster holds). ``progress``: a bar over the runs (default: when stderr is a terminal).
     """
     chosen = get_preset(preset) if isinstance(preset, str) else preset
     if not isinstance(chosen, Preset):
@@ -112,13 +114,22 @@ def run_benchmark(
         emit(f"  note: {plan.lm_note}")
     errors: dict[str, dict[str, Any]] = {}
 
-    def on_result(spec: RunSpec, result: dict[str, Any], cached: bool) -> None:
-        if result.get("status") == "error":
-            errors[spec.key()] = result
-        emit(_line(spec, result, cached))
-
+    # Searches stop early at the first unsolved length: the planned count is an upper bound.
+    planned = sum(len(s.lengths) * len(s.seeds) for s in plan.searches)
+    planned += len(plan.lm_specs) + len(plan.single_specs)
     t0 = time.time()
-    counts = run_jobs(plan.jobs, store, train_fn, workers=n_workers, on_result=on_result, pool=pool)
+    with progress_bar(planned, f"bench {chosen.name}", unit="run", enabled=progress) as bar:
+
+        def on_result(spec: RunSpec, result: dict[str, Any], cached: bool) -> None:
+            if result.get("status") == "error":
+                errors[spec.key()] = result
+            with bar.external():
+                emit(_line(spec, result, cached))
+            bar.update(1)
+
+        counts = run_jobs(
+            plan.jobs, store, train_fn, workers=n_workers, on_result=on_result, pool=pool
+        )
     manifest.update(
         wall_time=time.time() - t0,
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -27,6 +27,7 @@ from typing import Any
 
 from rnnguard.bench.machine import machine_info
 from rnnguard.utils.memory import keep_freed_memory as keep_freed_memory_now
+from rnnguard.utils.progress import progress as progress_bar
 
 __all__ = ["SIZES", "Case", "SpeedReport", "SpeedResult", "format_report", "run_speed"]
 
@@ -257,6 +258,7 @@ def _measure_size(
     device: Any,
     memory: bool,
     log: Callable[[str], None],
+    tick: Callable[[], None] = lambda: None,
 ) -> list[SpeedResult]:
     import torch
 
@@ -271,6 +273,7 @@ def _measure_size(
         for c in cases:  # round robin: every row sees the same machine conditions
             times[c.name].append(_step(models[c.name], x, device, c.amp))
         log(f"  {size}: repeat {rep + 1}/{repeats} done")
+        tick()
     rows = []
     for c in cases:
         fwd = statistics.median(t[0] for t in times[c.name])
@@ -385,10 +388,12 @@ def run_speed(
     log: Callable[[str], None] = lambda s: None,
     keep_freed_memory: bool = True,
     amp: str | None = None,
+    progress: bool | None = None,
 ) -> SpeedReport:
     """Run the benchmark and return its report (see the module docstring for what is measured).
 
     ``amp`` (``"bf16"`` or ``"fp16"``) adds every row again under autocast in that dtype.
+    ``progress``: a bar over the timed repeats (default: when stderr is a terminal).
 
     ``keep_freed_memory`` first asks the C allocator to keep freed memory for reuse (see
     :func:`rnnguard.utils.memory.keep_freed_memory`), for every row alike, so page faults do not
@@ -418,17 +423,29 @@ def run_speed(
     if amp is not None:
         report.machine["amp"] = f"{AMP_DTYPES[amp]} autocast rows marked [{amp}]"
     all_cases = _cases()
-    for size in sizes:
-        # The plain reference loops are 5-10x slower: only at the small sizes, for memory and speedup.
-        cases = [c for c in all_cases if not c.slow or (reference and size != "large")]
-        if amp is not None:
-            cases += _amp_cases(cases, amp)
-        log(f"size {size}: {SIZES[size]}")
-        report.rows += _measure_size(size, SIZES[size], cases, repeats, dev, memory, log)
-    if scaling is not None:
-        log(f"scaling: T={scaling[0]} vs T={scaling[1]}")
-        dims = SIZES["tiny"] if sizes == ("tiny",) else SIZES["small"]
-        report.scaling = _measure_scaling(dims, scaling, max(1, min(repeats, 3)), dev)
+    steps = len(sizes) * repeats + (scaling is not None)
+    with progress_bar(steps, "speed", unit="repeat", enabled=progress) as bar:
+
+        def say(text: str) -> None:
+            with bar.external():
+                log(text)
+
+        for size in sizes:
+            # The plain reference loops are 5-10x slower: only at the small sizes.
+            cases = [c for c in all_cases if not c.slow or (reference and size != "large")]
+            if amp is not None:
+                cases += _amp_cases(cases, amp)
+            bar.set_description(f"speed {size}")
+            say(f"size {size}: {SIZES[size]}")
+            report.rows += _measure_size(
+                size, SIZES[size], cases, repeats, dev, memory, say, bar.update
+            )
+        if scaling is not None:
+            bar.set_description("speed scaling")
+            say(f"scaling: T={scaling[0]} vs T={scaling[1]}")
+            dims = SIZES["tiny"] if sizes == ("tiny",) else SIZES["small"]
+            report.scaling = _measure_scaling(dims, scaling, max(1, min(repeats, 3)), dev)
+            bar.update(1)
     report.verdicts = _verdicts(report.rows, report.scaling)
     if hasattr(os, "getloadavg"):
         report.machine["load_after"] = [round(v, 2) for v in os.getloadavg()]

@@ -66,6 +66,17 @@ def check_out_file(path: str | None, flag: str) -> None:
         raise ConfigError(f"{flag} must be a file path, got folder {path!r}")
 
 
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress`` (default: a bar when stderr is a terminal)."""
+    parser.add_argument(
+        "--progress", dest="progress", action="store_true", default=None,
+        help="force the progress bar on (default: on when stderr is a terminal)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+
+
 def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings given to ``flag`` as a dict; values read as YAML scalars (numbers such as ``3e-3``, booleans)."""
     import yaml

@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from rnnguard.cli.args import add_ray_args, whole
+from rnnguard.cli.args import add_progress_arg, add_ray_args, whole
 
 
 def _names(text: str) -> list[str]:
@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--text", help="run the language model on this text file instead of PTB-char")
     p.add_argument("--device", help="cpu | cuda | auto (default: the preset's)")
     add_ray_args(p, "benchmark's runs")
+    add_progress_arg(p)
     p.set_defaults(func=_bench)
 
     r = subparsers.add_parser("report", help="re-render a benchmark folder's report")
@@ -60,6 +61,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     summary = run_benchmark(
         args.preset,
+        progress=args.progress,
         out=args.out,
         recipes=_flatten(args.recipes),
         tasks=_flatten(args.tasks),

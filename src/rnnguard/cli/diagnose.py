@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnguard.cli.args import check_out_file, check_out_folder, whole
+from rnnguard.cli.args import add_progress_arg, check_out_file, check_out_folder, whole
 from rnnguard.errors import ConfigError
 
 __all__ = ["load_factory", "register"]
@@ -74,6 +74,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--log", default=None, help="training run folder or metrics.jsonl to include")
     p.add_argument("--seed", type=whole, default=0, help="seed for the batch, init and training")
+    add_progress_arg(p)
     p.set_defaults(func=_doctor)
 
     f = subparsers.add_parser(
@@ -207,7 +208,9 @@ def _doctor(args: argparse.Namespace) -> int:
     # The diagnosed batch: an impossible size is one line, not the machine swapping.
     check_batch_fits(args.batch_size, task, recipe.hidden_size if recipe is not None else 1)
     name = recipe.name if recipe is not None and args.recipe else None
-    diagnosis = doctor(model, task, config=config, history=args.log, recipe=name)
+    diagnosis = doctor(
+        model, task, config=config, history=args.log, recipe=name, progress=args.progress
+    )
     if args.hidden_size is not None:  # prescriptions keep the size asked for, so runs compare
         for p in diagnosis.prescriptions:
             p.overrides = {**p.overrides, "hidden_size": args.hidden_size}

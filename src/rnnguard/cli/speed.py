@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rnnguard.bench.speed import format_report, run_speed
-from rnnguard.cli.args import check_out_file, whole
+from rnnguard.cli.args import add_progress_arg, check_out_file, whole
 
 __all__ = ["main", "register"]
 
@@ -51,6 +51,7 @@ def register(subparsers: Any) -> None:
         help="leave malloc as it is (default: keep freed memory for reuse, so that page "
         "faults, which hit rows unevenly, do not decide the ratios)",
     )
+    add_progress_arg(p)
     p.set_defaults(func=_cmd_speed)
 
 
@@ -81,6 +82,7 @@ def _cmd_speed(args: argparse.Namespace) -> int:
         log=lambda s: print(s, file=sys.stderr, flush=True),
         keep_freed_memory=not args.default_allocator,
         amp=args.amp,
+        progress=args.progress,
     )
     print(format_report(report))
     if args.json:

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from rnnguard.cli.args import add_ray_args, add_task_arg, check_out_folder, task_args, whole
+from rnnguard.cli.args import (
+    add_progress_arg,
+    add_ray_args,
+    add_task_arg,
+    check_out_folder,
+    task_args,
+    whole,
+)
 from rnnguard.errors import ConfigError
 
 
@@ -60,6 +67,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no line per finished trial")
     p.add_argument("--list-spaces", action="store_true", help="list search spaces and exit")
     add_ray_args(p, "workers")
+    add_progress_arg(p)
     p.set_defaults(func=run_tune)
 
 
@@ -80,6 +88,7 @@ def run_tune(args: argparse.Namespace) -> int:
         args.task,
         args.length,
         args.trials,
+        progress=args.progress,
         budget_steps=args.budget_steps,
         storage=args.storage,
         study=args.study,

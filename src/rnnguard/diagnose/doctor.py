@@ -32,6 +32,7 @@ from rnnguard.diagnose.trajectory import flat_step, flatten_state, trace_recurre
 from rnnguard.diagnose.usermodel import prepare
 from rnnguard.errors import ConfigError
 from rnnguard.train.model_call import ForwardArgs, Select
+from rnnguard.utils.progress import progress as progress_bar
 
 __all__ = [
     "VERDICTS",
@@ -237,6 +238,7 @@ def doctor(
     forward_kwargs: dict[str, Any] | None = None,
     batch_first: bool | None = None,
     output: Select = None,
+    progress: bool | None = None,
 ) -> Diagnosis:
     """Diagnose ``model`` on a batch (tensor or ``(x, y)``) or a Task, and prescribe cures.
 
@@ -253,6 +255,7 @@ def doctor(
     ``history``: a training run folder, its ``metrics.jsonl``, an :class:`ExplosionHistory` or a
     list of trainer records, adding the run's explosion rate to the evidence. ``recipe``: the
     registered recipe the model came from, so a prescription can be "the same, plus a fix".
+    ``progress``: a bar over the measurements (default: when stderr is a terminal).
 
     Example (a word-level language model, token ids (time, batch), ``forward(input, hidden)``):
         >>> diagnosis = doctor(lm, tokens, forward_args=(lm.init_hidden(16),))  # doctest: +SKIP
@@ -281,8 +284,12 @@ def doctor(
     check_sequence_batch(x)
     length = x.shape[1]
     hist = _history(history)
-    horizons = gradient_horizons(view, x, threshold=cfg.horizon_threshold)
-    spectra, saturation = _spectra(view, x, cfg)
+    with progress_bar(2, "doctor: gradient horizons", unit="step", enabled=progress) as bar:
+        horizons = gradient_horizons(view, x, threshold=cfg.horizon_threshold)
+        bar.update(1)
+        bar.set_description("doctor: Jacobian spectra, saturation")
+        spectra, saturation = _spectra(view, x, cfg)
+        bar.update(1)
     findings = find_problems(horizons, spectra, saturation, hist, length, cfg)
     verdicts = [f.verdict for f in findings] or ["healthy"]
     prescriptions = prescribe(verdicts, length, cfg, recipe) if findings else []

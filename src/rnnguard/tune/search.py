@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,11 @@ from rnnguard.errors import ConfigError, require_extra
 from rnnguard.tune.study import DEFAULT_HEARTBEAT_S, StudyCounts
 from rnnguard.utils.checks import positive_int
 from rnnguard.utils.checks import seed as check_seed
+from rnnguard.utils.progress import Bar
+from rnnguard.utils.progress import progress as progress_bar
 
 DEFAULT_OUT_ROOT = Path("runs") / "tune"
+_POLL_S = 2.0  # seconds between progress reads of the study
 
 
 @dataclass
@@ -55,6 +61,38 @@ def _base_recipe(base: Any, hidden_size: int | None) -> Any:
     return recipe.replace(hidden_size=hidden_size) if hidden_size is not None else recipe
 
 
+@contextlib.contextmanager
+def _count_finished(spec: Any, study_name: str, bar: Bar) -> Iterator[None]:
+    """Keep ``bar`` at the study's finished trials while the block runs (workers may be other
+    processes or machines: the storage is the one place that knows)."""
+    if not bar.active:
+        yield
+        return
+    import optuna
+
+    from rnnguard.tune.storage import open_storage
+    from rnnguard.tune.study import count_trials
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        storage = open_storage(spec)  # its own handle: the workers' are not shared across threads
+        while not stop.wait(_POLL_S):
+            try:
+                study = optuna.load_study(study_name=study_name, storage=storage)
+                bar.set_count(count_trials(study).finished)
+            except Exception:  # a storage hiccup only delays the bar
+                continue
+
+    thread = threading.Thread(target=watch, name="rnnguard-tune-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def default_study_name(task: str, length: int, space: str) -> str:
     """``<task>-T<length>-<space>``, e.g. ``adding-T500-default``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{task}-T{length}-{space}")
@@ -85,6 +123,7 @@ def search(
     ray: str | None = None,
     cpus_per_run: float = 1.0,
     gpus_per_run: float = 0.0,
+    progress: bool | None = None,
 ) -> SearchResult:
     """Search stability recipes for ``task`` at ``length``: exactly ``trials`` trials in the study.
 
@@ -95,7 +134,8 @@ def search(
     same arguments resumes it, and other processes or machines may work on it at the same time.
     With ``ray`` the ``workers`` run as tasks on a Ray cluster (see
     :class:`~rnnguard.utils.ray_pool.RayPool`); a cluster of several machines needs a ``storage``
-    they can all reach (a database URL).
+    they can all reach (a database URL). ``progress``: a bar over the finished trials (default:
+    when stderr is a terminal).
 
     Example:
         >>> result = search("adding", length=100, trials=20, workers=2)  # doctest: +SKIP
@@ -196,7 +236,11 @@ def search(
                 f"{spec.target!r}"
             )
         pool = RayPool(ray, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
-    codes = run_jobs(job, workers, pool=pool)
+    with (
+        progress_bar(trials, f"tune {study_name}", unit="trial", enabled=progress) as bar,
+        _count_finished(spec, study_name, bar),
+    ):
+        codes = run_jobs(job, workers, pool=pool)
 
     final = load_study(job, spec)
     result = SearchResult(
