@@ -134,9 +134,7 @@ def plan_preset(
     default_lm = "text" if text else (preset.lm.task if preset.lm else "ptb-char")
     single_names = [s.task for s in preset.single_tasks]
     mnist_names = sorted({*single_names, "smnist", "pmnist"})
-    wanted = (
-        list(tasks) if tasks else [*length_names, default_lm, *single_names]
-    )
+    wanted = list(tasks) if tasks else [*length_names, default_lm, *single_names]
     _check_names("tasks", wanted, [*length_names, *lm_names, *mnist_names])
     if "text" in wanted and text is None:
         raise ConfigError("tasks includes 'text' but no text file was given (--text FILE)")
