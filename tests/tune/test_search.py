@@ -93,18 +93,20 @@ def test_nan_loss_trial_is_pruned_as_diverged(request: pytest.FixtureRequest) ->
     assert trial.user_attrs["recipe"]["hidden_size"] == 4
 
 
-def test_repeated_explosions_prune_the_trial() -> None:
+def test_repeated_blowups_prune_the_trial_and_clipped_spikes_do_not() -> None:
     study = optuna.create_study()
     trial = study.ask()
     cb = _PruningCallback(trial, explosion_patience=3)
-    cb.on_step_end(None, {"step": 1, "loss": 1.0, "exploded": True})
-    cb.on_step_end(None, {"step": 2, "loss": 1.0, "exploded": False})  # streak broken
-    cb.on_step_end(None, {"step": 3, "loss": 1.0, "exploded": True})
-    cb.on_step_end(None, {"step": 4, "loss": 1.0, "exploded": True})
+    for step in range(1, 11):  # clipped, finite gradient spikes: counted, never pruned for
+        cb.on_step_end(None, {"step": step, "loss": 1.0, "exploded": True, "blowup": None})
+    cb.on_step_end(None, {"step": 11, "loss": 9e3, "blowup": "loss"})
+    cb.on_step_end(None, {"step": 12, "loss": 1.0, "blowup": None})  # streak broken
+    cb.on_step_end(None, {"step": 13, "loss": 9e3, "blowup": "loss"})
+    cb.on_step_end(None, {"step": 14, "loss": 9e3, "blowup": "loss"})
     with pytest.raises(optuna.TrialPruned):
-        cb.on_step_end(None, {"step": 5, "loss": 1.0, "exploded": True})
+        cb.on_step_end(None, {"step": 15, "loss": 9e3, "blowup": "loss"})
     assert trial.user_attrs[PRUNED_REASON_ATTR] == (
-        "diverged: 3 consecutive gradient explosions at step 5"
+        "diverged: 3 consecutive steps with a loss blow-up at step 15"
     )
 
 

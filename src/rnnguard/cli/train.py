@@ -196,7 +196,8 @@ def run_train(args: argparse.Namespace) -> int:
             f"solved={result.solved}"
             + (f" at step {result.solved_step}" if result.solved_step else "")
             + f" steps={result.steps} explosions={stats.get('exploded', 0)} "
-            f"skipped={stats.get('skipped', 0)} rollbacks={result.rollbacks}"
+            f"skipped={stats.get('skipped', 0)} blowups={result.blowups} "
+            f"rollbacks={result.rollbacks}"
             + (" DIVERGED" if result.diverged else "")
             + f" time={result.wall_time:.1f}s"
             + (f" out={result.out}" if result.out else "")

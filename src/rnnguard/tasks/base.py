@@ -79,6 +79,16 @@ class BaseTask:
             return metric >= self.solved_threshold
         return metric <= self.solved_threshold
 
+    @property
+    def trivial_loss(self) -> float | None:
+        """Training loss of a predictor that ignores its input (None when unknown).
+
+        The trainer judges a loss blow-up against it, so it is what an untrained model scores:
+        uniform guessing over the classes (``log(output_size)`` nats) for a classification task,
+        predicting zeros for a regression.
+        """
+        return None
+
     def extra_metrics(self, output: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Additional held-out metrics reported next to the main one (none by default)."""
         return {}

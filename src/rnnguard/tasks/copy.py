@@ -51,6 +51,11 @@ class CopyTask(BaseTask):
         y[:, -N_DATA:] = data
         return x, y
 
+    @property
+    def trivial_loss(self) -> float:
+        """Cross-entropy of uniform guessing over the output classes."""
+        return math.log(self.spec.output_size)
+
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(output.float().flatten(0, 1), y.flatten())
 

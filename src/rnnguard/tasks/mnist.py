@@ -7,6 +7,7 @@ The four files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,11 @@ class SequentialMNIST(BaseTask):
             0, len(self.train_y), (check_batch_size(batch_size),), generator=generator
         )
         return self.to_sequence(self.train_x[idx]), self.train_y[idx]
+
+    @property
+    def trivial_loss(self) -> float:
+        """Cross-entropy of uniform guessing over the output classes."""
+        return math.log(self.spec.output_size)
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(output[:, -1].float(), y)

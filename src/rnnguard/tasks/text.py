@@ -247,6 +247,11 @@ class CharLMTask(BaseTask):
             self.batch(int(state["streams"]), torch.Generator())  # rebuilds this rank's streams
         self._cursor = int(state.get("cursor", 0))
 
+    @property
+    def trivial_loss(self) -> float:
+        """Cross-entropy of uniform guessing over the output classes."""
+        return math.log(self.spec.output_size)
+
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(output.float().flatten(0, 1), y.flatten())
 

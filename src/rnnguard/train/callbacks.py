@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rnnguard.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from rnnguard.utils.io import append_jsonl, atomic_write_text, json_line, read_jsonl
 
 if TYPE_CHECKING:
     from rnnguard.train.state import FitResult, TrainContext
@@ -27,6 +27,7 @@ CSV_COLUMNS = (
     "overflow",
     "exploded",
     "explosions",
+    "blowup",
     "loss_scale",
     "event",
     "time",
@@ -67,7 +68,7 @@ class MetricsWriter(Callback):
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (a resume restarts from there) and rebuild the CSV."""
         records = [r for r in read_jsonl(self.jsonl) if int(r.get("step", 0)) <= step]
-        text = "".join(_json_line(r) for r in records)
+        text = "".join(json_line(r) for r in records)
         atomic_write_text(self.jsonl, text)
         atomic_write_text(self.csv, _csv_text(records, header=True))
 
@@ -87,12 +88,6 @@ class MetricsWriter(Callback):
 
     def on_eval_end(self, ctx: TrainContext, metrics: dict[str, float]) -> None:
         self.write(ctx.last_eval_record)
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(record, sort_keys=True, default=str) + "\n"
 
 
 def _csv_text(records: list[dict[str, Any]], header: bool) -> str:

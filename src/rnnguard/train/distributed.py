@@ -87,6 +87,18 @@ def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
     return box[0]
 
 
+def worst_verdict(
+    verdict: str | None, kinds: tuple[str, ...], info: DistInfo, device: torch.device
+) -> str | None:
+    """The most severe of every rank's ``verdict`` (``kinds`` ordered mildest first)."""
+    if not info.enabled:
+        return verdict
+    code = torch.tensor([0 if verdict is None else kinds.index(verdict) + 1], device=device)
+    dist.all_reduce(code, op=dist.ReduceOp.MAX)
+    worst = int(code.item())
+    return None if worst == 0 else kinds[worst - 1]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -42,6 +42,8 @@ class FitResult:
     """Name of the task's main metric in ``metrics``."""
     rollbacks: int = 0
     """Divergence rollbacks performed."""
+    blowups: int = 0
+    """Steps whose loss or recurrent state blew up (counted apart from gradient explosions)."""
     num_params: int = 0
     """Trainable parameters of the model."""
     recipe: dict[str, Any] | None = None
@@ -113,6 +115,14 @@ class Progress:
     """Product of the rollback back-offs applied to the learning rate."""
     rollbacks: int = 0
     """Divergence rollbacks performed (the give-up is not one)."""
+    stalled_rollbacks: int = 0
+    """Rollbacks since the held-out metric last improved."""
+    best_metric: float | None = None
+    """Best healthy held-out value of the task's metric so far."""
+    blowups: int = 0
+    """Steps judged a loss or state blow-up."""
+    monitor: dict[str, Any] = field(default_factory=dict)
+    """:class:`~rnnguard.train.divergence.DivergenceMonitor` state (its recent losses)."""
     solved_step: int | None = None
     wall_before: float = 0.0
     """Seconds spent in earlier segments of a resumed run."""
@@ -137,6 +147,10 @@ class Progress:
             "step": step,
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "stalled_rollbacks": self.stalled_rollbacks,
+            "best_metric": self.best_metric,
+            "blowups": self.blowups,
+            "monitor": self.monitor,
             "solved_step": self.solved_step,
             "wall_time": wall,
             "history": history,
@@ -157,6 +171,10 @@ class Progress:
         return cls(
             lr_scale=float(saved["lr_scale"]),
             rollbacks=int(saved["rollbacks"]),
+            stalled_rollbacks=int(saved.get("stalled_rollbacks", saved["rollbacks"])),
+            best_metric=saved.get("best_metric"),
+            blowups=int(saved.get("blowups", 0)),
+            monitor=dict(saved.get("monitor", {})),
             solved_step=saved["solved_step"],
             wall_before=float(saved["wall_time"]),
             last_metrics=last_metrics,

@@ -42,6 +42,7 @@ from rnnguard.train.device import (
     resolve_device,
     to_device,
 )
+from rnnguard.train.divergence import BLOWUP_KINDS, CAUSES, DivergenceMonitor, state_rms
 from rnnguard.train.evaluation import evaluate, output_size
 from rnnguard.train.guard import GradientGuard
 from rnnguard.train.model_call import ModelCall, accepts_state
@@ -252,6 +253,8 @@ class Trainer:
             history=history,
         )
         self.stateful = bool(getattr(task, "stateful", False))
+        self.monitor = DivergenceMonitor(getattr(task, "trivial_loss", None))
+        self.monitor.load_state_dict(self.progress.monitor)
         self.t0 = time.time()
 
     # ------------------------------------------------------------------ the loop
@@ -277,9 +280,9 @@ class Trainer:
             ctx.should_stop = True  # a finished run stays finished
 
         while ctx.step < config.steps and not ctx.should_stop:
-            self._train_step()
-            if progress.bad_streak >= config.divergence_patience:
-                self._on_divergence()
+            verdict = self._train_step()
+            if verdict is not None and progress.bad_streak >= config.divergence_patience:
+                self._on_divergence(verdict)
             at_end = ctx.step >= config.steps
             if (config.eval_every and ctx.step % config.eval_every == 0) or at_end:
                 self._evaluate()
@@ -298,8 +301,8 @@ class Trainer:
             self._flush_extra()
         return self._finish()
 
-    def _train_step(self) -> None:
-        """One guarded step, logged and handed to the callbacks."""
+    def _train_step(self) -> str | None:
+        """One guarded step, logged and handed to the callbacks; returns its blow-up verdict."""
         ctx, config, progress = self.ctx, self.config, self.progress
         self.model.train()
         x, y = self.task.batch(config.batch_size, self.train_gen)
@@ -313,16 +316,24 @@ class Trainer:
         self.scaler.scale(loss).backward()
         report = self.guard.step(self.optimizer, scaler=self.scaler, scheduler=self.scheduler)
         ctx.step += 1
-        # Decisions use the guard report only: it sees the all-reduced gradients, identical on
-        # every rank, so all ranks roll back (or not) together.
-        # fp16 loss-scale overflows are the scaler calibrating, not divergence.
-        bad = report.exploded or (report.skipped and not report.overflow)
+        loss_value = float(loss.detach())
+        # fp16 loss-scale overflows are the scaler calibrating, not divergence; a clipped, finite
+        # gradient spike is counted by the guard but is no evidence of divergence either.
+        verdict = self.monitor.judge(
+            loss_value,
+            state_rms(new_state),
+            nonfinite_grad=report.skipped and not report.overflow,
+        )
+        if self.dist.enabled:  # every rank must roll back (or not) together
+            verdict = distributed.worst_verdict(verdict, BLOWUP_KINDS, self.dist, self.device)
+        bad = verdict is not None
         progress.bad_streak = progress.bad_streak + 1 if bad else 0
+        progress.blowups += verdict in ("loss", "state")
         record: dict[str, Any] = {
             "kind": "train",
             "step": ctx.step,
             "epoch": ctx.epoch,
-            "loss": float(loss.detach()),
+            "loss": loss_value,
             "grad_norm": report.norm_before,
             "grad_norm_clipped": report.norm_after,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -331,6 +342,8 @@ class Trainer:
             "overflow": report.overflow,
             "exploded": report.exploded,
             "explosions": self.guard.stats.exploded,
+            "blowup": verdict,
+            "blowups": progress.blowups,
             "loss_scale": report.loss_scale,
             "time": round(self._wall(), 3),
         }
@@ -339,20 +352,24 @@ class Trainer:
             ctx.history.append(record)
         for cb in self.callbacks:
             cb.on_step_end(ctx, record)
+        return verdict
 
-    def _on_divergence(self) -> None:
-        """Roll back to the last good weights with a lower rate, or give up after too many."""
+    def _on_divergence(self, verdict: str) -> None:
+        """Roll back to the last good weights with a lower rate, or give up.
+
+        Giving up needs ``max_rollbacks`` rollbacks in a row without the held-out metric
+        improving in between: a run that recovers and keeps learning is never declared diverged.
+        """
         ctx, config, progress = self.ctx, self.config, self.progress
-        progress.rollbacks += 1
         progress.bad_streak = 0
         event: dict[str, Any] = {
             "kind": "event",
             "step": ctx.step,
             "epoch": ctx.epoch,
             "event": "rollback",
-            "rollbacks": progress.rollbacks,
+            "cause": verdict,
         }
-        if progress.rollbacks > config.max_rollbacks:
+        if progress.stalled_rollbacks >= config.max_rollbacks:
             progress.diverged = True
             event["event"] = "diverged"
             ctx.should_stop = True
@@ -363,14 +380,18 @@ class Trainer:
             progress.lr_scale *= config.lr_backoff
             self.scheduler.scale_base_lr(config.lr_backoff)
             self.carry = None
+            progress.rollbacks += 1
+            progress.stalled_rollbacks += 1
             event["lr_scale"] = progress.lr_scale
+        event["rollbacks"] = progress.rollbacks
         ctx.history.append(event)
         ctx.extra_records.append(event)
         logger.warning(
-            "step %d: %d consecutive non-finite/exploding steps: %s",
+            "step %d: %d consecutive steps with %s: %s",
             ctx.step,
             config.divergence_patience,
-            "giving up (diverged)"
+            CAUSES[verdict],
+            f"giving up (diverged) after {progress.stalled_rollbacks} rollbacks without progress"
             if progress.diverged
             else f"rolled back to the last good weights, learning rate x{progress.lr_scale:g}",
         )
@@ -386,6 +407,11 @@ class Trainer:
         self._publish_eval(progress.last_metrics, time=round(self._wall(), 3))
         if progress.bad_streak == 0 and math.isfinite(value):
             progress.good = self._snapshot()  # the weights just evaluated are a safe place
+            better = bool(getattr(self.task, "higher_is_better", False))
+            best = progress.best_metric
+            if best is None or (value > best if better else value < best):
+                progress.best_metric = value
+                progress.stalled_rollbacks = 0  # progress: earlier rollbacks were worth it
         if progress.solved and self.config.stop_when_solved:
             ctx.should_stop = True
 
@@ -416,6 +442,7 @@ class Trainer:
 
     def _save_checkpoint(self) -> None:
         ctx, task, out = self.ctx, self.task, self.out
+        self.progress.monitor = self.monitor.state_dict()
         mine = {
             "train_gen": self.train_gen.get_state(),
             "global": get_rng_state(self.device),
@@ -480,6 +507,7 @@ class Trainer:
             wall_time=self._wall(),
             metric_name=ctx.metric_name,
             rollbacks=progress.rollbacks,
+            blowups=progress.blowups,
             num_params=count_parameters(self.model),
             recipe=self.recipe.to_dict(),
             out=str(self.out) if self.out else None,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnguard.train.callbacks import Callback
+from rnnguard.train.divergence import CAUSES
 from rnnguard.tune.study import DIVERGED_ATTR, PRUNED_REASON_ATTR
 
 
@@ -81,13 +82,15 @@ class _PruningCallback(Callback):
         loss = record.get("loss")
         if loss is not None and not math.isfinite(loss):
             prune(self.trial, f"diverged: non-finite loss ({loss}) at step {record['step']}")
-        # Prune before the trainer's own rollback (same patience): a rollback would only spend
-        # the trial's budget on a recipe that has already shown it is unstable.
-        self.streak = self.streak + 1 if record.get("exploded") else 0
+        # Prune before the trainer's own rollback (same patience and the same evidence: a loss or
+        # state blow-up, not a clipped gradient spike): a rollback would only spend the trial's
+        # budget on a recipe that has already shown it is unstable.
+        self.streak = self.streak + 1 if record.get("blowup") else 0
         if self.streak >= self.patience:
             prune(
                 self.trial,
-                f"diverged: {self.streak} consecutive gradient explosions at step {record['step']}",
+                f"diverged: {self.streak} consecutive steps with "
+                f"{CAUSES.get(record['blowup'], record['blowup'])} at step {record['step']}",
             )
 
     def on_eval_end(self, ctx: Any, metrics: dict[str, float]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -86,10 +87,40 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     return _atomic_write(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
+# Strict JSON has no NaN or infinities: they are written as these strings and read back as floats.
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by its name in :data:`_NONFINITE`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
+def _restore_nonfinite(obj: Any) -> Any:
+    if isinstance(obj, str) and obj in _NONFINITE:
+        return _NONFINITE[obj]
+    if isinstance(obj, dict):
+        return {k: _restore_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore_nonfinite(v) for v in obj]
+    return obj
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One strict-JSON line (non-finite numbers spelled as strings), newline included."""
+    return json.dumps(_finite_json(record), sort_keys=True, default=str, allow_nan=False) + "\n"
+
+
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and fsync, so a killed process loses at most the line in flight."""
     target = Path(path)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    line = json_line(record)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "a", encoding="utf-8") as fh:
@@ -101,7 +132,10 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a JSON-lines file, ignoring a torn last line left by a killed writer."""
+    """Read a JSON-lines file, ignoring a torn last line left by a killed writer.
+
+    Non-finite numbers written by :func:`append_jsonl` come back as floats.
+    """
     target = Path(path)
     if not target.exists():
         return []
@@ -110,7 +144,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if not raw.strip():
             continue
         try:
-            records.append(json.loads(raw.decode("utf-8")))
+            records.append(_restore_nonfinite(json.loads(raw.decode("utf-8"))))
         except (UnicodeDecodeError, json.JSONDecodeError):
             continue  # torn write from a crash: the record is simply lost
     return records

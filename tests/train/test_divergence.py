@@ -1,0 +1,128 @@
+"""Divergence on evidence: clipped spikes are counted, not punished; loss and state blow-ups are."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnguard.tasks import AddingTask
+from rnnguard.tasks.text import CharLMTask
+from rnnguard.train.config import TrainConfig
+from rnnguard.train.recipes import Recipe, get_recipe
+from rnnguard.train.trainer import fit
+
+SMALL: dict[str, Any] = dict(progress=False, eval_batches=2, stop_when_solved=False)
+
+
+class SpikyGradients(nn.Module):
+    """A model whose gradients are multiplied by ``factor`` on the training steps in ``spikes``.
+
+    The forward pass (and so the loss) is untouched: what reaches the guard is a finite gradient
+    spike of the kind long IndRNN runs produce, which norm clipping turns into an ordinary step.
+    """
+
+    def __init__(self, inner: nn.Module, spikes: set[int], factor: float = 1e4) -> None:
+        super().__init__()
+        self.inner, self.spikes, self.factor, self.calls = inner, spikes, factor, 0
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> Any:
+        out, new_state = self.inner(x, state)
+        if self.training:
+            self.calls += 1
+            if self.calls in self.spikes:
+                out.register_hook(lambda g: g * self.factor)
+        return out, new_state
+
+
+def _model(recipe: Recipe, task: Any) -> nn.Module:
+    torch.manual_seed(0)
+    return recipe.build_model(task.spec, length=task.length)
+
+
+def test_bursts_of_clipped_finite_spikes_do_not_stop_a_learning_run() -> None:
+    """Runs of clipped spikes longer than the patience, as in the T=1000 IndRNN run."""
+    task = AddingTask(10)
+    recipe = get_recipe("gru").replace(hidden_size=16, **{"optimizer.lr": 1e-2})
+    bursts = {start + i for start in (40, 80, 120, 160) for i in range(7)}
+    cfg = TrainConfig(steps=200, batch_size=16, eval_every=20, divergence_patience=5, **SMALL)
+    result = fit(SpikyGradients(_model(recipe, task), bursts), task, cfg, recipe=recipe)
+    assert result.guard_stats["exploded"] >= 20  # counted, as the benchmark reports them
+    assert result.guard_stats["clipped"] >= len(bursts)
+    assert not result.diverged and result.rollbacks == 0 and result.steps == 200
+    assert result.metric < task.baseline  # it kept learning through the spikes
+
+
+def test_a_loss_blow_up_rolls_back_lowers_the_rate_and_gives_up() -> None:
+    """An unscaled residual RNN carrying its state across a text stream blows up in the forward
+    pass while its clipped gradients look ordinary."""
+    text = "the cat sat on the mat. a dog ran in the fog. " * 40
+    task = CharLMTask(
+        {"train": list(text), "valid": list(text[:400]), "test": list(text[:400])},
+        sorted(set(text)),
+        length=20,
+        eval_streams=4,
+    )
+    recipe = get_recipe("residual-rnn").replace(
+        hidden_size=16, layer_kwargs={"nonlinearity": "tanh", "residual": True}
+    )
+    cfg = TrainConfig(steps=80, batch_size=8, eval_every=20, max_rollbacks=2, **SMALL)
+    result = fit(recipe, task, cfg)
+    assert result.blowups >= 5
+    causes = [r.get("cause") for r in result.history if r["kind"] == "event"]
+    assert causes and set(causes) <= {"loss", "state"}
+    assert result.rollbacks == 2 and result.diverged
+
+
+def test_a_state_blow_up_with_an_ordinary_loss_is_caught() -> None:
+    class StateBurst(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, x: torch.Tensor, state: Any = None) -> Any:
+            out, new_state = self.inner(x, state)
+            if self.training:
+                self.calls += 1
+                if self.calls > 30:
+                    new_state = torch.full((1, x.shape[0], 8), 1e6)
+            return out, new_state
+
+    task = AddingTask(6)
+    recipe = get_recipe("gru").replace(hidden_size=8)
+    cfg = TrainConfig(steps=40, batch_size=4, eval_every=0, divergence_patience=3, **SMALL)
+    result = fit(StateBurst(_model(recipe, task)), task, cfg, recipe=recipe)
+    events = [r for r in result.history if r["kind"] == "event"]
+    assert events and events[0]["cause"] == "state" and events[0]["step"] == 33
+    assert result.blowups >= 3
+
+
+def test_monitor_verdicts() -> None:
+    from rnnguard.train.divergence import DivergenceMonitor, state_rms
+
+    mon = DivergenceMonitor(trivial_loss=1.0)
+    assert mon.judge(float("nan")) == "nonfinite"
+    assert mon.judge(1.0, nonfinite_grad=True) == "nonfinite"
+    assert mon.judge(5.5) == "loss"  # above 5 x the trivial loss, before any history
+    for _ in range(5):
+        assert mon.judge(4.5, rms=0.5) is None  # high, but below 5 x trivial
+    assert mon.judge(5.1) == "loss"  # a slow climb is caught too: 4.5 is no excuse
+    for _ in range(10):
+        assert mon.judge(0.05, rms=0.5) is None  # learned
+    assert mon.loss_limit() == 1.0  # 10 x 0.05 is below the trivial loss: that is the bar
+    assert mon.judge(0.9) is None and mon.judge(1.1) == "loss"  # lost it all at once
+    assert mon.judge(0.05, rms=4.9) is None  # under 10 x the median state RMS (0.5)
+    assert mon.judge(0.05, rms=6.0) == "state"
+    assert mon.judge(0.05, rms=float("inf")) == "nonfinite"
+    unknown = DivergenceMonitor()
+    assert unknown.judge(1e6) is None  # no trivial loss and no history: no reference yet
+    for _ in range(5):
+        unknown.judge(2.0)
+    assert unknown.judge(19.0) is None and unknown.judge(21.0) == "loss"
+    again = DivergenceMonitor(trivial_loss=1.0)
+    again.load_state_dict(mon.state_dict())
+    assert again.loss_limit() == mon.loss_limit()
+    assert state_rms((torch.full((2, 3), 2.0), [torch.zeros(2, 3)])) == math.sqrt(2.0)
+    assert state_rms(None) is None
