@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -32,3 +33,21 @@ def test_read_jsonl_skips_a_torn_last_line(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"step": 3, "lo')
     assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+
+
+def test_jsonl_is_strict_json_and_non_finite_numbers_come_back(tmp_path):
+    import math
+
+    path = tmp_path / "m.jsonl"
+    append_jsonl(path, {"loss": float("nan"), "norm": float("inf"), "low": -math.inf, "x": 1.5})
+    append_jsonl(path, {"curve": [1.0, float("nan")], "name": "NaN-free text"})
+
+    def no_constants(token):
+        raise AssertionError(f"bare {token} is not JSON")
+
+    for line in path.read_text().splitlines():
+        json.loads(line, parse_constant=no_constants)
+    first, second = read_jsonl(path)
+    assert math.isnan(first["loss"]) and first["norm"] == math.inf and first["low"] == -math.inf
+    assert first["x"] == 1.5 and math.isnan(second["curve"][1])
+    assert second["name"] == "NaN-free text"

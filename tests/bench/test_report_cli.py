@@ -214,7 +214,9 @@ def test_table_cells_from_a_fake_trainer(tmp_path: Path) -> None:
         else:
             solved = s.length <= limits[s.recipe]
         valid = 9.0 if s.recipe == "vanilla" else 1.5  # vanilla: worse than the unigram model
-        return {"solved": solved, "solved_step": 10 * s.length if solved else None,
+        blown = s.recipe == "vanilla" and s.task == "ptb-char"  # its language model blew up
+        return {"solved": solved, "blowups": 12 if blown else 0, "rollbacks": 3 if blown else 0,
+                "diverged": blown, "solved_step": 10 * s.length if solved else None,
                 "metric": 0.0, "metrics": {"valid_bpc": valid, "test_bpc": 1.625}, "num_params": 7,
                 "wall_time": 0.5, "explosions_total": 3, "explosions_per_epoch": 1.5, "steps": 100,
                 "baseline": 4.0}  # fmt: skip
@@ -231,6 +233,9 @@ def test_table_cells_from_a_fake_trainer(tmp_path: Path) -> None:
     assert rows["vanilla"]["bpc_valid"] == "9.000 (worse than unigram 4.000)"
     assert rows["lstm"]["explosions"] == "1.50" and rows["lstm"]["params"] == "7 / 7"
     assert rows["lstm"]["horizon"] == "n/a"  # the fake trainer measured none: said, not invented
+    runs = {r: sum(1 for v in summary["run_rows"] if v["recipe"] == r) for r in rows}
+    assert rows["vanilla"]["blowups"] == f"12 / 3 / 1 of {runs['vanilla']}"
+    assert rows["lstm"]["blowups"] == f"0 / 0 / 0 of {runs['lstm']}"
 
 
 def test_synthlang_cell_shows_floor_and_memory() -> None:

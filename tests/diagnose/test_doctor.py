@@ -131,6 +131,21 @@ def test_history_adds_explosion_evidence_and_json_is_clean() -> None:
     assert data["prescriptions"][0]["command"].startswith("rnnguard train --recipe ")
 
 
+def test_a_forward_blow_up_in_the_log_is_reported() -> None:
+    """Finite, unclipped-looking gradients but a loss that blew up: the doctor says so."""
+    records: list[dict] = [
+        {"kind": "train", "step": s, "grad_norm": 1.0, "blowup": "loss" if s > 95 else None}
+        for s in range(1, 101)
+    ]
+    records.append({"kind": "event", "step": 100, "event": "rollback", "cause": "loss"})
+    d = doctor(_lstm_forget_bias(2.0), _x(30), history=records)
+    assert "exploding" in d.verdicts
+    evidence = [e for f in d.findings for e in f.evidence if "blow-up" in e.metric]
+    assert evidence and evidence[0].value == 5 and "first at step 96" in evidence[0].text()
+    assert "1 rollbacks" in evidence[0].text()
+    assert json.loads(d.to_json())["history"]["blowups"] == 5
+
+
 def test_prescriptions_are_registered_ranked_and_buildable() -> None:
     known = list_recipes()
     ps = prescribe(["vanishing", "exploding"], 300, original="vanilla")

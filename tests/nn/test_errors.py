@@ -83,6 +83,18 @@ def test_bad_layer_specific_arguments():
         rn.GRU(3, 4, zoneout_cell=0.1)  # a cell-state rate only exists for LSTM
 
 
+def test_residual_scale_arguments():
+    with pytest.raises(ConfigError, match=r"residual_scale needs residual=True"):
+        rn.RNN(3, 4, residual_scale=0.5)
+    with pytest.raises(ConfigError, match=r"residual_scale.*\(0, 1\).*1\.0"):
+        rn.RNN(3, 4, residual=True, residual_scale=1.0)
+    with pytest.raises(TypeError, match=r"residual_scale.*str"):
+        rn.RNNCell(3, 4, residual=True, residual_scale="0.5")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        rn.IndRNN(3, 4, residual=True, residual_scale=0.5)  # its residual joins layers
+    assert "residual_scale=0.5" in repr(rn.RNN(3, 4, residual=True, residual_scale=0.5))
+
+
 def _has_fused() -> bool:
     try:
         from rnnguard.nn.fused import run_direction  # noqa: F401

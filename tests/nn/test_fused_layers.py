@@ -30,6 +30,7 @@ CONFIGS = [
     (GRU, {"layer_norm": True, "zoneout": 0.2, "dropconnect": 0.3}),
     (GRU, {"zoneout": 0.1}),
     (RNN, {"nonlinearity": "relu", "residual": True, "layer_norm": True, "zoneout": 0.2}),
+    (RNN, {"residual": True, "residual_scale": 0.25, "layer_norm": True, "zoneout": 0.2}),
     (RNN, {"nonlinearity": "leaky_relu", "dropconnect": 0.2}),
     (RNN, {"nonlinearity": "tanh", "layer_norm": True, "bias": False}),
     (IndRNN, {}),

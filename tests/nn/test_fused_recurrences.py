@@ -160,6 +160,28 @@ def test_rnn_matches_loop(act: str, ln: bool, residual: bool, carry: str) -> Non
     _compare([out], [ref], [pre, h0, w, ln_hh])
 
 
+@pytest.mark.parametrize("ln", [False, True])
+@pytest.mark.parametrize("carry", ["none", "mask", "pad"])
+def test_convex_residual_rnn_matches_loop(ln: bool, carry: str) -> None:
+    steps, batch, hid, scale = 6, 3, 4, 0.3
+    pre, h0, w = _params((steps, batch, hid), (batch, hid), (hid, hid))
+    ln_hh = _gain(hid, pre.dtype) if ln else None
+    mh = _carry(carry, steps, batch, hid, pre.dtype)
+    opts = RecurrentOptions(residual=True, residual_scale=scale)
+    out = rnn_recurrence(pre, h0, w, ln_hh, opts, mh)
+    h, hs = h0, []
+    for t in range(steps):
+        a = _act(pre[t] + _ln(h @ w.t(), ln_hh), "tanh")
+        h = _mix(mh, h, (1 - scale) * h + scale * a, t)
+        hs.append(h)
+    _compare([out], [torch.stack(hs)], [pre, h0, w, ln_hh])
+    pre64, h64, w64 = (t.detach().double().requires_grad_() for t in (pre, h0, w))
+    mask = torch.empty(steps, batch, hid, dtype=torch.float64).bernoulli_(0.4)
+    assert torch.autograd.gradcheck(
+        lambda *a: rnn_recurrence(*a, None, opts, mask), (pre64, h64, w64)
+    )
+
+
 @pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("carry", ["none", "mask", "rate", "pad"])
 def test_indrnn_matches_loop(act: str, carry: str) -> None:

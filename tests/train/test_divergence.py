@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -13,6 +15,9 @@ from rnnguard.tasks.text import CharLMTask
 from rnnguard.train.config import TrainConfig
 from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.trainer import fit
+from rnnguard.utils.io import read_jsonl
+
+from .helpers import PoisonTask
 
 SMALL: dict[str, Any] = dict(progress=False, eval_batches=2, stop_when_solved=False)
 
@@ -37,6 +42,16 @@ class SpikyGradients(nn.Module):
         return out, new_state
 
 
+def _text_task() -> CharLMTask:
+    text = "the cat sat on the mat. a dog ran in the fog. " * 40
+    return CharLMTask(
+        {"train": list(text), "valid": list(text[:400]), "test": list(text[:400])},
+        sorted(set(text)),
+        length=20,
+        eval_streams=4,
+    )
+
+
 def _model(recipe: Recipe, task: Any) -> nn.Module:
     torch.manual_seed(0)
     return recipe.build_model(task.spec, length=task.length)
@@ -58,22 +73,24 @@ def test_bursts_of_clipped_finite_spikes_do_not_stop_a_learning_run() -> None:
 def test_a_loss_blow_up_rolls_back_lowers_the_rate_and_gives_up() -> None:
     """An unscaled residual RNN carrying its state across a text stream blows up in the forward
     pass while its clipped gradients look ordinary."""
-    text = "the cat sat on the mat. a dog ran in the fog. " * 40
-    task = CharLMTask(
-        {"train": list(text), "valid": list(text[:400]), "test": list(text[:400])},
-        sorted(set(text)),
-        length=20,
-        eval_streams=4,
-    )
-    recipe = get_recipe("residual-rnn").replace(
-        hidden_size=16, layer_kwargs={"nonlinearity": "tanh", "residual": True}
-    )
+    task = _text_task()
+    plain = {"nonlinearity": "tanh", "residual": True, "residual_scale": None}  # the plain sum
+    recipe = get_recipe("residual-rnn").replace(hidden_size=16, layer_kwargs=plain)
     cfg = TrainConfig(steps=80, batch_size=8, eval_every=20, max_rollbacks=2, **SMALL)
     result = fit(recipe, task, cfg)
     assert result.blowups >= 5
     causes = [r.get("cause") for r in result.history if r["kind"] == "event"]
     assert causes and set(causes) <= {"loss", "state"}
     assert result.rollbacks == 2 and result.diverged
+
+
+def test_the_residual_rnn_recipe_stays_below_uniform_on_language_modelling() -> None:
+    task = _text_task()
+    recipe = get_recipe("residual-rnn").replace(hidden_size=16)
+    result = fit(recipe, task, TrainConfig(steps=80, batch_size=8, eval_every=40, **SMALL))
+    uniform = math.log2(task.spec.output_size)
+    assert result.metrics["valid_bpc"] < uniform and result.metrics["test_bpc"] < uniform
+    assert result.blowups == 0 and result.rollbacks == 0 and not result.diverged
 
 
 def test_a_state_blow_up_with_an_ordinary_loss_is_caught() -> None:
@@ -105,17 +122,17 @@ def test_monitor_verdicts() -> None:
     mon = DivergenceMonitor(trivial_loss=1.0)
     assert mon.judge(float("nan")) == "nonfinite"
     assert mon.judge(1.0, nonfinite_grad=True) == "nonfinite"
-    assert mon.judge(5.5) == "loss"  # above 5 x the trivial loss, before any history
-    for _ in range(5):
-        assert mon.judge(4.5, rms=0.5) is None  # high, but below 5 x trivial
-    assert mon.judge(5.1) == "loss"  # a slow climb is caught too: 4.5 is no excuse
-    for _ in range(10):
+    assert mon.judge(40.0) is None  # an awful start is no blow-up: there is no trend yet
+    assert mon.judge(30.0) is None and mon.judge(20.0) is None  # coming down: learning
+    assert mon.judge(41.0) == "loss"  # above 5 x trivial and twice the lowest recent loss
+    for _ in range(50):
+        assert mon.judge(3.0) is None  # the old highs leave the window
+    assert mon.loss_limit() == 6.0  # 5 x trivial, 2 x 3.0
+    assert mon.judge(5.5) is None and mon.judge(6.5) == "loss"  # a slow climb is caught
+    for _ in range(60):
         assert mon.judge(0.05, rms=0.5) is None  # learned
     assert mon.loss_limit() == 1.0  # 10 x 0.05 is below the trivial loss: that is the bar
     assert mon.judge(0.9) is None and mon.judge(1.1) == "loss"  # lost it all at once
-    assert mon.judge(0.05, rms=4.9) is None  # under 10 x the median state RMS (0.5)
-    assert mon.judge(0.05, rms=6.0) == "state"
-    assert mon.judge(0.05, rms=float("inf")) == "nonfinite"
     unknown = DivergenceMonitor()
     assert unknown.judge(1e6) is None  # no trivial loss and no history: no reference yet
     for _ in range(5):
@@ -126,3 +143,13 @@ def test_monitor_verdicts() -> None:
     assert again.loss_limit() == mon.loss_limit()
     assert state_rms((torch.full((2, 3), 2.0), [torch.zeros(2, 3)])) == math.sqrt(2.0)
     assert state_rms(None) is None
+
+
+def test_a_nan_run_writes_strict_json_metrics(tmp_path: Any) -> None:
+    cfg = TrainConfig(steps=6, batch_size=4, eval_every=3, log_every=1, out=str(tmp_path), **SMALL)
+    fit(get_recipe("gru").replace(hidden_size=4), PoisonTask(5, bad={2, 3}), cfg)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    for line in lines:
+        json.loads(line, parse_constant=lambda token: pytest.fail(f"bare {token} in the log"))
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert math.isnan(losses[1]) and math.isfinite(losses[0])

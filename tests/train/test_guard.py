@@ -219,6 +219,7 @@ def test_state_dict_round_trip() -> None:
         {"max_norm": 0.0},
         {"max_norm": -1.0},
         {"percentile": 0.0},
+        {"percentile": "a", "mode": "auto"},  # named, not a failed comparison inside
         {"explosion_factor": 0},
         {"steps_per_epoch": 0},
         {"history_size": 0},

@@ -27,6 +27,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("bpc_valid", "BPC valid"),
     ("bpc_test", "BPC test"),
     ("explosions", "explosions / epoch"),
+    ("blowups", "loss/state blow-ups (steps) / rollbacks / diverged runs"),
     ("horizon", "gradient horizon init → end"),
     ("params", "parameters (adding / LM)"),
     ("wall", "training time, all runs (s)"),
@@ -302,6 +303,14 @@ def _row(
         row["explosions"] = f"{total / max(1, epochs):.2f} (synthetic runs)"
     else:
         row["explosions"] = "n/a"
+    # Counted apart from the (clipped) gradient explosions: these are what rolls a run back.
+    row["blowups"] = (
+        f"{sum(int(r.get('blowups', 0)) for r in ok_runs)} / "
+        f"{sum(int(r.get('rollbacks', 0)) for r in ok_runs)} / "
+        f"{sum(bool(r.get('diverged')) for r in ok_runs)} of {len(ok_runs)}"
+        if ok_runs
+        else "n/a"
+    )
     # Horizon on the longest adding run trained with the search seed.
     seed_runs = [r for r in length_runs.get(recipe, []) if r["task"] == "adding"]
     longest = (

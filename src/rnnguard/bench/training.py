@@ -119,6 +119,7 @@ def train_run(spec: RunSpec) -> dict[str, Any]:
         "skipped_steps": int(result.guard_stats.get("skipped", 0)),
         "diverged": bool(result.diverged),
         "rollbacks": int(result.rollbacks),
+        "blowups": int(result.blowups),
         "baseline": float(task.baseline),
         "threshold": float(task.solved_threshold),
         "higher_is_better": bool(task.higher_is_better),

@@ -31,8 +31,8 @@ class DoctorConfig:
     vanishing: the normalised input gradient falls below ``horizon_threshold`` and stays below up to
     the start of the sequence, or the top Lyapunov exponents of all recurrent layers predict that.
     exploding: the gradient from the far past exceeds the near one ``exploding_ratio`` times (or
-    is not finite), any layer's top Lyapunov exponent predicts that, or a training log flags more than
-    ``explosion_rate`` of its steps. saturated: a layer's fraction of closed forget gates,
+    is not finite), any layer's top Lyapunov exponent predicts that, a training log flags more than
+    ``explosion_rate`` of its steps, or it holds a loss or recurrent-state blow-up. saturated: a layer's fraction of closed forget gates,
     flat sigmoid gates or saturated tanh units exceeds its threshold. dead-units: more than
     ``dead_units`` of a ReLU layer's units never fire on the batch.
     """
@@ -184,6 +184,19 @@ def find_problems(
                 ">",
                 "training log",
                 f"{history.explosions} explosions, {len(history.skipped_steps)} skipped of {history.total_steps}",
+            )
+        )
+    if history is not None and history.blowups:
+        # The forward pass blew up (the guard's clipping cannot help there): always reported.
+        explode.append(
+            Evidence(
+                "loss/state blow-up steps",
+                float(history.blowups),
+                0.0,
+                ">",
+                "training log",
+                f"first at step {history.blowup_steps[0]}; {history.rollbacks} rollbacks"
+                + ("; the run gave up (diverged)" if history.diverged else ""),
             )
         )
     sat: list[Evidence] = []

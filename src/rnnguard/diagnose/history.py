@@ -26,7 +26,8 @@ class ExplosionHistory:
     """Pre-clip gradient norms and guard events of one run.
 
     ``steps``/``grad_norm`` hold the logged training records; ``exploded_steps`` and
-    ``skipped_steps`` every step the guard flagged; ``total_steps`` the last step seen.
+    ``skipped_steps`` every step the guard flagged; ``blowup_steps`` every step whose loss or
+    recurrent state the trainer judged blown up; ``total_steps`` the last step seen.
     """
 
     steps: np.ndarray
@@ -37,6 +38,12 @@ class ExplosionHistory:
     total_steps: int = 0
     rollbacks: int = 0
     diverged: bool = False
+    blowup_steps: list[int] = field(default_factory=list)
+
+    @property
+    def blowups(self) -> int:
+        """Steps whose loss or recurrent state blew up (the forward pass, not the gradient)."""
+        return len(self.blowup_steps)
 
     @property
     def explosions(self) -> int:
@@ -69,6 +76,7 @@ class ExplosionHistory:
             "skipped": len(self.skipped_steps),
             "explosion_rate": self.explosion_rate,
             "clipped_fraction": self.clipped_fraction,
+            "blowups": self.blowups,
             "rollbacks": self.rollbacks,
             "diverged": self.diverged,
             "grad_norm": self.norm_quantiles(),
@@ -85,7 +93,7 @@ def _float(v: Any) -> float:
 
 def summarize_history(records: Iterable[Mapping[str, Any]]) -> ExplosionHistory:
     """Build an :class:`ExplosionHistory` from trainer records (``FitResult.history`` or JSONL lines)."""
-    steps, norms, exploded, skipped = [], [], set(), set()
+    steps, norms, exploded, skipped, blown = [], [], set(), set(), set()
     clipped = 0
     rollbacks, diverged, last = 0, False, 0
     for rec in records:
@@ -107,6 +115,8 @@ def summarize_history(records: Iterable[Mapping[str, Any]]) -> ExplosionHistory:
             exploded.add(step)
         if rec.get("skipped"):
             skipped.add(step)
+        if rec.get("blowup") in ("loss", "state"):
+            blown.add(step)
     order = np.argsort(steps, kind="stable")
     return ExplosionHistory(
         steps=np.asarray(steps, dtype=np.int64)[order],
@@ -117,6 +127,7 @@ def summarize_history(records: Iterable[Mapping[str, Any]]) -> ExplosionHistory:
         total_steps=last,
         rollbacks=rollbacks,
         diverged=diverged,
+        blowup_steps=sorted(blown),
     )
 
 

@@ -53,6 +53,7 @@ class RecurrentBase(nn.Module):
     init: InitArg
     weight_norm: bool
     residual: bool
+    residual_scale: float | None
     recurrent_max: float | None
     max_length: int | None
 

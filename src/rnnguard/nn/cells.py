@@ -85,6 +85,7 @@ class _Cell(RecurrentBase):
         init: InitArg = None,
         weight_norm: bool = False,
         residual: bool = False,
+        residual_scale: float | None = None,
         recurrent_max: float | None = None,
         max_length: int | None = None,
         device: Any = None,
@@ -97,7 +98,8 @@ class _Cell(RecurrentBase):
             kind, hidden_size, bias, nonlinearity=nonlinearity, layer_norm=layer_norm,
             zoneout=zoneout, zoneout_cell=zoneout_cell, dropconnect=dropconnect,
             forget_bias=forget_bias, init=init, weight_norm=weight_norm, residual=residual,
-            recurrent_max=recurrent_max, max_length=max_length, zero_ok=True,
+            residual_scale=residual_scale, recurrent_max=recurrent_max, max_length=max_length,
+            zero_ok=True,
         )  # fmt: skip
         self._make_params([self.input_size], {"device": device, "dtype": dtype})
         self._finish_init()
@@ -323,7 +325,8 @@ class GRUCell(_Cell):
 
 
 class RNNCell(_Cell):
-    """One Elman RNN step (``residual=True``: h_{t-1} + act(...)), torch.nn.RNNCell's parameters."""
+    """One Elman RNN step (``residual=True``: h_{t-1} + act(...), convex with ``residual_scale``),
+    torch.nn.RNNCell's parameters."""
 
     def __init__(
         self,
@@ -340,11 +343,13 @@ class RNNCell(_Cell):
         init: InitArg = None,
         weight_norm: bool = False,
         residual: bool = False,
+        residual_scale: float | None = None,
     ) -> None:
         super().__init__(
             "rnn", input_size, hidden_size, bias, nonlinearity=nonlinearity,
             layer_norm=layer_norm, zoneout=zoneout, dropconnect=dropconnect, init=init,
-            weight_norm=weight_norm, residual=residual, device=device, dtype=dtype,
+            weight_norm=weight_norm, residual=residual, residual_scale=residual_scale,
+            device=device, dtype=dtype,
         )  # fmt: skip
 
 

@@ -285,10 +285,14 @@ def gru_step(
 def rnn_step(
     xp: Tensor, state: State, w_hh: Tensor, p: LayerParams, options: RecurrentOptions
 ) -> HiddenState:
-    """One Elman RNN step (optionally residual: h_{t-1} + act(...)); returns the candidate h~."""
+    """One Elman RNN step (optionally residual: h_{t-1} + act(...), or the convex
+    (1 - s) h_{t-1} + s act(...) with ``residual_scale``); returns the candidate h~."""
     h = state[0]
     a = _act(xp + _recurrent(h, w_hh, p), options.nonlinearity)
-    return HiddenState(h + a if options.residual else a)
+    if not options.residual:
+        return HiddenState(a)
+    scale = options.residual_scale
+    return HiddenState(h + a if scale is None else torch.lerp(h, a, scale))
 
 
 def indrnn_step(

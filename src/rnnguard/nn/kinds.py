@@ -120,6 +120,11 @@ class KindSpec:
                 f"nonlinearity must be one of {', '.join(map(repr, self.nonlinearities))} for "
                 f"{self.name}, got {opts.nonlinearity!r}"
             )
+        if opts.residual_scale is not None and self.residual_between_layers:
+            raise ConfigError(
+                f"residual_scale applies to the residual inside an RNN step, got "
+                f"residual_scale={opts.residual_scale} for {self.name}"
+            )
         if opts.forget_bias is not None and not bias:
             raise ConfigError("forget_bias needs bias=True, got bias=False")
         return opts

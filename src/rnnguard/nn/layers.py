@@ -50,6 +50,7 @@ class _RecurrentLayer(RecurrentBase):
         init: InitArg = None,
         weight_norm: bool = False,
         residual: bool = False,
+        residual_scale: float | None = None,
         recurrent_max: float | None = None,
         max_length: int | None = None,
         proj_size: int = 0,
@@ -76,7 +77,7 @@ class _RecurrentLayer(RecurrentBase):
             kind, hidden_size, bias, nonlinearity=nonlinearity, layer_norm=layer_norm,
             zoneout=zoneout, zoneout_cell=zoneout_cell, dropconnect=dropconnect,
             forget_bias=forget_bias, init=init, weight_norm=weight_norm, residual=residual,
-            recurrent_max=recurrent_max, max_length=max_length,
+            residual_scale=residual_scale, recurrent_max=recurrent_max, max_length=max_length,
         )  # fmt: skip
         self.proj_size = _check_proj_size(proj_size, self.hidden_size)
         self._make_params(
@@ -472,10 +473,14 @@ class GRU(_RecurrentLayer):
 
 @register_layer(
     "rnn",
-    description="Elman RNN, drop-in for torch.nn.RNN; extras: residual, leaky_relu, layer_norm, zoneout, dropconnect, init, weight_norm",
+    description="Elman RNN, drop-in for torch.nn.RNN; extras: residual (residual_scale), leaky_relu, layer_norm, zoneout, dropconnect, init, weight_norm",
 )
 class RNN(_RecurrentLayer):
-    """Drop-in ``torch.nn.RNN``; ``residual=True`` gives h_t = h_{t-1} + act(...)."""
+    """Drop-in ``torch.nn.RNN``; ``residual=True`` gives h_t = h_{t-1} + act(...).
+
+    ``residual_scale=s`` makes that residual convex, h_t = (1 - s) h_{t-1} + s act(...), so the
+    state stays bounded however long the stream it is carried over.
+    """
 
     def __init__(
         self,
@@ -496,6 +501,7 @@ class RNN(_RecurrentLayer):
         init: InitArg = None,
         weight_norm: bool = False,
         residual: bool = False,
+        residual_scale: float | None = None,
         impl: str = "auto",
         proj_size: Any = None,
     ) -> None:
@@ -504,7 +510,7 @@ class RNN(_RecurrentLayer):
             "rnn", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
             nonlinearity=nonlinearity, layer_norm=layer_norm, zoneout=zoneout,
             dropconnect=dropconnect, init=init, weight_norm=weight_norm, residual=residual,
-            impl=impl, device=device, dtype=dtype,
+            residual_scale=residual_scale, impl=impl, device=device, dtype=dtype,
         )  # fmt: skip
         self.mode = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}.get(
             self.nonlinearity, "RNN_LEAKY_RELU"

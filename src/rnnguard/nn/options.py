@@ -51,6 +51,10 @@ class RecurrentOptions:
     """Weight normalisation of the input and recurrent matrices."""
     residual: bool = False
     """RNN: ``h_t = h_{t-1} + act(...)``; IndRNN: each layer's input added to its output."""
+    residual_scale: float | None = None
+    """RNN with ``residual``: ``s`` in (0, 1) gives the convex residual
+    ``h_t = (1 - s) h_{t-1} + s act(...)``, whose state stays within the activation's range
+    (the plain sum grows without bound over a long or carried stream); None: the plain sum."""
     recurrent_max: float | None = None
     """Bound on ``|u|`` of the IndRNN recurrent vector."""
     max_length: int | None = None
@@ -70,6 +74,12 @@ class RecurrentOptions:
             if not math.isfinite(fb):
                 raise ConfigError(f"forget_bias must be finite, got {fb}")
             put(self, "forget_bias", float(fb))
+        if self.residual_scale is not None:
+            put(self, "residual_scale", _checks.fraction("residual_scale", self.residual_scale))
+            if not self.residual:
+                raise ConfigError(
+                    f"residual_scale needs residual=True, got residual_scale={self.residual_scale}"
+                )
         _check_init(self.init)
         bound = self.recurrent_max
         if self.max_length is not None:

@@ -3,7 +3,8 @@
 A clipped, finite gradient spike is what clipping is for: the guard counts it as an explosion, but
 it is no reason to roll back. What is: a non-finite loss, gradient or recurrent state; a training
 loss far above both the task's trivial loss and the recent losses; or a recurrent state whose size
-jumps far above its recent values.
+jumps far above its recent values. A run that starts far above the trivial loss and comes down is
+learning, not diverging.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ class DivergenceMonitor:
     Args:
         trivial_loss: the loss of an untrained model (``task.trivial_loss``), or None when the
             task does not say; then only the recent losses are the reference.
-        loss_factor: a loss above this many times the trivial loss is a blow-up, however the
-            run got there (a slow climb included).
+        loss_factor: a loss above this many times the trivial loss is a blow-up when it is
+            also ``rise_factor`` times the lowest loss of the last ``window`` steps: a run that
+            climbs (slowly or not) far above what an untrained model scores. A run that starts
+            high and comes down is learning, and is left alone.
+        rise_factor: see ``loss_factor``.
         jump_factor: so is a loss above this many times the median of recent losses, when it is
             also above the trivial loss (a run that had learned and lost it all at once).
         state_factor: a state RMS above this many times the median of recent ones (and above 1,
@@ -70,6 +74,7 @@ class DivergenceMonitor:
         trivial_loss: float | None = None,
         *,
         loss_factor: float = 5.0,
+        rise_factor: float = 2.0,
         jump_factor: float = 10.0,
         state_factor: float = 10.0,
         window: int = 50,
@@ -77,7 +82,9 @@ class DivergenceMonitor:
         valid = trivial_loss is not None and math.isfinite(trivial_loss) and trivial_loss > 0
         self.trivial_loss = float(trivial_loss) if valid and trivial_loss is not None else None
         self.loss_factor = loss_factor
+        self.rise_factor = rise_factor
         self.jump_factor = jump_factor
+        self.recent: deque[float] = deque(maxlen=window)  # every finite loss, for the lowest
         self.state_factor = state_factor
         self.losses: deque[float] = deque(maxlen=window)
         self.states: deque[float] = deque(maxlen=window)
@@ -85,7 +92,9 @@ class DivergenceMonitor:
     def loss_limit(self) -> float | None:
         """The loss above which a step is a blow-up (None while there is no reference yet)."""
         trivial = self.trivial_loss
-        limits = [] if trivial is None else [self.loss_factor * trivial]
+        limits = []
+        if trivial is not None and self.recent:
+            limits.append(max(self.loss_factor * trivial, self.rise_factor * min(self.recent)))
         if len(self.losses) >= self.MIN_HISTORY:
             limits.append(max(self.jump_factor * statistics.median(self.losses), trivial or 0.0))
         return min(limits) if limits else None
@@ -101,6 +110,7 @@ class DivergenceMonitor:
         ):
             return "nonfinite"
         limit = self.loss_limit()
+        self.recent.append(loss)
         if limit is not None and loss > limit:
             return "loss"
         if (
@@ -115,10 +125,16 @@ class DivergenceMonitor:
         return None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"losses": list(self.losses), "states": list(self.states)}
+        return {
+            "losses": list(self.losses),
+            "states": list(self.states),
+            "recent": list(self.recent),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses.clear()
         self.losses.extend(float(v) for v in state.get("losses", []))
         self.states.clear()
         self.states.extend(float(v) for v in state.get("states", []))
+        self.recent.clear()
+        self.recent.extend(float(v) for v in state.get("recent", []))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import number
 
 if TYPE_CHECKING:  # config.py imports CLIP_MODES from here
     from rnnguard.train.config import GuardConfig
@@ -148,7 +149,8 @@ class GradientGuard:
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}")
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
-        if not 0 < percentile <= 100:
+        # Checked as a number first: a string would only fail later, inside a comparison.
+        if not 0 < number("percentile", percentile) <= 100:
             raise ConfigError(f"percentile must be in (0, 100], got {percentile}")
         for name, ivalue in (("history_size", history_size), ("min_history", min_history)):
             if not isinstance(ivalue, int) or ivalue < 1:

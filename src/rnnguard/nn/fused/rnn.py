@@ -42,6 +42,7 @@ class _RNNRecurrence(torch.autograd.Function):
         zoneout: ZoneoutWeight,
     ) -> Tensor:
         nonlinearity, residual = options.nonlinearity, options.residual
+        scale = options.residual_scale
         steps, batch, hid = pre.shape
         hs = pre.new_empty(steps, batch, hid)
         # Without residual or zoneout the activation output is the state itself: one buffer.
@@ -64,10 +65,15 @@ class _RNNRecurrence(torch.autograd.Function):
                 prod.add_into(pre_l[t], h, a_l[t])
             act_(a_l[t], nonlinearity)
             if zoneout is None:
-                if residual:
+                if residual and scale is not None:
+                    torch.lerp(h, a_l[t], scale, out=hs_l[t])
+                elif residual:
                     torch.add(a_l[t], h, out=hs_l[t])
             else:
-                new = a_l[t] + h if residual else a_l[t]
+                if not residual:
+                    new = a_l[t]
+                else:
+                    new = a_l[t] + h if scale is None else torch.lerp(h, a_l[t], scale)
                 torch.lerp(new, h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
 
@@ -94,9 +100,12 @@ class _RNNRecurrence(torch.autograd.Function):
         back = RecurrentProduct(w_hh.t(), h0.shape[0])  # d @ W_hh, packed once
         d_h0 = h0.new_empty(0)
 
+        scale = options.residual_scale if options.residual else None
         for t in range(steps - 1, -1, -1):
             dh = dh_l[t]
             dht = dh if zoneout is None else times_keep(dh, zoneout_l[t])
+            if scale is not None:
+                dht = dht * scale  # the convex residual weighs the activation by s
             dr = act_backward_into(dht, a_l[t], options.nonlinearity, da_l[t])
             if raw is not None:
                 dr, dg, _ = ln_backward_affine(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
@@ -107,9 +116,12 @@ class _RNNRecurrence(torch.autograd.Function):
                 back.accumulate(target, dr)
             else:
                 target = d_h0 = back(dr)
-            # Direct path to h_{t-1}: m + (1 - m) through the residual, i.e. 1; else m.
+            # Direct path to h_{t-1}: m + (1 - m) through the residual, i.e. 1; else m. The
+            # convex residual takes off what went to the activation: m + (1 - m)(1 - s).
             if options.residual:
                 target.add_(dh)
+                if scale is not None:
+                    target.sub_(dht)
             elif zoneout is not None:
                 add_scaled_(target, zoneout_l[t], dh)  # type: ignore[arg-type]
 
