@@ -67,10 +67,10 @@ def test_doctor_verify_reports_both_runs(
     for arm in ("original", "prescribed"):
         assert len(v[arm]["losses"]) == 3 and v[arm]["final_loss"] is not None
         assert "horizon" in v[arm]["horizon_before"] and "horizon" in v[arm]["horizon_after"]
-    assert f"{v['prescribed']['final_loss']:.4g}" in v["statement"]
-    assert f"{v['original']['final_loss']:.4g}" in v["statement"]
-    assert "verify original (vanilla): final held-out loss" in out
-    assert "Verification" in (tmp_path / "report.html").read_text()
+    # Three steps decide nothing: the verdict says so rather than naming a winner.
+    assert v["verdict"] == "inconclusive" and v["statement"].startswith("inconclusive: neither")
+    assert "verify original (vanilla): not solved after 3 steps" in out
+    assert "Verification: inconclusive" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "plots" / "verify_loss.png").exists()
 
 

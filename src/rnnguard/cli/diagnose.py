@@ -8,10 +8,11 @@ import inspect
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rnnguard.cli.args import add_progress_arg, check_out_file, check_out_folder, whole
+from rnnguard.cli.args import add_progress_arg, check_out_file, check_out_folder, number, whole
 from rnnguard.errors import ConfigError
 
 __all__ = ["load_factory", "register"]
@@ -64,9 +65,29 @@ def register(subparsers: Any) -> None:
         help="folder with ptb-char/ for the 'ptb-char' task (default: $RNNGUARD_DATA)",
     )
     p.add_argument("--out", default=None, help="folder for report.html and diagnosis.json")
-    p.add_argument("--verify", action="store_true", help="train original and prescription, compare")
     p.add_argument(
-        "--verify-steps", type=whole, default=200, help="training steps per run for --verify"
+        "--verify",
+        action="store_true",
+        help="train the top prescription, then the original on as many steps, and decide",
+    )
+    p.add_argument(
+        "--verify-steps",
+        type=whole,
+        default=3000,
+        help="most training steps per run for --verify (default 3000; it stops once solved)",
+    )
+    p.add_argument(
+        "--verify-time",
+        type=number,
+        default=240.0,
+        help="seconds --verify may train in all (default 240; half for the prescription)",
+    )
+    p.add_argument(
+        "--verify-length",
+        type=whole,
+        default=None,
+        help="task length for --verify (default: 4x the original's gradient horizon, at least 20,"
+        " at most --length)",
     )
     p.add_argument("--batch-size", type=whole, default=16, help="sequences in the diagnosed batch")
     p.add_argument(
@@ -215,7 +236,13 @@ def _doctor(args: argparse.Namespace) -> int:
         for p in diagnosis.prescriptions:
             p.overrides = {**p.overrides, "hidden_size": args.hidden_size}
     print(diagnosis.summary())
-    report = _verify(args, diagnosis, original, task)
+    report = _verify(
+        args,
+        diagnosis,
+        original,
+        task,
+        lambda n: create_task(task_name, length=n, **_task_kwargs(args, task_name)),
+    )
     if args.out:
         from rnnguard.diagnose.report import write_report
 
@@ -242,7 +269,10 @@ def _doctor_run(args: argparse.Namespace, config: Any) -> int:
     )
     print(result.trained.summary())
     print(result.comparison())
-    report = _verify(args, result.trained, run.recipe, run.build_task(task_kwargs, args.length))
+    task = run.build_task(task_kwargs, args.length)
+    report = _verify(
+        args, result.trained, run.recipe, task, lambda n: run.build_task(task_kwargs, n)
+    )
     if args.out:
         from rnnguard.diagnose.report import write_report
         from rnnguard.utils.io import atomic_write_json
@@ -255,24 +285,41 @@ def _doctor_run(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace, diagnosis: Any, original: Any, task: Any) -> Any:
-    """``--verify``: train the original and the top prescription on the same budget."""
+def _verify(
+    args: argparse.Namespace,
+    diagnosis: Any,
+    original: Any,
+    task: Any,
+    make_task: Callable[[int], Any],
+) -> Any:
+    """``--verify``: the top prescription against the original until one is decided."""
     if not args.verify:
         return None
     if not diagnosis.prescriptions:
         print("verify: nothing to verify, the model was found healthy")
         return None
-    from rnnguard.diagnose.verify import verify
+    from rnnguard.diagnose.verify import has_solved_threshold, verify, verify_length
 
+    length = args.verify_length
+    if length is None and has_solved_threshold(task):  # a language model keeps its BPTT window
+        length = verify_length(diagnosis.horizons.input.horizon, task.length)
+    if length is not None and length != task.length:
+        task = make_task(length)
+        print(
+            f"verify: at T={length}, beyond the original's gradient horizon "
+            f"({_h(diagnosis.horizons.input.to_dict())}), where a cure should show"
+        )
     prescribed = diagnosis.prescriptions[0].build()
     report = verify(
-        original, prescribed, task, steps=args.verify_steps, seed=args.seed, batch_size=32
-    )
-    for arm in (report.original, report.prescribed):
+        original, prescribed, task, steps=args.verify_steps, time_budget=args.verify_time,
+        seed=args.seed, batch_size=32, progress=getattr(args, "progress", None),
+    )  # fmt: skip
+    for arm in (report.prescribed, report.original):
+        solved = f"solved at step {arm.solved_step}" if arm.solved else "not solved"
         print(
-            f"verify {arm.label} ({arm.recipe}): final held-out loss {arm.final_loss:.4g}, "
-            f"{arm.metric_name} {arm.metric:.4g}, horizon before {_h(arm.horizon_before)}, "
-            f"after {_h(arm.horizon_after)}"
+            f"verify {arm.label} ({arm.recipe}): {solved} after {arm.steps_run} steps "
+            f"({arm.wall_time:.0f} s), held-out {arm.metric_name} {arm.metric:.4g}, horizon "
+            f"before {_h(arm.horizon_before)}, after {_h(arm.horizon_after)}"
         )
     print(f"verify: {report.statement}")
     return report

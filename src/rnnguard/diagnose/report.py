@@ -158,7 +158,7 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
             f"steps of {log.total_steps}</p>" + image(images["history"], "explosion history")
         )
     if verify is not None:
-        parts.append("<h2>Verification</h2>")
+        parts.append(f"<h2>Verification: {e(verify.verdict)}</h2>")
         parts.append(f"<p>{e(verify.statement)}</p>")
         rows = []
         for a in (verify.original, verify.prescribed):
@@ -167,6 +167,7 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
                 (
                     e(a.label),
                     f"<code>{e(a.recipe)}</code>",
+                    f"step {a.solved_step}" if a.solved else f"no ({a.steps_run} steps)",
                     _fmt(a.final_loss),
                     f"{e(a.metric_name)} {_fmt(a.metric)}",
                     _fmt(hb) if hb is not None else "beyond sequence",
@@ -178,6 +179,7 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
         header = (
             "run",
             "recipe",
+            "solved",
             "final held-out loss",
             "metric",
             "horizon before",
@@ -187,7 +189,9 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
         )
         parts.append(table(header, rows))
         parts.append(
-            f"<p>Same task, seed {verify.seed}, batch {verify.batch_size} and {verify.steps} steps for both.</p>"
+            f"<p>Same task (T={verify.length}), seed {verify.seed} and batch {verify.batch_size}; "
+            f"the prescription trained first, until solved or its share of the time budget, the "
+            f"original for at most as many steps ({verify.steps}).</p>"
         )
         parts.append(image(images["verify"], "loss curves"))
     cfg = {k: v for k, v in d.to_dict()["config"].items() if k != "saturation"}
