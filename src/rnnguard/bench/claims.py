@@ -10,6 +10,7 @@ the task's trivial baseline, refuted when it solves, and inconclusive in between
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -183,6 +184,69 @@ def lower_bpc(first: ClaimRun, second: ClaimRun) -> Judge:
     return judge
 
 
+def effective_length_is(at: ClaimRun, beyond: ClaimRun) -> Judge:
+    """The guide's effective length L: reproduced when L is solved and the next grid length is
+    not; a miss at L on our shorter budget is inconclusive, solving beyond L refutes."""
+
+    def judge(results: Sequence[Mapping[str, Any]]) -> Verdict:
+        r_at, r_beyond = results
+        for r in (r_at, r_beyond):
+            if (bad := _failed_run(r)) is not None:
+                return bad
+        solved_at, solved_beyond = bool(r_at.get("solved")), bool(r_beyond.get("solved"))
+        measured = (
+            f"T={at.length} {'solved' if solved_at else 'not solved'}, "
+            f"T={beyond.length} {'solved' if solved_beyond else 'not solved'}"
+        )
+        if solved_beyond:
+            return Verdict(measured, "not reproduced", f"solves beyond the claimed T={at.length}")
+        if solved_at:
+            return Verdict(measured, "reproduced", f"solves T={at.length}, not T={beyond.length}")
+        return Verdict(measured, "inconclusive at this budget", f"T={at.length} not solved")
+
+    return judge
+
+
+def bpc_at_most(run: ClaimRun, claimed: float) -> Judge:
+    """The guide's BPC: reproduced at or below it; above it on a far smaller budget, undecided."""
+
+    def judge(results: Sequence[Mapping[str, Any]]) -> Verdict:
+        (r,) = results
+        if (bad := _failed_run(r)) is not None:
+            return bad
+        m = _metric(r)
+        if m <= claimed:
+            return Verdict(f"{m:.3f}", "reproduced", f"at or below {claimed}")
+        return Verdict(
+            f"{m:.3f}",
+            "inconclusive at this budget",
+            "above the claim; the guide gives no size or budget to match",
+        )
+
+    return judge
+
+
+def explosions_about(run: ClaimRun, claimed: float) -> Judge:
+    """The guide's explosions per epoch: reproduced within a factor of 4 (0 means below 0.5)."""
+
+    def judge(results: Sequence[Mapping[str, Any]]) -> Verdict:
+        (r,) = results
+        if (bad := _failed_run(r)) is not None:
+            return bad
+        value = r.get("explosions_per_epoch")
+        ours = float(value) if isinstance(value, (int, float)) else math.nan
+        measured = f"{ours:.2g} per epoch"
+        if not math.isfinite(ours):
+            return Verdict(measured, "inconclusive at this budget", "not measured")
+        same = ours < 0.5 if claimed == 0 else claimed / 4 <= ours <= claimed * 4
+        why = "0 means below 0.5" if claimed == 0 else "within a factor of 4"
+        if same:
+            return Verdict(measured, "reproduced", why)
+        return Verdict(measured, "not reproduced", f"not {why.replace('means', 'meaning')}")
+
+    return judge
+
+
 # ---------------------------------------------------------------------------------- the claims
 _INDRNN_1000 = ClaimRun("indrnn-relu", "adding", 1000, steps=4000)
 _LSTM_200 = ClaimRun("lstm", "adding", 200, steps=3000)
@@ -192,6 +256,56 @@ _LSTM_COPY = ClaimRun("lstm", "copy", 100, steps=3000, batch_size=64)
 _PTB = (("train_tokens", None), ("eval_tokens", 50_000))
 _LN_PTB = ClaimRun("lstm-ln-clip", "ptb-char", 100, 2000, 32, 128, 1, kind="lm", task_kwargs=_PTB)
 _LSTM_PTB = ClaimRun("lstm", "ptb-char", 100, 2000, 32, 128, 1, kind="lm", task_kwargs=_PTB)
+
+# The guide's table (section 5), one claim per cell. Its numbers have no stated setup or source.
+_GUIDE_ROWS = (
+    ("vanilla", 20, 50, 1.57, 47.0),
+    ("lstm", 200, 500, 1.20, 0.0),
+    ("lstm-ln-clip", 500, 1000, 1.15, 0.0),
+    ("indrnn-relu", 1000, 2000, 1.18, 2.0),
+)
+_GUIDE_SOURCE = "the guide's benchmark table (Sec. 5); it gives no setup or source"
+
+
+def _guide_claims() -> tuple[Claim, ...]:
+    claims = []
+    for recipe, length, beyond, bpc, explosions in _GUIDE_ROWS:
+        at = ClaimRun(recipe, "adding", length, steps=3000)
+        past = ClaimRun(recipe, "adding", beyond, steps=3000)
+        lm = ClaimRun(recipe, "ptb-char", 100, 2000, 32, 128, 1, kind="lm", task_kwargs=_PTB)
+        common = {"source": _GUIDE_SOURCE, "paper_budget": "not stated",
+                  "published_setting": "not stated"}  # fmt: skip
+        claims += [
+            Claim(
+                key=f"guide-{recipe}-effective-length",
+                statement=f"{recipe}: effective length {length} (adding problem)",
+                published_value=f"{length}",
+                our_setting=f"recipe {recipe} at width 128, batch 50, T={length} and T={beyond}",
+                runs=(at, past),
+                judge=effective_length_is(at, past),
+                **common,
+            ),
+            Claim(
+                key=f"guide-{recipe}-bpc",
+                statement=f"{recipe}: PTB-char BPC {bpc}",
+                published_value=f"{bpc}",
+                our_setting="width 128, one layer, BPTT 100, batch 32, 2000 steps",
+                runs=(lm,),
+                judge=bpc_at_most(lm, bpc),
+                **common,
+            ),
+            Claim(
+                key=f"guide-{recipe}-explosions",
+                statement=f"{recipe}: {explosions:g} gradient explosions per epoch",
+                published_value=f"{explosions:g}",
+                our_setting="GradientGuard's count in the PTB-char run above",
+                runs=(lm,),
+                judge=explosions_about(lm, explosions),
+                **common,
+            ),
+        ]
+    return tuple(claims)
+
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(
@@ -260,15 +374,25 @@ CLAIMS: tuple[Claim, ...] = (
         runs=(_LN_PTB, _LSTM_PTB),
         judge=lower_bpc(_LN_PTB, _LSTM_PTB),
     ),
+    *_guide_claims(),
 )
 
 
 class ClaimJob(Job):
     """The benchmark job of one claim: its runs, then its verdict."""
 
-    def __init__(self, claim: Claim, device: str = "cpu") -> None:
+    def __init__(
+        self, claim: Claim, device: str = "cpu", task_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
         self.claim = claim
         self.specs = [run.spec(device) for run in claim.runs]
+        if task_kwargs:  # e.g. where PTB-char lives (not part of a run's identity)
+            self.specs = [
+                dataclasses.replace(
+                    s, task_kwargs=tuple(sorted({**dict(s.task_kwargs), **task_kwargs}.items()))
+                )
+                for s in self.specs
+            ]
         self.results: dict[str, dict[str, Any]] = {}
 
     def pending(self) -> list[RunSpec]:

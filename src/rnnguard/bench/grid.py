@@ -237,11 +237,24 @@ _PAPER = Preset(
     ),
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (_QUICK, _STANDARD, _PAPER)}
+_REPRODUCE = Preset(
+    name="reproduce",
+    description=(
+        "published claims and the guide's table, one verdict each (reproduced, not reproduced, "
+        "inconclusive at this budget): adding at T up to 2000, copy at T=100, PTB-char at width 128 "
+        "(skipped without its data); see rnnguard.bench.claims"
+    ),
+    length_tasks=(),
+    lm=None,
+    hidden_size=128,
+    extra={"claims": True},
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (_QUICK, _STANDARD, _PAPER, _REPRODUCE)}
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called ``name`` (``quick``, ``standard`` or ``paper``)."""
+    """The preset called ``name`` (``quick``, ``standard``, ``paper`` or ``reproduce``)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
     return PRESETS[name]

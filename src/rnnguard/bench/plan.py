@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rnnguard.bench.claims import CLAIMS, ClaimJob
 from rnnguard.bench.effective import Job, LengthSearch, SingleRuns
 from rnnguard.bench.grid import Preset, RunSpec
 from rnnguard.errors import ConfigError, DataError
@@ -20,8 +21,11 @@ class BenchPlan:
 
     def __init__(self, preset: Preset, searches: list[LengthSearch], lm_runs: SingleRuns | None,
                  lm_task: str | None, lm_note: str, single_runs: SingleRuns | None = None,
-                 single_notes: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 single_notes: tuple[str, ...] = (), claim_jobs: Sequence[ClaimJob] = (),
+                 claim_notes: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.preset = preset
+        self.claim_jobs = list(claim_jobs)
+        self.claim_notes = claim_notes
         self.searches = searches
         self.lm_runs = lm_runs
         self.lm_task = lm_task
@@ -32,7 +36,7 @@ class BenchPlan:
     @property
     def jobs(self) -> list[Job]:
         extra = [j for j in (self.lm_runs, self.single_runs) if j is not None]
-        return [*self.searches, *extra]
+        return [*self.searches, *extra, *self.claim_jobs]
 
     @property
     def lm_specs(self) -> list[RunSpec]:
@@ -70,7 +74,19 @@ class BenchPlan:
                 "notes": list(self.single_notes),
                 "specs": [sp.to_dict() for sp in self.single_specs],
             },
+            "claims": {
+                "keys": [j.claim.key for j in self.claim_jobs],
+                "notes": list(self.claim_notes),
+                "task_kwargs": self._claim_task_kwargs(),
+            },
         }
+
+    def _claim_task_kwargs(self) -> dict[str, Any]:
+        for job in self.claim_jobs:
+            for spec in job.specs:
+                if "data_dir" in dict(spec.task_kwargs):
+                    return {"data_dir": dict(spec.task_kwargs)["data_dir"]}
+        return {}
 
 
 def plan_from_manifest(manifest: dict[str, Any]) -> BenchPlan:
@@ -99,9 +115,15 @@ def plan_from_manifest(manifest: dict[str, Any]) -> BenchPlan:
                         (), LMSettings())  # fmt: skip
     single = manifest.get("single") or {}
     singles = [RunSpec.from_dict(d) for d in single.get("specs", [])]
+    claims = manifest.get("claims") or {}
+    by_key = {c.key: c for c in CLAIMS}
+    device = preset.device if preset.device != "auto" else "cpu"
+    claim_jobs = [ClaimJob(by_key[k], device, claims.get("task_kwargs"))
+                  for k in claims.get("keys", []) if k in by_key]  # fmt: skip
     return BenchPlan(preset, searches, SingleRuns(specs) if specs else None, lm.get("task"),
                      str(lm.get("note", "")), SingleRuns(singles) if singles else None,
-                     tuple(single.get("notes", [])))  # fmt: skip
+                     tuple(single.get("notes", [])), claim_jobs,
+                     tuple(claims.get("notes", [])))  # fmt: skip
 
 
 def _check_names(kind: str, names: Sequence[str], known: Sequence[str]) -> list[str]:
@@ -123,6 +145,8 @@ def plan_preset(
     """Jobs for ``preset``: one effective-length search per (recipe, synthetic task) and one
     language-model run per recipe: the preset's language (PTB-char, or the built-in synthlang
     where PTB-char's files are not found and it was not asked for by name), or ``text``."""
+    if preset.extra.get("claims"):
+        return _plan_claims(preset, data_dir)
     if known_recipes is None:
         from rnnguard.train.recipes import list_recipes
 
@@ -243,3 +267,22 @@ def plan_preset(
         ]
     singles = SingleRuns(single_specs) if single_specs else None
     return BenchPlan(preset, searches, lm_runs, lm_task, note, singles, tuple(notes))
+
+
+def _plan_claims(preset: Preset, data_dir: str | os.PathLike[str] | None) -> BenchPlan:
+    """The reproduction suite: one job per claim; PTB-char claims only where its data is."""
+    from rnnguard.tasks.text import find_ptb_dir
+
+    device = preset.device if preset.device != "auto" else "cpu"
+    kwargs: dict[str, Any] = {}
+    notes: list[str] = []
+    try:
+        kwargs["data_dir"] = str(find_ptb_dir(data_dir))
+    except DataError as exc:
+        notes.append(f"PTB-char claims skipped: {exc}")
+    jobs = [
+        ClaimJob(claim, device, kwargs)
+        for claim in CLAIMS
+        if kwargs or all(run.task != "ptb-char" for run in claim.runs)
+    ]
+    return BenchPlan(preset, [], None, None, "", None, (), jobs, tuple(notes))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnguard.bench.report_markdown import DEFINITIONS, context_lines
+from rnnguard.bench.report_markdown import CLAIM_DEFINITIONS, DEFINITIONS, context_lines
 from rnnguard.bench.summary import COLUMNS, RUN_COLUMNS, SINGLE_COLUMNS
 from rnnguard.utils.html import escape, image, page, table
 
@@ -25,6 +25,17 @@ def _table(rows: list[dict[str, str]], columns: tuple[tuple[str, str], ...]) -> 
     )
 
 
+CLAIM_COLUMNS = (
+    ("statement", "claim"),
+    ("source", "source"),
+    ("published", "published"),
+    ("budget", "budget"),
+    ("ours", "ours"),
+    ("verdict", "verdict"),
+    ("why", "why"),
+)
+
+
 def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
     """The report page: context, the table, definitions, MNIST rows, plots and every run."""
     parts = [
@@ -32,9 +43,14 @@ def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
         "<ul>"
         + "".join(f"<li>{escape(line[2:])}</li>" for line in context_lines(summary))
         + "</ul>",
-        _table(summary["rows"], COLUMNS),
-        f"<p>{escape(DEFINITIONS)}</p>",
     ]
+    if summary.get("claims"):
+        parts.append("<h2>Published claims</h2>")
+        parts += [f"<p>note: {escape(n)}</p>" for n in summary.get("claim_notes", [])]
+        parts.append(_table(summary["claims"], CLAIM_COLUMNS))
+        parts.append(f"<p>{escape(CLAIM_DEFINITIONS)}</p>")
+    if summary["rows"]:
+        parts += [_table(summary["rows"], COLUMNS), f"<p>{escape(DEFINITIONS)}</p>"]
     if summary.get("single_rows"):
         parts.append(
             "<h2>Sequential / permuted MNIST</h2>" + _table(summary["single_rows"], SINGLE_COLUMNS)

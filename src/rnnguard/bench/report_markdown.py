@@ -83,9 +83,21 @@ The last two columns are not our measurements: the guide's numbers have no state
 published ones use other model sizes and far larger budgets."""
 
 
+CLAIM_DEFINITIONS = """\
+Verdicts. *Reproduced*: our run shows what the source claims. *Not reproduced*: it shows the
+opposite (a claimed failure solved, a claimed solution missed on at least the source's budget).
+*Inconclusive at this budget*: neither, typically because our budget or size is far below the
+source's (each row states both). The guide's numbers have no stated setup: its BPC cells can only
+be reproduced or left undecided at our size."""
+
+
 def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
-    lines = ["# rnnguard long-range benchmark", "", *context_lines(summary), "",
-             markdown_table(summary["rows"]), "", DEFINITIONS, ""]  # fmt: skip
+    lines = ["# rnnguard long-range benchmark", "", *context_lines(summary), ""]
+    if summary.get("claims_table"):
+        lines += ["## Published claims", "", *[f"- note: {n}" for n in summary["claim_notes"]],
+                  "", summary["claims_table"], "", CLAIM_DEFINITIONS, ""]  # fmt: skip
+    if summary["rows"]:
+        lines += [markdown_table(summary["rows"]), "", DEFINITIONS, ""]
     if summary.get("single_rows"):
         lines += ["## Sequential / permuted MNIST", "",
                   markdown_table(summary["single_rows"], SINGLE_COLUMNS), ""]  # fmt: skip
@@ -98,5 +110,8 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
 
 
 def table_text(summary: dict[str, Any]) -> str:
-    """The table as markdown (what the CLI prints)."""
-    return markdown_table(summary["rows"])
+    """The table as markdown (what the CLI prints): the claims' verdicts, the recipes' table."""
+    parts = [summary["claims_table"]] if summary.get("claims_table") else []
+    if summary["rows"] or not parts:
+        parts.append(markdown_table(summary["rows"]))
+    return "\n\n".join(parts)

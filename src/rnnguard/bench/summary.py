@@ -10,6 +10,7 @@ import math
 import os
 from typing import Any
 
+from rnnguard.bench.claims import claims_table
 from rnnguard.bench.effective import LengthSearch
 from rnnguard.bench.plan import plan_from_manifest
 from rnnguard.bench.references import GUIDE_CLAIMS, MNIST_PUBLISHED, PUBLISHED
@@ -141,6 +142,17 @@ def summarize(
     if plan.single_runs is not None:
         complete &= _feed(plan.single_runs, runs)
         single_rows = _single_rows(plan.single_runs)
+    claims = []
+    for job in plan.claim_jobs:
+        complete &= _feed(job, runs)
+        verdict = job.verdict()
+        claims.append({
+            "key": job.claim.key, "statement": job.claim.statement, "source": job.claim.source,
+            "published": job.claim.published_value, "budget": job.claim.budget(),
+            "ours": verdict.measured if verdict else "pending",
+            "verdict": verdict.outcome if verdict else "pending",
+            "why": verdict.why if verdict else "",
+        })  # fmt: skip
     length_runs = _length_runs(plan.searches)
     rows = [_row(r, plan, searches, lm_results, runs, length_runs) for r in plan.recipes]
     return {
@@ -154,6 +166,9 @@ def summarize(
         "length_runs": length_runs,
         "single_rows": single_rows,
         "single_notes": list(plan.single_notes),
+        "claims": claims,
+        "claims_table": claims_table(plan.claim_jobs) if plan.claim_jobs else "",
+        "claim_notes": list(plan.claim_notes),
         "run_rows": _run_rows(plan, runs),
         "unreadable": {str(p): why for p, why in store.unreadable.items()},
     }
