@@ -122,6 +122,10 @@ def test_text_runs_rebuild_their_data_and_text_moves_it(
     assert rc == 2 and "book.txt" in err and len(err.strip().splitlines()) == 1
     rc, text, _ = _cli(capsys, "doctor", "--run", str(out), "--text", moved, "--batch-size", "4")
     assert rc == 0 and "after 5 training steps" in text
+    # prescriptions will train on the same (moved) file
+    result = doctor_run(out, config=DoctorConfig(batch_size=4), task_args={"path": moved})
+    assert result.trained.task_args == {"path": moved} == result.initial.task_args
+    assert result.trained.to_dict()["task_args"] == {"path": moved}
 
 
 def test_text_and_data_dir_give_language_model_tasks(
@@ -130,7 +134,7 @@ def test_text_and_data_dir_give_language_model_tasks(
     book = _text_file(tmp_path / "book.txt")
     args = ["--length", "16", "--hidden-size", "8", "--batch-size", "4"]
     rc, out, _ = _cli(capsys, "doctor", "--recipe", "lstm", "--text", str(book), *args)
-    assert rc == 0 and "at the core input" in out and "--task text" in out + " --task text"
+    assert rc == 0 and "at the core input" in out
     ptb = tmp_path / "ptb-char"
     ptb.mkdir()
     for name in ("train.txt", "valid.txt", "test.txt"):
@@ -165,3 +169,14 @@ def test_run_flags_that_cannot_apply_are_refused(
     empty.mkdir(exist_ok=True)
     rc, _, err = _cli(capsys, "doctor", "--run", str(empty))
     assert rc == 2 and "holds no checkpoint" in err
+
+
+def test_prescription_commands_name_the_data() -> None:
+    from rnnguard.diagnose.prescriptions import Prescription
+
+    p = Prescription(1, "gru", {}, "why", ["vanishing"])
+    assert p.command("text", 50, {"path": "my book.txt"}) == (
+        "rnnguard train --recipe gru --task text --length 50 --text 'my book.txt'"
+    )
+    assert p.command("ptb-char", 50, {"data_dir": "D"}).endswith("--data-dir D")
+    assert p.command("copy", 5, {"delay": 3}).endswith("--task-arg delay=3")

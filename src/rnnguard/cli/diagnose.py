@@ -205,7 +205,8 @@ def _doctor(args: argparse.Namespace) -> int:
     implied = "text" if args.text else ("ptb-char" if args.data_dir else None)
     task_name = args.task or implied or "adding"
     length = args.length if args.length is not None else 500
-    task = create_task(task_name, length=length, **_task_kwargs(args, task_name))
+    task_kwargs = _task_kwargs(args, task_name)
+    task = create_task(task_name, length=length, **task_kwargs)
     recipe = None
     if args.recipe is not None or args.recipe_file is not None:
         from rnnguard.train.recipes import Recipe
@@ -232,6 +233,7 @@ def _doctor(args: argparse.Namespace) -> int:
     diagnosis = doctor(
         model, task, config=config, history=args.log, recipe=name, progress=args.progress
     )
+    diagnosis.task_args = task_kwargs  # prescriptions train on the same data
     if args.hidden_size is not None:  # prescriptions keep the size asked for, so runs compare
         for p in diagnosis.prescriptions:
             p.overrides = {**p.overrides, "hidden_size": args.hidden_size}

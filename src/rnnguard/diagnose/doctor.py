@@ -64,6 +64,8 @@ class Diagnosis:
     task: str | None = None
     recipe: str | None = None
     task_length: int | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
+    """The task's own arguments (a text file, a data folder), repeated in prescription commands."""
 
     @property
     def command_length(self) -> int:
@@ -87,7 +89,8 @@ class Diagnosis:
                 for f in self.findings
             ],
             "prescriptions": [
-                asdict(p) | {"command": p.command(self.task or "adding", self.command_length)}
+                asdict(p)
+                | {"command": p.command(self.task or "adding", self.command_length, self.task_args)}
                 for p in self.prescriptions
             ],
             "horizons": self.horizons.to_dict(),
@@ -100,6 +103,7 @@ class Diagnosis:
             "model": self.model_info,
             "task": self.task,
             "task_length": self.task_length,
+            "task_args": {k: str(v) for k, v in self.task_args.items()},
             "recipe": self.recipe,
         }
 
@@ -143,7 +147,9 @@ class Diagnosis:
                 )
                 if p.settings:
                     lines.append(f"     ({p.settings})")
-                lines.append(f"     {p.command(self.task or 'adding', self.command_length)}")
+                lines.append(
+                    f"     {p.command(self.task or 'adding', self.command_length, self.task_args)}"
+                )
         return "\n".join(lines)
 
 

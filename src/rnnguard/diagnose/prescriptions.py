@@ -10,6 +10,7 @@ text cannot drift from the recipe.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,11 +174,23 @@ class Prescription:
         recipe = get_recipe(self.recipe)
         return recipe.replace(**self.overrides) if self.overrides else recipe
 
-    def command(self, task: str = "adding", length: int | None = None) -> str:
-        """The ``rnnguard train`` command line that runs this prescription."""
+    def command(
+        self,
+        task: str = "adding",
+        length: int | None = None,
+        task_args: dict[str, Any] | None = None,
+    ) -> str:
+        """The ``rnnguard train`` command line that runs this prescription.
+
+        ``task_args``: the task's own arguments (a text file's ``path``, PTB's ``data_dir``, ...),
+        so the command trains on the same data.
+        """
         parts = ["rnnguard", "train", "--recipe", self.recipe, "--task", task]
         if length is not None:
             parts += ["--length", str(length)]
+        for key, value in (task_args or {}).items():
+            flag = {"path": "--text", "data_dir": "--data-dir"}.get(key)
+            parts += [flag, shlex.quote(str(value))] if flag else ["--task-arg", f"{key}={value}"]
         for key, value in _flatten(self.overrides).items():
             parts += ["--set", f"{key}={_cli_value(value)}"]
         return " ".join(parts)

@@ -94,7 +94,7 @@ def render_html(d: Diagnosis, images: dict[str, Path], verify: VerifyReport | No
                     f"<code>{e(p.recipe)}</code>{over}",
                     e(p.reason),
                     e(p.settings),
-                    f"<code>{e(p.command(d.task or 'adding', d.command_length))}</code>",
+                    f"<code>{e(p.command(d.task or 'adding', d.command_length, d.task_args))}</code>",
                 )
             )
         parts.append(

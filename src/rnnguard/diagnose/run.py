@@ -175,4 +175,5 @@ def doctor_run(
     if state is not None:
         task.load_state_dict(copy.deepcopy(state))
     initial = doctor(run.initial_model(task), task, config=cfg, recipe=run.recipe.name)
+    trained.task_args = initial.task_args = {**run.task_args, **(task_args or {})}
     return RunDiagnosis(run, trained, initial)
