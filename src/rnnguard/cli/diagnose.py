@@ -256,6 +256,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _doctor_run(args: argparse.Namespace, config: Any) -> int:
     """``doctor --run DIR``: the run's trained model against the same model at initialisation."""
     from rnnguard.diagnose.run import doctor_run, load_run
+    from rnnguard.utils.memory import check_batch_fits
 
     if args.hidden_size is not None:
         raise ConfigError("--hidden-size cannot change a trained run's model; leave it out")
@@ -266,12 +267,18 @@ def _doctor_run(args: argparse.Namespace, config: Any) -> int:
             f"(got --task {args.task})"
         )
     task_kwargs = _task_kwargs(args, run.task_name)
+    task = run.build_task(task_kwargs, args.length)
+    check_batch_fits(args.batch_size, task, run.recipe.hidden_size)
     result = doctor_run(
-        args.run, config=config, task_args=task_kwargs, length=args.length, history=args.log
+        args.run,
+        config=config,
+        task_args=task_kwargs,
+        length=args.length,
+        history=args.log,
+        progress=args.progress,
     )
     print(result.trained.summary())
     print(result.comparison())
-    task = run.build_task(task_kwargs, args.length)
     report = _verify(
         args, result.trained, run.recipe, task, lambda n: run.build_task(task_kwargs, n)
     )

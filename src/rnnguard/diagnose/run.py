@@ -153,12 +153,13 @@ def doctor_run(
     task_args: dict[str, Any] | None = None,
     length: int | None = None,
     history: Any = None,
+    progress: bool | None = None,
 ) -> RunDiagnosis:
     """Diagnose a run's trained model on its own task and data, and the model at initialisation.
 
     ``history`` defaults to the run's ``metrics.jsonl`` (its explosions count as evidence for the
     trained model); ``task_args``/``length`` override the saved task's (e.g. a text file that
-    moved, or a longer length to probe).
+    moved, or a longer length to probe); ``progress`` as for :func:`doctor`.
     """
     run = load_run(folder)
     task = run.build_task(task_args, length)
@@ -170,10 +171,17 @@ def doctor_run(
     metrics = run.folder / "metrics.jsonl"
     hist = history if history is not None else (run.folder if metrics.exists() else None)
     trained = doctor(
-        run.trained_model(task), task, config=cfg, history=hist, recipe=run.recipe.name
+        run.trained_model(task),
+        task,
+        config=cfg,
+        history=hist,
+        recipe=run.recipe.name,
+        progress=progress,
     )
     if state is not None:
         task.load_state_dict(copy.deepcopy(state))
-    initial = doctor(run.initial_model(task), task, config=cfg, recipe=run.recipe.name)
+    initial = doctor(
+        run.initial_model(task), task, config=cfg, recipe=run.recipe.name, progress=progress
+    )
     trained.task_args = initial.task_args = {**run.task_args, **(task_args or {})}
     return RunDiagnosis(run, trained, initial)
