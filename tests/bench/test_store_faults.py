@@ -25,48 +25,46 @@ def _preset(name: str = "quick") -> Any:
     )
 
 
-def _bench(out: Path, calls: list[str], lines: list[str], name: str = "quick") -> dict[str, Any]:
+def _bench(
+    out: Path, calls: list[str], lines: list[str], name: str = "quick", recipes: Any = ("lstm",)
+) -> dict[str, Any]:
     def fake(spec: RunSpec) -> dict[str, Any]:
         calls.append(spec.label)
         return {"solved": True, "metric": 0.0, "steps": 3}
 
-    return run_benchmark(_preset(name), out=out, recipes=["lstm"], tasks=["adding"], workers=1,
+    return run_benchmark(_preset(name), out=out, recipes=list(recipes), tasks=["adding"], workers=1,
                          train_fn=fake, log=lines.append)  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("damage", "why"),
-    [(b'{"solved": true, "note": "\xff\xfe"}', "not UTF-8"), (b'{"solved": tr', "not JSON"),
-     (b"[1, 2]", "JSON list")],
-)  # fmt: skip
-def test_unreadable_run_file_is_named_and_run_again(
-    tmp_path: Path, damage: bytes, why: str
+DAMAGES = [(b'{"solved": true, "note": "\xff\xfe"}', "not UTF-8"), (b'{"solved": tr', "not JSON"),
+           (b"[1, 2]", "JSON list")]  # fmt: skip
+
+
+def test_unreadable_run_files_are_named_and_run_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls: list[str] = []
-    _bench(tmp_path, calls, [])
+    _bench(tmp_path, calls, [], recipes=["lstm", "gru"])
     first = len(calls)
-    victim = sorted((tmp_path / "runs").glob("*.json"))[0]
-    victim.write_bytes(damage)
+    victims = sorted((tmp_path / "runs").glob("*.json"))[: len(DAMAGES)]
+    assert len(victims) == len(DAMAGES)
+    for victim, (damage, _) in zip(victims, DAMAGES, strict=True):
+        victim.write_bytes(damage)
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path)]) == 0  # the report still renders, naming the files
+    err, report = capsys.readouterr().err, (tmp_path / "report.md").read_text()
+    assert all(str(v) in err and str(v) in report for v in victims)
 
     lines: list[str] = []
-    assert main(["report", str(tmp_path)]) == 0  # the report still renders, naming the file
-    assert str(victim) in (tmp_path / "report.md").read_text()
-
     calls.clear()
-    summary = _bench(tmp_path, calls, lines)
-    assert len(calls) == 1 and first >= 1  # only the damaged run is trained again
-    named = [line for line in lines if str(victim) in line]
-    assert named and why in named[0]
-    assert json.loads(victim.read_text())["solved"] is True  # stored again, whole
-    assert summary["counts"] == {"trained": 1, "cached": first - 1, "errors": 0}
-
-
-def test_report_warns_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _bench(tmp_path, [], [])
-    victim = sorted((tmp_path / "runs").glob("*.json"))[0]
-    victim.write_bytes(b"\x80\x81")
-    assert main(["report", str(tmp_path)]) == 0
-    assert str(victim) in capsys.readouterr().err
+    summary = _bench(tmp_path, calls, lines, recipes=["lstm", "gru"])
+    assert len(calls) == len(DAMAGES)  # only the damaged runs are trained again
+    for victim, (_, why) in zip(victims, DAMAGES, strict=True):
+        named = [line for line in lines if str(victim) in line]
+        assert named and why in named[0]
+        assert json.loads(victim.read_text())["solved"] is True  # stored again, whole
+    assert summary["counts"] == {"trained": 3, "cached": first - 3, "errors": 0}
 
 
 def test_corrupt_manifest_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
