@@ -192,18 +192,19 @@ _QUICK = Preset(
 _STANDARD = Preset(
     name="standard",
     description=(
-        "every recipe, width 64; adding to T=500 and copy to T=100 with up to 1500 steps per "
-        "length; PTB-char, width 128, 2000 steps of BPTT 100 on the full training text, "
-        "scored on the first 50k valid/test characters (a recorded run: docs/results/standard)"
+        "every recipe at the literature's width 128 and batch 50 (Le et al. 2015, Li et al. 2018); "
+        "adding to T=1000 and copy to T=100 with up to 3000 steps per length (a run stops once "
+        "solved; a length is tried only while every shorter one is solved); PTB-char, width 128, "
+        "2000 steps of BPTT 100, scored on the first 50k valid/test characters"
     ),
     length_tasks=(
         LengthSettings(
-            "adding", (10, 20, 50, 100, 200, 500), steps=1500, batch_size=50, eval_every=100
+            "adding", (10, 20, 50, 100, 200, 500, 1000), steps=3000, batch_size=50, eval_every=100
         ),
-        LengthSettings("copy", (10, 20, 50, 100), steps=1500, batch_size=50, eval_every=100),
+        LengthSettings("copy", (10, 20, 50, 100), steps=3000, batch_size=50, eval_every=100),
     ),
     lm=LMSettings(length=100, steps=2000, batch_size=32, eval_tokens=50_000, steps_per_epoch=500),
-    hidden_size=64,
+    hidden_size=128,
     lm_hidden_size=128,
 )
 

@@ -31,7 +31,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("blowups", "loss/state blow-ups (steps) / rollbacks / diverged runs"),
     ("horizon", "gradient horizon init → end"),
     ("params", "parameters (adding / LM)"),
-    ("wall", "training time, all runs (s)"),
+    ("wall", "cost: runs, steps, training time (s)"),
     ("guide", "guide's claim (eff. length / BPC / explosions) — not measured"),
     ("published", "published references (other sizes and budgets) — not measured"),
 )
@@ -337,7 +337,9 @@ def _row(
     )
     lm_params = lm_run.get("num_params") if lm_run and lm_run.get("status", "ok") == "ok" else None
     row["params"] = f"{_fmt(add_params)} / {_fmt(lm_params) if plan.lm_task else 'no LM run'}"
-    row["wall"] = f"{sum(float(r.get('wall_time', 0.0)) for r in recipe_runs):.1f}"
+    steps = sum(int(r.get("steps") or 0) for r in recipe_runs)
+    seconds = sum(float(r.get("wall_time", 0.0)) for r in recipe_runs)
+    row["wall"] = f"{len(recipe_runs)} runs, {steps} steps, {seconds:.1f}"
     claim = GUIDE_CLAIMS.get(recipe)
     row["guide"] = (
         f"{claim['effective_length']:g} / {claim['bpc']:g} / {claim['explosions_per_epoch']:g}"
