@@ -155,3 +155,23 @@ def test_chrono_init_binds_t_max_to_length() -> None:
     # chrono: forget bias = log(U(1, T_max - 1)) lies in [0, log 49]
     assert bool((forget >= 0).all()) and bool((forget <= torch.log(torch.tensor(49.0))).all())
     assert float(forget.std()) > 0
+
+
+def test_every_built_in_recipe_names_its_source_and_is_documented() -> None:
+    from pathlib import Path
+
+    from rnnguard.train.recipes import list_recipes
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
+    for name, entry in list_recipes().items():
+        assert entry.metadata.get("source"), f"{name} names no source"
+        assert f"| `{name}` |" in doc, f"docs/recipes.md has no row for {name}"
+
+
+def test_lru_is_a_stack_as_in_its_source() -> None:
+    from rnnguard.train.recipes import get_recipe
+
+    recipe = get_recipe("lru")
+    assert recipe.num_layers >= 2  # one block cannot multiply before its linear recurrence sums
+    model = recipe.build_model(create_task("adding", length=10).spec, length=10)
+    assert len(model.core.cores) == recipe.num_layers

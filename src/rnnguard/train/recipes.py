@@ -217,7 +217,11 @@ RECIPES: Registry[Callable[[], Recipe]] = Registry("recipe")
 def register_recipe(
     name: str, description: str = "", **metadata: Any
 ) -> Callable[[Callable[[], Recipe]], Callable[[], Recipe]]:
-    """Decorator registering a zero-argument factory that returns a :class:`Recipe`."""
+    """Decorator registering a zero-argument factory that returns a :class:`Recipe`.
+
+    ``metadata``: for example ``source="Li et al., CVPR 2018"`` (every built-in recipe names one;
+    docs/recipes.md lists how each deviates from its source).
+    """
     return RECIPES.decorator(name, description, **metadata)
 
 
@@ -243,7 +247,9 @@ _COSINE = ScheduleConfig(name="warmup-cosine", warmup_fraction=0.05, min_lr_rati
 
 
 @register_recipe(
-    "vanilla", "tanh RNN, torch default init, Adam, no clipping (the guide's first row)"
+    "vanilla",
+    "tanh RNN, torch default init, Adam, no clipping (the guide's first row)",
+    source="Elman (1990); the guide's first row",
 )
 def _vanilla() -> Recipe:
     return Recipe(
@@ -255,7 +261,11 @@ def _vanilla() -> Recipe:
     )
 
 
-@register_recipe("lstm", "LSTM, torch default init, Adam, no clipping")
+@register_recipe(
+    "lstm",
+    "LSTM, torch default init, Adam, no clipping",
+    source="Hochreiter & Schmidhuber (1997); Gers et al. (2000)",
+)
 def _lstm() -> Recipe:
     return Recipe(
         layer="lstm",
@@ -268,6 +278,7 @@ def _lstm() -> Recipe:
 @register_recipe(
     "lstm-ln-clip",
     "LayerNorm-LSTM, per-gate orthogonal init, forget bias 1, clip 5, AdamW, warmup+cosine",
+    source="Ba, Kiros & Hinton (2016); Pascanu et al. (2013); Jozefowicz et al. (2015)",
 )
 def _lstm_ln_clip() -> Recipe:
     return Recipe(
@@ -283,6 +294,7 @@ def _lstm_ln_clip() -> Recipe:
 @register_recipe(
     "indrnn-relu",
     "2-layer ReLU IndRNN with |u| <= 2**(1/T) bound, U(0,1) recurrent init, Adam, warmup+cosine, clip 10",
+    source="Li et al., CVPR 2018, Sec. 4.1",
 )
 def _indrnn_relu() -> Recipe:
     return Recipe(
@@ -297,7 +309,11 @@ def _indrnn_relu() -> Recipe:
     )
 
 
-@register_recipe("gru", "GRU, torch default init, AdamW, clip 1, warmup+cosine")
+@register_recipe(
+    "gru",
+    "GRU, torch default init, AdamW, clip 1, warmup+cosine",
+    source="Cho et al. (2014)",
+)
 def _gru() -> Recipe:
     return Recipe(
         layer="gru",
@@ -311,6 +327,7 @@ def _gru() -> Recipe:
     "residual-rnn",
     "convex residual tanh RNN h_t = (h_{t-1} + tanh(...)) / 2, orthogonal init, AdamW, clip 1, "
     "warmup+cosine",
+    source="the guide's residual RNN",
 )
 def _residual_rnn() -> Recipe:
     # The plain sum h_{t-1} + tanh(...) grows without bound over a long or carried stream (a
@@ -329,6 +346,7 @@ def _residual_rnn() -> Recipe:
 @register_recipe(
     "safe-lstm",
     "the guide's SafeLSTM: 2 layers, Glorot/orthogonal init, total forget bias 1 (fixed), AdamW, clip 5, AMP",
+    source="the guide's SafeLSTM script",
 )
 def _safe_lstm() -> Recipe:
     return Recipe(
@@ -349,17 +367,28 @@ def _safe_lstm() -> Recipe:
     )
 
 
-@register_recipe("lru", "Linear Recurrent Unit (Orvieto et al. 2023), AdamW, warmup+cosine, clip 1")
+@register_recipe(
+    "lru",
+    "Linear Recurrent Unit (Orvieto et al. 2023), AdamW, warmup+cosine, clip 1",
+    source="Orvieto et al., ICML 2023, Sec. 3 and App. D",
+)
 def _lru() -> Recipe:
+    # A stack, as in the paper: with one block the only nonlinearity comes after the linear
+    # recurrence, so it cannot form value x marker before summing (the adding problem).
     return Recipe(
         layer="lru",
+        num_layers=4,
         optimizer=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4),
         schedule=ScheduleConfig(name="warmup-cosine", warmup_fraction=0.1, min_lr_ratio=0.1),
         guard=GuardConfig(mode="norm", max_norm=1.0),
     )
 
 
-@register_recipe("transformer", "causal Transformer encoder baseline, AdamW, warmup+cosine, clip 1")
+@register_recipe(
+    "transformer",
+    "causal Transformer encoder baseline, AdamW, warmup+cosine, clip 1",
+    source="Vaswani et al. (2017)",
+)
 def _transformer() -> Recipe:
     return Recipe(
         layer="transformer",
