@@ -214,3 +214,14 @@ def test_fused_run_direction_under_autocast_directly() -> None:
         out, state = fused.run_direction(spec, x, h0, params, None, options, False)
     assert out.dtype == state.h.dtype == torch.float32
     assert 1e-4 < _rel(out, ref) < 0.02
+
+
+def test_devices_without_autocast_run_unmixed() -> None:
+    from rnnguard.nn.fused import amp
+
+    w = torch.zeros(1)
+    assert amp.matmul_dtype("meta", w) is None  # autocast knows no meta device
+    assert amp.matmul_dtype("cpu", w) is None  # autocast off
+    with torch.autocast("cpu", dtype=BF16):
+        assert amp.matmul_dtype("cpu", w) == BF16
+        assert amp.matmul_dtype("cpu", w.double()) is None  # autocast leaves float64 alone

@@ -235,7 +235,7 @@ def _length_runs(searches: list[LengthSearch]) -> dict[str, list[dict[str, Any]]
 
 
 def _memory_text(metrics: dict[str, Any]) -> str:
-    """"; memory at d=2/8/32: 0.96/0.79/0.62" from synthlang's ``memory_d{d}`` metrics."""
+    """ "; memory at d=2/8/32: 0.96/0.79/0.62" from synthlang's ``memory_d{d}`` metrics."""
     items = sorted(
         (int(k.removeprefix("memory_d")), v) for k, v in metrics.items() if k.startswith("memory_d")
     )

@@ -227,9 +227,15 @@ def decide(
         if orig.solved and pres.solved:
             so, sp = orig.solved_step or 0, pres.solved_step or 0
             if sp <= FASTER * so:
-                return "cure confirmed", f"both solved; the prescription at step {sp}, the original at {so}"
+                return (
+                    "cure confirmed",
+                    f"both solved; the prescription at step {sp}, the original at {so}",
+                )
             if so <= FASTER * sp:
-                return "original better", f"both solved; the original at step {so}, the prescription at {sp}"
+                return (
+                    "original better",
+                    f"both solved; the original at step {so}, the prescription at {sp}",
+                )
             return "no difference", f"both solved, at steps {so} (original) and {sp} (prescription)"
         return "inconclusive", (
             f"neither solved the task within the budget ({orig.steps_run} and {pres.steps_run} "
@@ -242,7 +248,10 @@ def decide(
     if not math.isfinite(b):
         return "original better", "the prescription did not end with a finite metric"
     if abs(a - b) <= TIE_TOLERANCE * max(abs(a), abs(b)):
-        return "no difference", f"held-out {pres.metric_name} {b:.4g} vs {a:.4g}, within {TIE_TOLERANCE:.0%}"
+        return (
+            "no difference",
+            f"held-out {pres.metric_name} {b:.4g} vs {a:.4g}, within {TIE_TOLERANCE:.0%}",
+        )
     if (b > a) if higher_is_better else (b < a):
         return "cure confirmed", f"held-out {pres.metric_name} {b:.4g} against {a:.4g}"
     return "original better", f"held-out {pres.metric_name} {b:.4g} against {a:.4g}"

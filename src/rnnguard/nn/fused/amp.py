@@ -41,6 +41,8 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
         on = (
             torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
         )
+    except RuntimeError:  # a device autocast does not know (meta): no autocast there
+        return None
     if not on:
         return None
     get = getattr(torch, "get_autocast_dtype", None)
