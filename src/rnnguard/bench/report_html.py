@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rnnguard.bench.reading import reading
 from rnnguard.bench.report_markdown import CLAIM_DEFINITIONS, DEFINITIONS, context_lines
 from rnnguard.bench.summary import COLUMNS, RUN_COLUMNS, SINGLE_COLUMNS
 from rnnguard.utils.html import escape, image, page, table
@@ -50,7 +51,10 @@ def render_html(summary: dict[str, Any], plot_files: dict[str, Path]) -> str:
         parts.append(_table(summary["claims"], CLAIM_COLUMNS))
         parts.append(f"<p>{escape(CLAIM_DEFINITIONS)}</p>")
     if summary["rows"]:
-        parts += [_table(summary["rows"], COLUMNS), f"<p>{escape(DEFINITIONS)}</p>"]
+        parts.append(_table(summary["rows"], COLUMNS))
+        if text := reading(summary):
+            parts.append(f"<p><b>Reading.</b> {escape(text)}</p>")
+        parts.append(f"<p>{escape(DEFINITIONS)}</p>")
     if summary.get("single_rows"):
         parts.append(
             "<h2>Sequential / permuted MNIST</h2>" + _table(summary["single_rows"], SINGLE_COLUMNS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rnnguard.bench.reading import reading
 from rnnguard.bench.references import TRIVIAL
 from rnnguard.bench.summary import COLUMNS, RUN_COLUMNS, SINGLE_COLUMNS
 
@@ -97,7 +98,10 @@ def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["## Published claims", "", *[f"- note: {n}" for n in summary["claim_notes"]],
                   "", summary["claims_table"], "", CLAIM_DEFINITIONS, ""]  # fmt: skip
     if summary["rows"]:
-        lines += [markdown_table(summary["rows"]), "", DEFINITIONS, ""]
+        lines += [markdown_table(summary["rows"]), ""]
+        if text := reading(summary):
+            lines += [f"**Reading.** {text}", ""]
+        lines += [DEFINITIONS, ""]
     if summary.get("single_rows"):
         lines += ["## Sequential / permuted MNIST", "",
                   markdown_table(summary["single_rows"], SINGLE_COLUMNS), ""]  # fmt: skip
@@ -114,4 +118,6 @@ def table_text(summary: dict[str, Any]) -> str:
     parts = [summary["claims_table"]] if summary.get("claims_table") else []
     if summary["rows"] or not parts:
         parts.append(markdown_table(summary["rows"]))
+    if text := reading(summary):
+        parts.append(f"Reading: {text}")
     return "\n\n".join(parts)
