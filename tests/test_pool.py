@@ -157,3 +157,17 @@ def test_tune_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
     assert _stop(proc, signal.SIGKILL) == -signal.SIGKILL
     _assert_gone(workers)
     _no_trial_left_running(tmp_path / "t")  # the orphaned workers failed their trials on the way
+
+
+@pytest.mark.slow  # two worker start-ups: torch imports twice
+def test_pool_replaces_a_worker_that_died() -> None:
+    """A worker killed under it (the kernel's OOM killer, say) fails its own call only."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from rnnguard.utils.pool import WorkerPool
+
+    with WorkerPool(1) as pool:
+        dead = pool.submit(os._exit, 3)
+        with pytest.raises(BrokenProcessPool):
+            dead.result(timeout=120)
+        assert pool.submit(pow, 2, 5).result(timeout=120) == 32

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -144,18 +145,31 @@ class WorkerPool:
         self.workers = positive_int("workers", workers)
         if threads is not None:
             positive_int("threads", threads)
-        self._executor = cf.ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(os.getpid(), threads),
-        )
+        self._threads = threads
+        self._executor = self._new_executor()
         self._old_sigterm: Any = None
         self._closed = False
 
+    def _new_executor(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(os.getpid(), self._threads),
+        )
+
     def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
-        """Run ``fn(*args)`` in a worker."""
-        return self._executor.submit(_run_task, fn, args)
+        """Run ``fn(*args)`` in a worker.
+
+        A worker that died (killed for memory, say) fails the calls it had, whose futures raise
+        ``BrokenProcessPool``; the pool then starts fresh workers for the calls that follow.
+        """
+        try:
+            return self._executor.submit(_run_task, fn, args)
+        except BrokenProcessPool:
+            self._stop_executor(self._executor, grace=0.0)
+            self._executor = self._new_executor()
+            return self._executor.submit(_run_task, fn, args)
 
     def pids(self) -> list[int]:
         """Process ids of the workers started so far."""
@@ -178,9 +192,13 @@ class WorkerPool:
         if self._closed:
             return
         self._closed = True
+        self._stop_executor(self._executor, grace)
+
+    @staticmethod
+    def _stop_executor(executor: cf.ProcessPoolExecutor, grace: float) -> None:
         # ``_processes`` is the executor's own table of its workers; it has no public handle.
-        procs = list((getattr(self._executor, "_processes", None) or {}).values())
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        procs = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             if p.is_alive():
                 p.terminate()
