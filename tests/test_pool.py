@@ -171,3 +171,13 @@ def test_pool_replaces_a_worker_that_died() -> None:
         with pytest.raises(BrokenProcessPool):
             dead.result(timeout=120)
         assert pool.submit(pow, 2, 5).result(timeout=120) == 32
+
+
+@pytest.mark.slow
+def test_tune_workers_stop_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    proc, workers = _start(_tune(tmp_path / "t"), tmp_path, _tune_busy(tmp_path / "t"))
+    assert _stop(proc, signal.SIGINT) == 130
+    _assert_gone(workers)
+    assert "interrupted" in (tmp_path / "parent.log").read_text()
+    _no_trial_left_running(tmp_path / "t")
