@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -95,3 +96,20 @@ class BaseTask:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(length={self.length})"
+
+
+class ClassificationTask(BaseTask):
+    """A task scored by cross-entropy over ``spec.output_size`` classes."""
+
+    @property
+    def trivial_loss(self) -> float:
+        """Cross-entropy of uniform guessing over the output classes."""
+        return math.log(self.spec.output_size)
+
+
+class StepClassificationTask(ClassificationTask):
+    """A class to predict at every step: ``y`` (B, T) of class indices."""
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy averaged over every step of every sequence."""
+        return torch.nn.functional.cross_entropy(output.float().flatten(0, 1), y.flatten())

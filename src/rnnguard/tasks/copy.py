@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rnnguard.tasks.base import BaseTask, TaskSpec, check_batch_size, check_length
+from rnnguard.tasks.base import StepClassificationTask, TaskSpec, check_batch_size, check_length
 from rnnguard.tasks.registry import register_task
 
 N_DATA = 10  # symbols to remember
@@ -17,7 +17,7 @@ VOCAB = 10
 
 
 @register_task("copy", description="reproduce 10 symbols after a delay of T blanks (cross-entropy)")
-class CopyTask(BaseTask):
+class CopyTask(StepClassificationTask):
     """Copy-memory task with delay ``length`` (sequences have ``length + 20`` steps).
 
     Input tokens: 10 data symbols from a0..a7, ``T - 1`` blanks (a8), the delimiter (a9), 10 blanks.
@@ -50,14 +50,6 @@ class CopyTask(BaseTask):
         y = torch.full_like(x, BLANK)
         y[:, -N_DATA:] = data
         return x, y
-
-    @property
-    def trivial_loss(self) -> float:
-        """Cross-entropy of uniform guessing over the output classes."""
-        return math.log(self.spec.output_size)
-
-    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(output.float().flatten(0, 1), y.flatten())
 
     def metric(self, output: torch.Tensor, y: torch.Tensor) -> float:
         return float(self.loss(output, y).detach())

@@ -7,7 +7,6 @@ The four files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k
 from __future__ import annotations
 
 import gzip
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from rnnguard.errors import ConfigError, DataError
-from rnnguard.tasks.base import BaseTask, TaskSpec, check_batch_size
+from rnnguard.tasks.base import ClassificationTask, TaskSpec, check_batch_size
 from rnnguard.tasks.registry import register_task
 
 __all__ = ["MNIST_FILES", "SequentialMNIST", "find_mnist_dir", "read_idx"]
@@ -82,7 +81,7 @@ def find_mnist_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
-class SequentialMNIST(BaseTask):
+class SequentialMNIST(ClassificationTask):
     """Classify an MNIST digit read ``784 // length`` pixels per step (784 steps: one pixel).
 
     ``permuted=True`` applies one fixed random permutation to the pixel order (pMNIST). Inputs are
@@ -164,11 +163,6 @@ class SequentialMNIST(BaseTask):
             0, len(self.train_y), (check_batch_size(batch_size),), generator=generator
         )
         return self.to_sequence(self.train_x[idx]), self.train_y[idx]
-
-    @property
-    def trivial_loss(self) -> float:
-        """Cross-entropy of uniform guessing over the output classes."""
-        return math.log(self.spec.output_size)
 
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(output[:, -1].float(), y)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from rnnguard.errors import ConfigError, DataError
-from rnnguard.tasks.base import BaseTask, TaskSpec, check_batch_size, check_length
+from rnnguard.tasks.base import StepClassificationTask, TaskSpec, check_batch_size, check_length
 from rnnguard.tasks.registry import register_task
 
 __all__ = [
@@ -126,7 +126,7 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-class CharLMTask(BaseTask):
+class CharLMTask(StepClassificationTask):
     """Next-symbol prediction over a token stream, scored in bits per character.
 
     ``batch`` returns consecutive ``length``-step windows of ``batch_size`` parallel training streams
@@ -246,14 +246,6 @@ class CharLMTask(BaseTask):
         if state.get("streams"):
             self.batch(int(state["streams"]), torch.Generator())  # rebuilds this rank's streams
         self._cursor = int(state.get("cursor", 0))
-
-    @property
-    def trivial_loss(self) -> float:
-        """Cross-entropy of uniform guessing over the output classes."""
-        return math.log(self.spec.output_size)
-
-    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(output.float().flatten(0, 1), y.flatten())
 
     def metric(self, output: torch.Tensor, y: torch.Tensor) -> float:
         return float(self.loss(output, y).detach()) / math.log(2)
