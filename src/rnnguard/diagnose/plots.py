@@ -87,34 +87,43 @@ def plot_horizon(horizons: HorizonSet | Horizon, path: PathLike) -> Path:
     return _save(fig, path)
 
 
-def plot_sigma_max(spectra: Mapping[str, Spectrum], path: PathLike) -> Path:
-    """Largest singular value of ds_t/ds_{t-1} at every step, per recurrent layer."""
+def _per_layer_lines(
+    series: Mapping[str, np.ndarray],
+    level: float,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: PathLike,
+    **style: Any,
+) -> Path:
+    """One line per layer over 1..n with a dashed reference ``level``: the spectrum plots."""
     fig = _figure()
     ax = fig.add_subplot()
-    for label, spec in spectra.items():
-        ax.plot(np.arange(1, len(spec.sigma_max) + 1), spec.sigma_max, label=label, lw=1.0)
-    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("step t")
-    ax.set_ylabel("sigma_max(ds_t / ds_{t-1})")
-    ax.set_title("Per-step Jacobian norm")
-    if spectra:
+    for label, values in series.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=label, **style)
+    ax.axhline(level, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if series:
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_sigma_max(spectra: Mapping[str, Spectrum], path: PathLike) -> Path:
+    """Largest singular value of ds_t/ds_{t-1} at every step, per recurrent layer."""
+    return _per_layer_lines(
+        {label: spec.sigma_max for label, spec in spectra.items()}, 1.0, "step t",
+        "sigma_max(ds_t / ds_{t-1})", "Per-step Jacobian norm", path, lw=1.0,
+    )  # fmt: skip
 
 
 def plot_lyapunov(spectra: Mapping[str, Spectrum], path: PathLike) -> Path:
     """Top Lyapunov exponents per layer (< 0: perturbations and gradients shrink; > 0: grow)."""
-    fig = _figure()
-    ax = fig.add_subplot()
-    for label, spec in spectra.items():
-        ax.plot(np.arange(1, len(spec.lyapunov) + 1), spec.lyapunov, "o-", label=label)
-    ax.axhline(0.0, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("index i")
-    ax.set_ylabel("Lyapunov exponent lambda_i (per step)")
-    ax.set_title("Lyapunov spectrum")
-    if spectra:
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _per_layer_lines(
+        {label: spec.lyapunov for label, spec in spectra.items()}, 0.0, "index i",
+        "Lyapunov exponent lambda_i (per step)", "Lyapunov spectrum", path, marker="o", ls="-",
+    )  # fmt: skip
 
 
 def plot_saturation(saturation: Mapping[str, LayerSaturation], path: PathLike) -> Path:
