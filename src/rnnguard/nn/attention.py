@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn.registry import register_layer
+from rnnguard.nn.registry import contract_args, register_layer
 from rnnguard.utils import checks as _checks
 
 __all__ = ["CausalTransformer", "sinusoidal_encoding"]
@@ -56,11 +56,9 @@ class CausalTransformer(nn.Module):
         norm_first: bool = True,
     ) -> None:
         super().__init__()
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.num_layers = _checks.positive_int("num_layers", num_layers)
-        self.batch_first = _checks.boolean("batch_first", batch_first)
-        self.dropout = _checks.probability("dropout", dropout)
+        (self.input_size, self.hidden_size, self.num_layers, self.batch_first, self.dropout) = (
+            contract_args(input_size, hidden_size, num_layers, batch_first, dropout)
+        )
         heads = _default_heads(hidden_size) if num_heads is None else num_heads
         _checks.positive_int("num_heads", heads)
         if hidden_size % heads:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnguard.errors import ConfigError
-from rnnguard.nn.registry import register_layer
+from rnnguard.nn.registry import contract_args, register_layer
 from rnnguard.utils import checks as _checks
 
 __all__ = ["LRU", "LRUCore", "linear_scan"]
@@ -157,11 +157,9 @@ class LRU(nn.Module):
         chunk_size: int = 32,
     ) -> None:
         super().__init__()
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.num_layers = _checks.positive_int("num_layers", num_layers)
-        self.batch_first = _checks.boolean("batch_first", batch_first)
-        self.dropout = _checks.probability("dropout", dropout)
+        (self.input_size, self.hidden_size, self.num_layers, self.batch_first, self.dropout) = (
+            contract_args(input_size, hidden_size, num_layers, batch_first, dropout)
+        )
         self.state_size = _checks.positive_int(
             "state_size", hidden_size if state_size is None else state_size
         )

@@ -11,9 +11,17 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from rnnguard.utils import checks
 from rnnguard.utils.registry import Entry, Registry
 
-__all__ = ["LAYERS", "LayerInfo", "create_layer", "list_layers", "register_layer"]
+__all__ = [
+    "LAYERS",
+    "LayerInfo",
+    "contract_args",
+    "create_layer",
+    "list_layers",
+    "register_layer",
+]
 
 C = TypeVar("C", bound=type[nn.Module])
 
@@ -36,3 +44,17 @@ def list_layers() -> dict[str, LayerInfo]:
 def create_layer(name: str, **kwargs: Any) -> nn.Module:
     """Build the layer registered as ``name``: ``create_layer("lstm", input_size=3, hidden_size=8)``."""
     return LAYERS.get(name)(**kwargs)
+
+
+def contract_args(
+    input_size: int, hidden_size: int, num_layers: int, batch_first: bool, dropout: float
+) -> tuple[int, int, int, bool, float]:
+    """The arguments every registered layer takes, checked: ``(input_size, hidden_size,
+    num_layers, batch_first, dropout)``."""
+    return (
+        checks.positive_int("input_size", input_size),
+        checks.positive_int("hidden_size", hidden_size),
+        checks.positive_int("num_layers", num_layers),
+        checks.boolean("batch_first", batch_first),
+        checks.probability("dropout", dropout),
+    )
