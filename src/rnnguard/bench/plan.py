@@ -10,7 +10,7 @@ from typing import Any
 
 from rnnguard.bench.claims import CLAIMS, ClaimJob
 from rnnguard.bench.effective import Job, LengthSearch, SingleRuns
-from rnnguard.bench.grid import Preset, RunSpec
+from rnnguard.bench.grid import LMSettings, Preset, RunSpec, SingleSettings
 from rnnguard.errors import ConfigError, DataError
 
 __all__ = ["BenchPlan", "plan_from_manifest", "plan_preset"]
@@ -91,7 +91,7 @@ class BenchPlan:
 
 def plan_from_manifest(manifest: dict[str, Any]) -> BenchPlan:
     """Rebuild the jobs of a benchmark from its manifest (for re-rendering a report)."""
-    from rnnguard.bench.grid import PRESETS, LMSettings
+    from rnnguard.bench.grid import PRESETS
 
     if "searches" not in manifest:
         raise ConfigError(
@@ -205,25 +205,11 @@ def plan_preset(
             for key in ("train_tokens", "eval_tokens"):
                 if getattr(lm, key) is not None:
                     kwargs[key] = getattr(lm, key)
-            specs = [
-                RunSpec(
-                    recipe,
-                    lm_task,
-                    lm.length,
-                    preset.seeds[0],
-                    steps=lm.steps,
-                    batch_size=lm.batch_size,
-                    kind="lm",
-                    hidden_size=preset.lm_hidden_size or h,
-                    num_layers=preset.lm_num_layers or nl,
-                    eval_every=lm.eval_every,
-                    eval_batches=1,
-                    steps_per_epoch=lm.steps_per_epoch,
-                    task_kwargs=tuple(sorted(kwargs.items())),
-                    device=preset.device,
-                )
-                for recipe in chosen
-            ]
+            specs = _runs_per_recipe(
+                chosen, lm_task, lm, "lm", preset, kwargs,
+                hidden_size=preset.lm_hidden_size or h, num_layers=preset.lm_num_layers or nl,
+                steps_per_epoch=lm.steps_per_epoch,
+            )  # fmt: skip
             lm_runs = SingleRuns(specs)
             if (lm.train_tokens or lm.eval_tokens) and lm_task != "synthlang":
                 note = (
@@ -233,7 +219,6 @@ def plan_preset(
     single_specs, notes = [], []
     settings_by_task = {s.task: s for s in preset.single_tasks}
     for task in [t for t in wanted if t in mnist_names]:
-        from rnnguard.bench.grid import SingleSettings
         from rnnguard.tasks.mnist import find_mnist_dir
 
         cfg = settings_by_task.get(task) or SingleSettings(task, 784, steps=2000, eval_limit=2000)
@@ -247,26 +232,40 @@ def plan_preset(
         kw: dict[str, Any] = {"data_dir": folder}
         if cfg.eval_limit is not None:
             kw["eval_limit"] = cfg.eval_limit
-        single_specs += [
-            RunSpec(
-                recipe,
-                task,
-                cfg.length,
-                preset.seeds[0],
-                steps=cfg.steps,
-                batch_size=cfg.batch_size,
-                kind="single",
-                hidden_size=cfg.hidden_size or h,
-                num_layers=nl,
-                eval_every=cfg.eval_every,
-                eval_batches=1,
-                task_kwargs=tuple(sorted(kw.items())),
-                device=preset.device,
-            )
-            for recipe in chosen
-        ]
+        single_specs += _runs_per_recipe(
+            chosen, task, cfg, "single", preset, kw, hidden_size=cfg.hidden_size or h, num_layers=nl
+        )
     singles = SingleRuns(single_specs) if single_specs else None
     return BenchPlan(preset, searches, lm_runs, lm_task, note, singles, tuple(notes))
+
+
+def _runs_per_recipe(
+    chosen: Sequence[str],
+    task: str,
+    settings: LMSettings | SingleSettings,
+    kind: str,
+    preset: Preset,
+    task_kwargs: dict[str, Any],
+    **fields: Any,
+) -> list[RunSpec]:
+    """One run per chosen recipe of a task trained once (first seed, one eval batch)."""
+    return [
+        RunSpec(
+            recipe,
+            task,
+            settings.length,
+            preset.seeds[0],
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            kind=kind,
+            eval_every=settings.eval_every,
+            eval_batches=1,
+            task_kwargs=tuple(sorted(task_kwargs.items())),
+            device=preset.device,
+            **fields,
+        )
+        for recipe in chosen
+    ]
 
 
 def _plan_claims(preset: Preset, data_dir: str | os.PathLike[str] | None) -> BenchPlan:
