@@ -10,7 +10,7 @@ where the backward signal is lost.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -72,18 +72,8 @@ class LayerSaturation:
     per_gate: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary."""
-        return {
-            "label": self.label,
-            "kind": self.kind,
-            "sigmoid_saturated": self.sigmoid_saturated,
-            "forget_closed": self.forget_closed,
-            "forget_mean": self.forget_mean,
-            "tanh_saturated": self.tanh_saturated,
-            "dead_units": self.dead_units,
-            "inactive": self.inactive,
-            "per_gate": dict(self.per_gate),
-        }
+        """JSON-ready summary: every field by name."""
+        return asdict(self)
 
 
 def _frac(mask: Tensor) -> float:
