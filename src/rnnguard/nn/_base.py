@@ -123,17 +123,25 @@ class RecurrentBase(nn.Module):
     def _finish_init(self) -> None:
         self.reset_parameters()
         if self.options.weight_norm:
-            from torch.nn.utils.parametrizations import weight_norm
-
+            names = ["weight_ih"]
+            if not self.spec.vector_recurrence:  # a per-unit vector has nothing to normalise
+                names.append("weight_hh")
+            if self.proj_size:
+                names.append("weight_hr")
             for s in self._suffixes():
-                weight_norm(self, "weight_ih" + s, dim=0)
-                if not self.spec.vector_recurrence:  # a per-unit vector has nothing to normalise
-                    weight_norm(self, "weight_hh" + s, dim=0)
-                if self.proj_size:
-                    weight_norm(self, "weight_hr" + s, dim=0)
+                for name in names:
+                    parametrize.register_parametrization(self, name + s, WeightNorm())
             self._register_load_state_dict_pre_hook(_plain_weights_to_weight_norm, with_module=True)
         if self.options.recurrent_max is not None:
             track_bounded(self)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # torch refuses to pickle a parametrized module (weight_norm=True): pickle the plain
+        # class and the parametrizations' own tensors, and hang them back on when unpickling.
+        if not parametrize.is_parametrized(self):
+            return super().__reduce_ex__(protocol)
+        plain = type(self).__bases__[0]  # parametrize subclassed the module's own class once
+        return (_unpickle_parametrized, (plain, dict(self.__dict__)))
 
     def reset_parameters(self) -> None:
         """Default init (torch.nn's, or the IndRNN paper's), then ``init``, then ``forget_bias``."""
@@ -274,6 +282,34 @@ for _name in OPTION_NAMES:
     setattr(RecurrentBase, _name, _option_view(_name))
 
 
+class WeightNorm(nn.Module):
+    """``w = g * v / |v|`` per output row: torch's ``weight_norm(dim=0)``, same state-dict names.
+
+    Written in plain operations because torch's fused weight-norm kernel gets second derivatives
+    wrong (a gradient penalty through it is silently off); these are exact to any order.
+    """
+
+    def forward(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return v * (g / torch.linalg.vector_norm(v, dim=1, keepdim=True))
+
+    def right_inverse(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.linalg.vector_norm(w, dim=1, keepdim=True), w
+
+
+def _unpickle_parametrized(cls: type[RecurrentBase], state: dict[str, Any]) -> RecurrentBase:
+    """Rebuild a pickled weight-normed module: the plain object, then its parametrizations."""
+    saved = state["_modules"]["parametrizations"]
+    module = cls.__new__(cls)
+    module.__dict__.update(state)
+    module._modules = {k: v for k, v in state["_modules"].items() if k != "parametrizations"}
+    for name, plist in saved.items():
+        # Register on a placeholder of the right shape, then put the saved tensors in its place.
+        module.register_parameter(name, nn.Parameter(plist.original1.detach().clone()))
+        parametrize.register_parametrization(module, name, WeightNorm(), unsafe=True)
+        module.parametrizations[name] = plist  # type: ignore[index, operator]
+    return module
+
+
 def _plain_weights_to_weight_norm(
     module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
 ) -> None:
@@ -329,3 +365,5 @@ def autocast_on(device_type: str) -> bool:
         return bool(torch.is_autocast_enabled(device_type))  # type: ignore[call-arg]
     except TypeError:  # torch < 2.4 takes no device type
         return bool(torch.is_autocast_enabled())
+    except RuntimeError:  # a device autocast does not know ("meta"): no autocast there
+        return False

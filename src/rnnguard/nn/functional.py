@@ -159,6 +159,15 @@ def _check_rate(p: float) -> None:
 MASK_BITS = 16
 
 
+def graph_capture() -> bool:
+    """Whether torch.compile or torch.export is tracing this call (not running it eagerly)."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is None:
+        return False
+    exporting = getattr(compiler, "is_exporting", None)
+    return bool(compiler.is_compiling() or (exporting is not None and exporting()))
+
+
 def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
     """A {0, 1} mask of ``like``'s dtype, each entry 1 with probability ``keep`` (to 2**-16).
 
@@ -172,6 +181,9 @@ def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
     size = math.prod(int(d) for d in shape)
     if threshold >= span:
         return torch.ones(tuple(shape), device=like.device, dtype=like.dtype)
+    if graph_capture():  # the same law; a traced graph cannot hold the 64-bit bound below
+        bits = torch.randint(-span // 2, span // 2, tuple(shape), device=like.device)
+        return torch.lt(bits, threshold - span // 2).to(like.dtype)
     words = torch.empty((size + 3) // 4, device=like.device, dtype=torch.int64)
     words.random_(-(1 << 63), None)  # all 64 bits uniform
     bits = words.view(torch.int16)[:size].view(tuple(shape))  # uniform on [-2**15, 2**15)

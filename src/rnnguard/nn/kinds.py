@@ -68,6 +68,10 @@ class KindSpec:
     torch_kernel: Callable[[str], Any] | None = None
     """torch's own fused kernel for a nonlinearity, when torch has this family."""
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # A spec holds functions (some lambdas): pickle it (and the modules holding it) by name.
+        return (kind_spec, (self.name,))
+
     def __repr__(self) -> str:
         return f"KindSpec({self.name!r})"
 

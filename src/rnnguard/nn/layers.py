@@ -19,8 +19,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnguard.errors import ConfigError, ConfigTypeError, DeviceError, ShapeError
 from rnnguard.nn import fused
-from rnnguard.nn._base import InitArg, RecurrentBase, autocast_on, check_impl, check_state_like
-from rnnguard.nn.functional import run_direction, sample_masks, torch_suffix
+from rnnguard.nn._base import (
+    InitArg,
+    RecurrentBase,
+    autocast_on,
+    check_impl,
+    check_state_like,
+)
+from rnnguard.nn.functional import graph_capture, run_direction, sample_masks, torch_suffix
 from rnnguard.nn.registry import register_layer
 from rnnguard.utils import checks as _checks
 
@@ -156,6 +162,11 @@ class _RecurrentLayer(RecurrentBase):
             and autocast_on(device_type)
             and next(self.parameters()).dtype != torch.float32
         ):
+            return run_direction
+        # The fused loops run native/Triton kernels on raw pointers and write into buffers in
+        # place; torch.compile and torch.export trace the plain loop instead (pure tensor ops,
+        # which the compiler fuses itself), and on "meta" tensors there is nothing to compute.
+        if graph_capture() or device_type == "meta":
             return run_direction
         return fused.run_direction
 

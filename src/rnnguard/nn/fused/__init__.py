@@ -7,9 +7,10 @@ Every loop is written in PyTorch operations, so it runs on any device; on CPU in
 per-step product with ``W_hh`` goes through torch's oneDNN packed linear (checked at import, with
 ``torch.mm`` as the fallback), and on CPU (float32 and float64) the LSTM and IndRNN loops call the optional native kernels of
 :mod:`rnnguard.nn.fused.native` (compiled on first use; the PyTorch loops are their fallback and
-the tests run both). The hand-written backward gives first-order
-gradients (any number of times through a retained graph); for double backward (gradients of
-gradients) use ``impl="reference"``. Under ``torch.autocast`` the same loops run in mixed
+the tests run both). The hand-written backward gives first-order gradients; when a graph of the
+backward is asked for (``create_graph=True``: gradient penalties, Hessian-vector products), each
+Function recomputes its outputs through its twin in :mod:`rnnguard.nn.fused.reference` and
+differentiates that, so gradients of every order are exact on every backend. Under ``torch.autocast`` the same loops run in mixed
 precision (:mod:`rnnguard.nn.fused.amp`): products in the autocast dtype, the rest in float32.
 On CUDA the element-wise work of each step runs in Triton kernels where triton imports
 (:mod:`rnnguard.nn.fused.dispatch`).

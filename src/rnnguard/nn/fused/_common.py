@@ -9,6 +9,10 @@ masked steps copy the state bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +25,9 @@ from rnnguard.nn.fused import amp
 
 #: A zoneout weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
 ZoneoutWeight = Tensor | float | None
+
+#: Recomputes a recurrence's ``pre`` input, with its graph, from tensors autograd keeps anyway.
+Rebuild = Callable[[], Tensor]
 
 _A = torch.ops.aten
 _ln_backward_op = _A.native_layer_norm_backward.default
@@ -204,6 +211,131 @@ def fused_input(
     if defer_ln:
         return v, gain, bias
     return F.layer_norm(v, (v.shape[-1],), gain, bias, LN_EPS), None, None
+
+
+def input_rebuilder(
+    frame: TimeFrame,
+    x: Tensor,
+    params: LayerParams,
+    fold_bias_hh: bool,
+    scale: Tensor | None = None,
+    defer_ln: bool = False,
+) -> Rebuild:
+    """A :data:`Rebuild` giving ``frame.to_frame(fused_input(...)[0])`` again, in the same precision."""
+    half = amp.current()
+
+    def rebuild() -> Tensor:
+        with amp.mixed(x.device.type, half) if half is not None else contextlib.nullcontext():
+            return frame.to_frame(fused_input(x, params, fold_bias_hh, scale, defer_ln)[0])
+
+    return rebuild
+
+
+# --------------------------------------------------------------------------- double backward
+#
+# The hand-written backward passes compute numbers only. When a graph of the backward is asked
+# for (``create_graph=True``: gradient penalties, Hessian-vector products), the Function
+# recomputes its outputs from its inputs with ordinary autograd operations (the family's
+# reference recurrence) and differentiates those with a graph, so gradients of every order are
+# exact. ``pre`` (T, B, G) is the one large input: instead of keeping it alive on the off chance,
+# the layers say how to recompute it (:func:`rebuilding`), from the input and weights that the
+# input projection's own backward keeps anyway.
+
+_rebuild = threading.local()
+
+
+@contextlib.contextmanager
+def rebuilding(rebuild: Rebuild | None) -> Iterator[None]:
+    """Inside the block, a recurrence Function recomputes its ``pre`` with ``rebuild`` if needed."""
+    before = getattr(_rebuild, "fn", None)
+    _rebuild.fn = rebuild
+    try:
+        yield
+    finally:
+        _rebuild.fn = before
+
+
+def current_rebuild() -> Rebuild | None:
+    """The :func:`rebuilding` in effect on this thread, if any."""
+    return getattr(_rebuild, "fn", None)
+
+
+def keep_for_double_backward(
+    ctx: Any, reference: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    """In a Function's forward: remember its inputs (``args``, ``pre`` first, the inputs
+    themselves, not contiguous copies) and the reference that recomputes its outputs."""
+    rebuild = current_rebuild()
+    ctx.double_backward = (reference, rebuild, (None if rebuild else args[0], *args[1:]))
+
+
+def twice_differentiable(fast: Callable[..., Any]) -> Callable[..., Any]:
+    """Backward decorator: ``fast`` for plain gradients, :func:`double_backward` under a graph."""
+
+    @functools.wraps(fast)
+    def backward(ctx: Any, *grads: Tensor) -> Any:
+        if torch.is_grad_enabled():  # create_graph=True: a graph of this backward is wanted
+            return double_backward(ctx, *grads)
+        return fast(ctx, *grads)
+
+    return backward
+
+
+def double_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+    """The gradients of a Function's inputs as a differentiable graph (see the section comment)."""
+    reference, rebuild, kept = ctx.double_backward
+    args = list(kept)
+    if args[0] is None:
+        args[0] = rebuild()
+    need = ctx.needs_input_grad
+    wrt = [
+        i for i, a in enumerate(args)
+        if isinstance(a, Tensor) and i < len(need) and need[i] and a.requires_grad
+    ]  # fmt: skip
+    out: list[Tensor | None] = [None] * len(need)
+    if not wrt:
+        return tuple(out)
+    with torch.enable_grad():
+        result = reference(*args)
+    outputs = result if isinstance(result, tuple) else (result,)
+    got = torch.autograd.grad(
+        outputs, [args[i] for i in wrt], list(grads), create_graph=True, allow_unused=True
+    )
+    for i, g in zip(wrt, got):
+        out[i] = g if g is not None else torch.zeros_like(args[i])
+    return tuple(out)
+
+
+def act(v: Tensor, name: str) -> Tensor:
+    """The named activation, out of place (for the reference recurrences)."""
+    if name == "tanh":
+        return torch.tanh(v)
+    if name == "relu":
+        return torch.relu(v)
+    if name == "leaky_relu":
+        return F.leaky_relu(v, LEAKY_SLOPE)
+    raise ConfigError(f"nonlinearity must be one of {NONLINEARITIES}, got {name!r}")
+
+
+def zoneout_at(zoneout: ZoneoutWeight, t: int) -> Tensor | float | None:
+    """Step ``t`` of a zoneout weight."""
+    return zoneout[t] if isinstance(zoneout, Tensor) else zoneout
+
+
+def keep_zoned(new: Tensor, old: Tensor, zoneout: ZoneoutWeight, t: int) -> Tensor:
+    """``m old + (1 - m) new`` with step ``t``'s zoneout weight ``m`` (differentiably)."""
+    m = zoneout_at(zoneout, t)
+    return new if m is None else torch.lerp(new, old, m)  # type: ignore[arg-type]
+
+
+def recurrent_matmul(h: Tensor, w: Tensor) -> Tensor:
+    """``h @ w^T`` in ``h``'s dtype (a mixed-precision run keeps ``w`` in half precision)."""
+    return h @ w.to(h.dtype).t()
+
+
+def stack_steps(hs: list[Tensor], like: Tensor, h0: Tensor) -> Tensor:
+    """The per-step states as one (T, B, H) tensor (an empty one for zero steps)."""
+    return torch.stack(hs) if hs else like.new_empty(0, *h0.shape)
 
 
 def _dnnl_ops() -> tuple[Any, Any] | None:

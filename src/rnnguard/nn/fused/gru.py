@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import HiddenState, LayerParams, State
 from rnnguard.nn.fused import amp, dispatch
@@ -22,12 +21,17 @@ from rnnguard.nn.fused._common import (
     ZoneoutWeight,
     add_scaled_,
     fused_input,
+    input_rebuilder,
+    keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
+    rebuilding,
     recurrent_weight_grad,
     steps_of,
     times_keep,
+    twice_differentiable,
 )
+from rnnguard.nn.fused.reference import gru_reference
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["gru_direction", "gru_recurrence"]
@@ -84,6 +88,7 @@ class _GRURecurrence(torch.autograd.Function):
                 torch.lerp(torch.lerp(n_l[t], h, z_l[t]), h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
 
+        keep_for_double_backward(ctx, gru_reference, (pre, h0, w_hh, b_hh, ln_hh, zoneout))
         ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.zoneout = rz, n, raw, u_n, zoneout
         ctx.stats = (
             (torch.stack([a for a, _ in stats]), torch.stack([b for _, b in stats])) if ln else None
@@ -92,7 +97,7 @@ class _GRURecurrence(torch.autograd.Function):
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, ln_hh, hs = ctx.saved_tensors
         rz, n, raw, u_n, zoneout = ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.zoneout
@@ -206,5 +211,6 @@ def gru_direction(
 ) -> tuple[Tensor, State]:
     """One direction of a GRU layer (``b_hh`` stays in the loop); h_t in loop order."""
     pre = frame.to_frame(fused_input(x, params, False)[0])
-    hs = gru_recurrence(pre, state0[0], w_hh, params.bias_hh, params.ln_hh, zoneout)
+    with rebuilding(input_rebuilder(frame, x, params, False)):
+        hs = gru_recurrence(pre, state0[0], w_hh, params.bias_hh, params.ln_hh, zoneout)
     return hs, HiddenState(hs[-1])

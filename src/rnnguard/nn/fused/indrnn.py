@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import HiddenState, LayerParams, State
 from rnnguard.nn.fused import dispatch, native
@@ -22,10 +21,15 @@ from rnnguard.nn.fused._common import (
     act_backward_into,
     add_scaled_,
     fused_input,
+    input_rebuilder,
+    keep_for_double_backward,
+    rebuilding,
     steps_of,
     times_keep,
+    twice_differentiable,
 )
 from rnnguard.nn.fused.indrnn_native import NATIVE_ACTS, indrnn_recurrence_native
+from rnnguard.nn.fused.reference import indrnn_reference
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["indrnn_direction", "indrnn_recurrence"]
@@ -52,12 +56,13 @@ class _IndRNNRecurrence(torch.autograd.Function):
             if zoneout is not None:
                 torch.lerp(a_l[t], h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
+        keep_for_double_backward(ctx, indrnn_reference, (pre, h0, u, options, zoneout))
         ctx.a, ctx.options, ctx.zoneout = a, options, zoneout
         ctx.save_for_backward(h0, u, hs)
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, u, hs = ctx.saved_tensors
         zoneout, nonlinearity = ctx.zoneout, ctx.options.nonlinearity
@@ -121,5 +126,6 @@ def indrnn_direction(
 ) -> tuple[Tensor, State]:
     """One direction of an IndRNN layer (``w_hh`` is the per-unit vector ``u``); h_t in loop order."""
     pre = frame.to_frame(fused_input(x, params, False)[0])
-    hs = indrnn_recurrence(pre, state0[0], w_hh, options, zoneout)
+    with rebuilding(input_rebuilder(frame, x, params, False)):
+        hs = indrnn_recurrence(pre, state0[0], w_hh, options, zoneout)
     return hs, HiddenState(hs[-1])

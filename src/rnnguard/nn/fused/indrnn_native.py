@@ -11,11 +11,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LEAKY_SLOPE
 from rnnguard.nn.fused import native
-from rnnguard.nn.fused._common import ZoneoutWeight
+from rnnguard.nn.fused._common import (
+    ZoneoutWeight,
+    keep_for_double_backward,
+    twice_differentiable,
+)
+from rnnguard.nn.fused.reference import indrnn_reference
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["NATIVE_ACTS", "indrnn_recurrence_native"]
@@ -35,6 +39,7 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
     ) -> Tensor:
         lib = native.library()
         assert lib is not None
+        keep_for_double_backward(ctx, indrnn_reference, (pre, h0, u, options, zoneout))
         pre, h0, u = pre.contiguous(), h0.contiguous(), u.contiguous()
         steps, batch, hid = pre.shape
         hs = pre.new_empty(steps, batch, hid)
@@ -53,7 +58,7 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         lib = native.library()
         assert lib is not None

@@ -13,11 +13,11 @@ all steps after the loop, and the input-side gradients flow through ``pre`` to o
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LayerParams, LSTMState, State
 from rnnguard.nn.fused import amp, dispatch, native
@@ -26,15 +26,21 @@ from rnnguard.nn.fused._common import (
     TimeFrame,
     ZoneoutWeight,
     add_scaled_,
+    current_rebuild,
     fused_input,
+    input_rebuilder,
+    keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
+    rebuilding,
     recurrent_weight_grad,
     stack_stats,
     steps_of,
     times_keep,
+    twice_differentiable,
 )
 from rnnguard.nn.fused.lstm_native import lstm_recurrence_native
+from rnnguard.nn.fused.reference import lstm_reference
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = [
@@ -66,6 +72,10 @@ class _LSTMRecurrence(torch.autograd.Function):
         zoneout_cell: ZoneoutWeight,
         w_hr: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
+        keep_for_double_backward(
+            ctx, _loop_reference,
+            (pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, w_hr),
+        )  # fmt: skip
         steps, batch, g4 = pre.shape
         hid = g4 // 4
         # Activated i, f, g, o of each step, one fresh (B, 4H) tensor per step: writing them into
@@ -140,7 +150,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         return hs, c.clone()
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
         h0, c0, w_hh, ln_hh, ln_c_w, hs, w_hr = ctx.saved_tensors
         gates, cs, ct, tc, raw = ctx.gates, ctx.cs, ctx.ct, ctx.tc, ctx.raw
@@ -232,6 +242,34 @@ class _LSTMRecurrence(torch.autograd.Function):
         return d_z, dh, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None, d_w_hr
 
 
+def _loop_reference(
+    pre: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_hh: Tensor,
+    ln_hh: Tensor | None,
+    ln_c_w: Tensor | None,
+    ln_c_b: Tensor | None,
+    zoneout: ZoneoutWeight,
+    zoneout_cell: ZoneoutWeight,
+    w_hr: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """``lstm_reference`` in ``_LSTMRecurrence``'s argument order (no input LayerNorm)."""
+    return lstm_reference(
+        pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, None, None, w_hr
+    )
+
+
+def _normalised_input(
+    ln_in: Tensor, in_bias: Tensor | None
+) -> contextlib.AbstractContextManager[None]:
+    """Rebuild ``pre`` for double backward with the input LayerNorm applied, as it was here."""
+    raw = current_rebuild()
+    if raw is None:
+        return contextlib.nullcontext()
+    return rebuilding(lambda: ln_forward(raw(), ln_in, in_bias)[0])
+
+
 def gate_scale(gates: int, like: Tensor) -> Tensor:
     """(4H,) ones with 2 on the g-gate block: the factor the fused loop wants its g inputs scaled by."""
     scale = torch.ones(gates, device=like.device, dtype=like.dtype)
@@ -292,9 +330,10 @@ def lstm_recurrence_prescaled(
     if pre.shape[0] > 0 and w_hr is None and dispatch.use_triton(pre):
         from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
 
-        if ln_in is not None:
-            pre = ln_forward(pre, ln_in, in_bias)[0]
-        return triton_ops.lstm_recurrence_prescaled(pre, *rest)
+        if ln_in is None:
+            return triton_ops.lstm_recurrence_prescaled(pre, *rest)
+        with _normalised_input(ln_in, in_bias):
+            return triton_ops.lstm_recurrence_prescaled(ln_forward(pre, ln_in, in_bias)[0], *rest)
     # w_hh only meets the product, which casts (mixed precision): the kernels need its device.
     if (
         pre.shape[0] > 0
@@ -302,9 +341,10 @@ def lstm_recurrence_prescaled(
         and native.usable(pre, *rest[:2], *rest[3:], ln_in, in_bias, w_hr)
     ):
         return lstm_recurrence_native(pre, *rest, ln_in, in_bias, w_hr)
-    if ln_in is not None:
-        pre = ln_forward(pre, ln_in, in_bias)[0]
-    return _LSTMRecurrence.apply(pre, *rest, w_hr)  # type: ignore[no-any-return]
+    if ln_in is None:
+        return _LSTMRecurrence.apply(pre, *rest, w_hr)  # type: ignore[no-any-return]
+    with _normalised_input(ln_in, in_bias):
+        return _LSTMRecurrence.apply(ln_forward(pre, ln_in, in_bias)[0], *rest, w_hr)  # type: ignore[no-any-return]
 
 
 def lstm_recurrence(
@@ -360,8 +400,9 @@ def lstm_direction(
         scale, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias
     )
     h0, c0 = state0  # type: ignore[misc]
-    hs, c_last = lstm_recurrence_prescaled(
-        frame.to_frame(proj), h0, c0, w_rec, ln_hh, ln_cw, ln_cb, zoneout, zoneout_cell, ln_in,
-        in_bias, params.weight_hr,
-    )  # fmt: skip
+    with rebuilding(input_rebuilder(frame, x, params, True, scale, defer_ln=True)):
+        hs, c_last = lstm_recurrence_prescaled(
+            frame.to_frame(proj), h0, c0, w_rec, ln_hh, ln_cw, ln_cb, zoneout, zoneout_cell,
+            ln_in, in_bias, params.weight_hr,
+        )  # fmt: skip
     return hs, LSTMState(hs[-1], c_last)

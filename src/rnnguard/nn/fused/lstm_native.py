@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LN_EPS
 from rnnguard.nn.fused import native
@@ -22,10 +21,13 @@ from rnnguard.nn.fused._common import (
     RecurrentProduct,
     ZoneoutWeight,
     add_scaled_,
+    keep_for_double_backward,
     recurrent_weight_grad,
     steps_of,
     times_keep,
+    twice_differentiable,
 )
+from rnnguard.nn.fused.reference import lstm_reference
 
 __all__ = ["lstm_recurrence_native"]
 
@@ -75,6 +77,10 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         assert lib is not None
         steps, batch, g4 = pre.shape
         hid = g4 // 4
+        keep_for_double_backward(
+            ctx, lstm_reference,
+            (pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, ln_in, b_in, w_hr),
+        )  # fmt: skip
         pre, h0, c0 = pre.contiguous(), h0.contiguous(), c0.contiguous()
         ln_hh, ln_c_w, ln_c_b = _contig(ln_hh), _contig(ln_c_w), _contig(ln_c_b)
         ln_in, b_in = _contig(ln_in), _contig(b_in)
@@ -146,7 +152,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         return out, cs[-1].clone()
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
         lib = native.library()
         assert lib is not None

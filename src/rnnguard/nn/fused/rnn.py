@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import HiddenState, LayerParams, State
 from rnnguard.nn.fused import amp, dispatch
@@ -18,13 +17,18 @@ from rnnguard.nn.fused._common import (
     act_backward_into,
     add_scaled_,
     fused_input,
+    input_rebuilder,
+    keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
+    rebuilding,
     recurrent_weight_grad,
     stack_stats,
     steps_of,
     times_keep,
+    twice_differentiable,
 )
+from rnnguard.nn.fused.reference import rnn_reference
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["rnn_direction", "rnn_recurrence"]
@@ -77,13 +81,14 @@ class _RNNRecurrence(torch.autograd.Function):
                 torch.lerp(new, h, zoneout_l[t], out=hs_l[t])  # type: ignore[arg-type]
             h = hs_l[t]
 
+        keep_for_double_backward(ctx, rnn_reference, (pre, h0, w_hh, ln_hh, options, zoneout))
         ctx.a, ctx.raw, ctx.options, ctx.zoneout = a, raw, options, zoneout
         ctx.stats = stack_stats(stats)
         ctx.save_for_backward(h0, w_hh, ln_hh, hs)
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, ln_hh, hs = ctx.saved_tensors
         a, raw, zoneout, options = ctx.a, ctx.raw, ctx.zoneout, ctx.options
@@ -164,5 +169,6 @@ def rnn_direction(
 ) -> tuple[Tensor, State]:
     """One direction of an RNN layer (both biases join the input side); h_t in loop order."""
     pre = frame.to_frame(fused_input(x, params, True)[0])
-    hs = rnn_recurrence(pre, state0[0], w_hh, params.ln_hh, options, zoneout)
+    with rebuilding(input_rebuilder(frame, x, params, True)):
+        hs = rnn_recurrence(pre, state0[0], w_hh, params.ln_hh, options, zoneout)
     return hs, HiddenState(hs[-1])

@@ -14,11 +14,22 @@ from typing import Any
 import torch
 import triton
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS
 from rnnguard.nn.fused import triton_kernels as K
-from rnnguard.nn.fused._common import RecurrentProduct, ZoneoutWeight, recurrent_weight_grad
+from rnnguard.nn.fused._common import (
+    RecurrentProduct,
+    ZoneoutWeight,
+    keep_for_double_backward,
+    recurrent_weight_grad,
+    twice_differentiable,
+)
+from rnnguard.nn.fused.reference import (
+    gru_reference,
+    indrnn_reference,
+    lstm_reference,
+    rnn_reference,
+)
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["gru_recurrence", "indrnn_recurrence", "lstm_recurrence_prescaled", "rnn_recurrence"]
@@ -70,6 +81,9 @@ class _TritonLSTM(torch.autograd.Function):
         carry_h: ZoneoutWeight,
         carry_c: ZoneoutWeight,
     ) -> tuple[Tensor, Tensor]:
+        keep_for_double_backward(
+            ctx, lstm_reference, (pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, carry_h, carry_c)
+        )
         steps, batch, g4 = pre.shape
         hid = g4 // 4
         pre, h0, c0 = pre.contiguous(), h0.contiguous(), c0.contiguous()
@@ -99,7 +113,7 @@ class _TritonLSTM(torch.autograd.Function):
         return hs, cs[-1].clone()
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor, d_c_last: Tensor) -> tuple[Tensor | None, ...]:
         h0, c0, w_hh, ln_hh, ln_c_w, gates, ct, tc, hs, cs, stats = ctx.saved_tensors
         ch, cc = ctx.carries
@@ -146,6 +160,7 @@ class _TritonGRU(torch.autograd.Function):
         ln_hh: Tensor | None,
         carry: ZoneoutWeight,
     ) -> Tensor:
+        keep_for_double_backward(ctx, gru_reference, (pre, h0, w_hh, b_hh, ln_hh, carry))
         steps, batch, g3 = pre.shape
         hid = g3 // 3
         pre, h0 = pre.contiguous(), h0.contiguous()
@@ -172,7 +187,7 @@ class _TritonGRU(torch.autograd.Function):
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, b_hh, ln_hh, rz, n, u_n, hs, stats = ctx.saved_tensors
         m = ctx.m
@@ -214,6 +229,7 @@ class _TritonRNN(torch.autograd.Function):
         options: RecurrentOptions,
         carry: ZoneoutWeight,
     ) -> Tensor:
+        keep_for_double_backward(ctx, rnn_reference, (pre, h0, w_hh, ln_hh, options, carry))
         act, residual = options.nonlinearity, options.residual
         steps, batch, hid = pre.shape
         pre, h0 = pre.contiguous(), h0.contiguous()
@@ -239,7 +255,7 @@ class _TritonRNN(torch.autograd.Function):
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, w_hh, ln_hh, a, hs, stats = ctx.saved_tensors
         m = ctx.m
@@ -277,6 +293,7 @@ class _TritonIndRNN(torch.autograd.Function):
         options: RecurrentOptions,
         carry: ZoneoutWeight,
     ) -> Tensor:
+        keep_for_double_backward(ctx, indrnn_reference, (pre, h0, u, options, carry))
         act = options.nonlinearity
         steps, batch, hid = pre.shape
         pre, h0, u = pre.contiguous(), h0.contiguous(), u.contiguous()
@@ -293,7 +310,7 @@ class _TritonIndRNN(torch.autograd.Function):
         return hs
 
     @staticmethod
-    @once_differentiable
+    @twice_differentiable
     def backward(ctx: Any, d_hs: Tensor) -> tuple[Tensor | None, ...]:
         h0, u, a, hs = ctx.saved_tensors
         m = ctx.m
