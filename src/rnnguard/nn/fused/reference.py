@@ -31,14 +31,18 @@ def rnn_reference(
     options: RecurrentOptions,
     zoneout: ZoneoutWeight = None,
 ) -> Tensor:
-    """``h~_t = [h_{t-1} +] act(pre_t + LN(W_hh h_{t-1}))`` then zoneout; every h_t."""
+    """``a = act(pre_t + LN(W_hh h_{t-1}))``; ``h~_t`` = a, h_{t-1} + a (residual) or
+    ``(1 - s) h_{t-1} + s a`` (residual with ``residual_scale`` s); then zoneout; every h_t."""
+    scale = options.residual_scale
     h, hs = h0, []
     for t in range(pre.shape[0]):
         r = recurrent_matmul(h, w_hh)
         if ln_hh is not None:
             r = _ln(r, ln_hh)
         new = act(pre[t] + r, options.nonlinearity)
-        h = keep_zoned(new + h if options.residual else new, h, zoneout, t)
+        if options.residual:
+            new = new + h if scale is None else torch.lerp(h, new, scale)
+        h = keep_zoned(new, h, zoneout, t)
         hs.append(h)
     return stack_steps(hs, pre, h0)
 
