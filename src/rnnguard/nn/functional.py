@@ -178,12 +178,12 @@ def _bernoulli(shape: Sequence[int], keep: float, like: Tensor) -> Tensor:
     """
     span = 1 << MASK_BITS
     threshold = round(keep * span)
-    size = math.prod(int(d) for d in shape)
     if threshold >= span:
         return torch.ones(tuple(shape), device=like.device, dtype=like.dtype)
     if graph_capture():  # the same law; a traced graph cannot hold the 64-bit bound below
         bits = torch.randint(-span // 2, span // 2, tuple(shape), device=like.device)
         return torch.lt(bits, threshold - span // 2).to(like.dtype)
+    size = math.prod(int(d) for d in shape)
     words = torch.empty((size + 3) // 4, device=like.device, dtype=torch.int64)
     words.random_(-(1 << 63), None)  # all 64 bits uniform
     bits = words.view(torch.int16)[:size].view(tuple(shape))  # uniform on [-2**15, 2**15)
