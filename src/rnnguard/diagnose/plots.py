@@ -52,6 +52,19 @@ def _save(fig: Any, path: PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _finish(
+    fig: Any, ax: Any, path: PathLike, xlabel: str, ylabel: str | None, title: str, legend: bool
+) -> Path:
+    """Label the axes, title and (with ``legend``) legend of a one-panel figure, then save it."""
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _positive(values: np.ndarray) -> np.ndarray:
     """Values for a log axis: non-positive and non-finite entries become gaps."""
     v = np.asarray(values, dtype=np.float64).copy()
@@ -80,11 +93,15 @@ def plot_horizon(horizons: HorizonSet | Horizon, path: PathLike) -> Path:
         lw=0.8,
         label=f"threshold {curves[0].threshold:g}",
     )
-    ax.set_xlabel("distance k from the loss step")
-    ax.set_ylabel("normalised ||dL/d(.)_{T-k}||")
-    ax.set_title("Gradient horizon")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(
+        fig,
+        ax,
+        path,
+        "distance k from the loss step",
+        "normalised ||dL/d(.)_{T-k}||",
+        "Gradient horizon",
+        legend=True,
+    )
 
 
 def _per_layer_lines(
@@ -102,12 +119,7 @@ def _per_layer_lines(
     for label, values in series.items():
         ax.plot(np.arange(1, len(values) + 1), values, label=label, **style)
     ax.axhline(level, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if series:
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel, ylabel, title, legend=bool(series))
 
 
 def plot_sigma_max(spectra: Mapping[str, Spectrum], path: PathLike) -> Path:
@@ -140,9 +152,7 @@ def plot_saturation(saturation: Mapping[str, LayerSaturation], path: PathLike) -
         ax.set_yticks(y, names, fontsize=8)
         ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("fraction saturated / closed / dead")
-    ax.set_title("Saturation")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "fraction saturated / closed / dead", None, "Saturation", False)
 
 
 def plot_loss_curves(
@@ -154,11 +164,7 @@ def plot_loss_curves(
     for label, (steps, losses) in curves.items():
         ax.plot(steps, _positive(np.asarray(losses)), label=label, lw=1.0)
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("Original vs prescribed")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "step", "training loss", "Original vs prescribed", legend=True)
 
 
 def plot_history(history: ExplosionHistory, path: PathLike) -> Path:
@@ -171,11 +177,7 @@ def plot_history(history: ExplosionHistory, path: PathLike) -> Path:
         ax.semilogy(
             history.steps[flagged], _positive(history.grad_norm[flagged]), "rx", label="exploded"
         )
-    ax.set_xlabel("step")
-    ax.set_ylabel("gradient norm")
-    ax.set_title("Explosion history")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "step", "gradient norm", "Explosion history", legend=True)
 
 
 # ---------------------------------------------------------------------- the guide's figure 1.2
@@ -247,9 +249,13 @@ def plot_grad_norm(curves: Mapping[str, np.ndarray], path: PathLike) -> Path:
             ls="--" if kind == "linear" else "-",
             label=f"{kind}, ||W||_2 {scale.replace('s=', '= ')}",
         )
-    ax.set_xlabel(f"k (steps back from T = {steps})")
-    ax.set_ylabel("||dh_T / dh_{T-k}||_2")
-    ax.set_title("Gradient norm k steps back (dashed: linear, solid: tanh)")
-    ax.legend(fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    return _save(fig, path)
+    return _finish(
+        fig,
+        ax,
+        path,
+        f"k (steps back from T = {steps})",
+        "||dh_T / dh_{T-k}||_2",
+        "Gradient norm k steps back (dashed: linear, solid: tanh)",
+        legend=True,
+    )
