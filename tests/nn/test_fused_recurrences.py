@@ -182,6 +182,22 @@ def test_convex_residual_rnn_matches_loop(ln: bool, carry: str) -> None:
     )
 
 
+def test_convex_residual_never_takes_the_triton_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Triton RNN kernel has no residual_scale: wherever Triton would run, the loop runs."""
+    from rnnguard.nn.fused import dispatch
+
+    monkeypatch.setattr(dispatch, "use_triton", lambda like: True)
+    steps, batch, hid = 5, 2, 3
+    pre, h0, w = _params((steps, batch, hid), (batch, hid), (hid, hid))
+    opts = RecurrentOptions(residual=True, residual_scale=0.5)
+    out = rnn_recurrence(pre, h0, w, None, opts)  # Triton (absent here) would raise or differ
+    h, hs = h0, []
+    for t in range(steps):
+        h = 0.5 * h + 0.5 * torch.tanh(pre[t] + h @ w.t())
+        hs.append(h)
+    torch.testing.assert_close(out, torch.stack(hs))
+
+
 @pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu"])
 @pytest.mark.parametrize("carry", ["none", "mask", "rate", "pad"])
 def test_indrnn_matches_loop(act: str, carry: str) -> None:

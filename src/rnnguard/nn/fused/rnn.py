@@ -150,7 +150,8 @@ def rnn_recurrence(
     ``residual``; ``zoneout`` is a zoneout weight (see ``_common``).
     """
     w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
-    if pre.shape[0] > 0 and dispatch.use_triton(pre):
+    # The Triton kernel knows only the plain residual: a convex one takes this loop, even forced.
+    if pre.shape[0] > 0 and options.residual_scale is None and dispatch.use_triton(pre):
         from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
 
         return triton_ops.rnn_recurrence(pre, h0, w_hh, ln_hh, options, zoneout)
