@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Self-bootstrapping developer entry point: ``python3 dev.py demo|test|lint|python``.
+"""Self-bootstrapping developer entry point: ``python3 dev.py demo|test|lint|mutation|python``.
 
 Creates ``.venv`` next to this file on first use, installs PyTorch (the CPU build where no NVIDIA
 GPU is present, so a laptop or CI runner never downloads the multi-GB CUDA build), installs
@@ -99,7 +99,7 @@ def venv_env() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    jobs = {"demo", "test", "lint", "python"}
+    jobs = {"demo", "test", "lint", "mutation", "python"}
     if not argv or argv[0] not in jobs:
         print(__doc__)
         print(f"usage: python3 dev.py {{{'|'.join(sorted(jobs))}}} [extra args]")
@@ -116,6 +116,13 @@ def main(argv: list[str]) -> int:
         return rc or run([PY, "-m", "mypy"], cwd=ROOT, env=env)
     if job == "python":
         return run([PY, *extra], cwd=ROOT, env=env)
+    if job == "mutation":
+        # Mutation testing of the core modules (docs/mutation.md); mutmut only when asked for.
+        if run([PY, "-c", "import mutmut"], stderr=subprocess.DEVNULL) != 0 and pip(
+            "mutmut>=3.8,<4"
+        ):
+            return 1
+        return run([PY, ROOT / "tools" / "mutation.py", *extra], cwd=ROOT, env=env)
     # test: lint first (cheap, catches what a reviewer would), then the default suite.
     rc = run([PY, "-m", "ruff", "check", "src", "tests", "benchmarks"], cwd=ROOT, env=env)
     if rc:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Mutation testing of the core modules, each against its own fast tests (mutmut).
 
-    python3 dev.py python tools/mutation.py                 # every group below
-    python3 dev.py python tools/mutation.py guard findings  # some of them
-    python3 dev.py python tools/mutation.py --list          # the groups, their code and tests
+    python3 dev.py mutation                 # every group below (installs mutmut when missing)
+    python3 dev.py mutation guard findings  # some of them
+    python3 dev.py mutation --list          # the groups, their code and tests
 
 Each group is run by mutmut in its own copy of ``src/`` and ``tests/`` under ``.mutation/GROUP``
 (ignored by git), with mutmut's settings written into that copy's pyproject.toml: only the
@@ -11,7 +11,7 @@ group's module is mutated and only the group's test files are collected, so a mu
 seconds, not the whole suite. mutmut then runs, for each mutant, just the collected tests that
 execute the mutated function. The result of each group is written to ``.mutation/GROUP/results.txt``
 (one ``name: status`` line per mutant) and summarised on stdout; docs/mutation.md records a run.
-Needs ``pip install 'mutmut>=3.8,<4'`` (the ``mutation`` extra).
+Needs mutmut (the ``mutation`` extra; ``dev.py mutation`` installs it).
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ class Group:
 GROUPS: dict[str, Group] = {
     "guard": Group(
         "src/rnnguard/train/guard.py",
-        ("tests/train/test_guard.py", "tests/train/test_guard_combinations.py"),
+        (
+            "tests/train/test_guard.py",
+            "tests/train/test_guard_combinations.py",
+            "tests/train/test_guard_contract.py",
+            "tests/test_checks.py::test_guard_from_config_takes_every_config_field",
+        ),
     ),
     "findings": Group(
         "src/rnnguard/diagnose/findings.py",

@@ -195,3 +195,11 @@ def test_clip_takes_a_module_a_tensor_or_tensors() -> None:
     with pytest.raises(TypeError) as info:
         GradientGuard().clip([net.bias, 2.0])  # type: ignore[list-item]
     assert str(info.value) == "parameters must hold tensors; item 1 is a float"
+
+
+def test_report_to_dict_holds_every_field() -> None:
+    r = GradientGuard(max_norm=1.0).clip([_param([3.0, 4.0])])
+    assert r.to_dict() == {
+        "norm_before": 5.0, "norm_after": pytest.approx(1.0), "clipped": True, "skipped": False,
+        "exploded": False, "overflow": False, "threshold": 1.0, "loss_scale": None,
+    }  # fmt: skip
