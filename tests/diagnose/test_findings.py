@@ -110,9 +110,16 @@ def test_exploding_by_lyapunov_any_layer() -> None:
     # log(100) = 4.61: 0.47 x 10 trips, 0.46 x 10 does not
     (ev,) = _only(_problems(spectra={"a": _spectrum(0.47), "b": _spectrum(-5.0)}), "exploding")
     assert (ev.source, ev.value, ev.relation) == ("a", pytest.approx(4.7), ">")
+    assert ev.metric == "top Lyapunov exponent x distance"
     assert ev.threshold == pytest.approx(math.log(100.0))
     assert ev.note == f"exponent 0.47/step: perturbations grow by {math.exp(0.47):.3g} per step"
     assert _problems(spectra={"a": _spectrum(0.46)}) == []
+
+
+def test_lyapunov_rules_are_strict_at_their_thresholds() -> None:
+    # exponent x 10 equals log(1e-3) (resp. log(100)) exactly: neither rule trips
+    assert _problems(spectra={"a": _spectrum(math.log(1e-3) / 10)}) == []
+    assert _problems(spectra={"a": _spectrum(math.log(100.0) / 10)}) == []
 
 
 def _history(exploded: int, total: int = 100, skipped: int = 0) -> ExplosionHistory:
@@ -157,6 +164,8 @@ def test_dead_units_rule() -> None:
         "dead unit fraction", 0.3, 0.25, ">", "l0", "never active on the batch",
     )  # fmt: skip
     assert ev.text() == "l0: dead unit fraction = 0.3 > 0.25 (never active on the batch)"
+    plain = Evidence("saturated tanh fraction", 0.51, 0.5, ">", "l0")
+    assert plain.text() == "l0: saturated tanh fraction = 0.51 > 0.5"  # no note, no brackets
 
 
 def test_several_verdicts_in_a_fixed_order() -> None:
@@ -168,7 +177,7 @@ def test_several_verdicts_in_a_fixed_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "words"),
+    ("kwargs", "name"),
     [
         ({"horizon_threshold": 0.0}, "horizon_threshold"),
         ({"forget_closed": 1.5}, "forget_closed"),
@@ -176,16 +185,20 @@ def test_several_verdicts_in_a_fixed_order() -> None:
         ({"tanh_saturated": 1.0}, "tanh_saturated"),
         ({"dead_units": 1.0}, "dead_units"),
         ({"explosion_rate": -0.1}, "explosion_rate"),
+        ({"exploding_ratio": 1.0}, "exploding_ratio"),
+        ({"exploding_ratio": "many"}, "exploding_ratio"),
         ({"long_sequence": 0}, "long_sequence"),
-        ({"spectrum_steps": 0}, "spectrum_steps"),
-        ({"exploding_ratio": 1.0}, "exploding_ratio must be a number > 1"),
         ({"batch_size": 0}, "batch_size"),
+        ({"spectrum_steps": 0}, "spectrum_steps"),
         ({"lyapunov_k": -1}, "lyapunov_k"),
         ({"seed": 1.5}, "seed"),
         ({"seed": -1}, "seed"),
     ],
 )
-def test_config_rejects_bad_thresholds(kwargs: dict, words: str) -> None:
-    with pytest.raises((ValueError, TypeError), match=words):
+def test_config_rejects_bad_thresholds_naming_them(kwargs: dict, name: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=rf"^DoctorConfig\.{name} must be"):
         DoctorConfig(**kwargs)
-    DoctorConfig(lyapunov_k=0, seed=0)  # the edges that are allowed
+
+
+def test_config_edges_that_are_allowed() -> None:
+    DoctorConfig(lyapunov_k=0, seed=0, exploding_ratio=1.5)

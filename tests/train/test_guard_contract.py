@@ -203,3 +203,42 @@ def test_report_to_dict_holds_every_field() -> None:
         "norm_before": 5.0, "norm_after": pytest.approx(1.0), "clipped": True, "skipped": False,
         "exploded": False, "overflow": False, "threshold": 1.0, "loss_scale": None,
     }  # fmt: skip
+
+
+def test_zero_gradients_are_not_clipped_and_clipped_steps_add_up() -> None:
+    g = GradientGuard(max_norm=1.0)
+    assert not g.clip([_param([0.0, 0.0])]).clipped
+    g.clip([_param([3.0, 4.0])])
+    g.clip([_param([3.0, 4.0])])
+    assert g.stats.clipped == 2
+
+
+def test_running_median_of_a_loaded_history_is_exact() -> None:
+    g = GradientGuard()
+    g.load_state_dict({"stats": GuardStats().to_dict(), "history": [0.3, 0.1, 0.2]})
+    assert g.running_median() == 0.2  # float64, not float32's 0.2000000030
+
+
+def test_explosion_threshold_scales_with_the_median() -> None:
+    g = GradientGuard(mode="none", min_history=2, explosion_factor=10.0)
+    p = _param([2.0])
+    g.clip([p])
+    g.clip([p])
+    p.grad = torch.tensor([19.0])
+    assert not g.clip([p]).exploded  # 19 < 10 x median 2
+    p.grad = torch.tensor([21.0])
+    assert g.clip([p]).exploded
+
+
+def test_norm_clipping_coefficient_equals_clip_grad_norm_on_small_norms() -> None:
+    a, b = _param([0.003, 0.004]), _param([0.003, 0.004])  # norm 0.005
+    GradientGuard(max_norm=0.001).clip([a])
+    torch.nn.utils.clip_grad_norm_([b], 0.001)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)
+
+
+def test_agc_scales_a_row_between_the_limit_and_one() -> None:
+    weight = nn.Parameter(torch.eye(2))
+    weight.grad = torch.tensor([[0.5, 0.0], [0.0, 0.001]])  # row norms 0.5 and 0.001; limit 0.01
+    GradientGuard(mode="agc", agc_clip=0.01).clip([weight])
+    torch.testing.assert_close(weight.grad, torch.tensor([[0.01, 0.0], [0.0, 0.001]]))
