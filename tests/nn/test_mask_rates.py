@@ -359,3 +359,29 @@ def test_dropconnect_eval_uses_the_weights_and_draws_nothing(kind: str, layer_im
     _, shown = _shown_weights(m, 1)
     assert torch.equal(rng, torch.get_rng_state()), "eval mode consumed random numbers"
     torch.testing.assert_close(shown[0], _true_block(m), rtol=1e-7, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- dropout between layers
+
+
+@pytest.mark.parametrize("p", RATES)
+def test_dropout_between_layers_keeps_at_the_configured_rate_and_scales(
+    p: float, layer_impl: str
+) -> None:
+    """Layer 1 passes its input through (identity input weights, no recurrence, ReLU on positive
+    values), so its output divided by layer 0's shows the dropout mask between them."""
+    T, B, H = 8, 64, 32
+    m = rn.RNN(4, H, 2, nonlinearity="relu", dropout=p, impl=layer_impl, dtype=torch.float64)
+    with torch.no_grad():
+        for name, t in m.named_parameters():
+            if name.startswith(("weight_hh", "bias")):
+                t.zero_()
+        m.weight_ih_l0.abs_().add_(0.1)
+        m.weight_ih_l1.copy_(torch.eye(H))
+    x = torch.rand(T, B, 4, dtype=torch.float64) + 0.1
+    first = torch.relu(x @ m.weight_ih_l0.detach().T)  # layer 0's output: no recurrence
+    ratio = m.train()(x)[0] / first
+    kept = ratio > 0
+    assert_rate(kept, 1 - p, f"dropout={p}: fraction of layer-0 outputs kept")
+    torch.testing.assert_close(ratio[kept], torch.full_like(ratio[kept], 1 / (1 - p)))
+    torch.testing.assert_close(m.eval()(x)[0], first)  # eval: no dropout
