@@ -186,8 +186,11 @@ def test_gradient_penalty_through_triton_kernels(kind: str) -> None:
             (g_x,) = torch.autograd.grad(out.pow(2).mean(), xi, create_graph=True)
             g_x.pow(2).sum().backward()
         grads.append({n: p.grad for n, p in m.named_parameters()})
+    # float32: a penalty's gradient is a difference of large terms, so rounding scales with the
+    # largest gradient (about 300 here); a wrong term would be of the gradient's own size.
+    scale = max(float(g.abs().max()) for g in grads[1].values())
     for name, g in grads[1].items():
-        torch.testing.assert_close(grads[0][name], g, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(grads[0][name], g, rtol=1e-4, atol=1e-6 * scale, msg=name)
 
 
 def test_gradgradcheck_convex_residual_rnn() -> None:
