@@ -139,8 +139,12 @@ def test_reproduce_preset_end_to_end_on_a_fake_trainer(tmp_path, monkeypatch) ->
     assert claims["indrnn-adding-1000"]["verdict"] == "reproduced"
     assert claims["tanh-adding-150"]["verdict"] == "reproduced"
     assert claims["lstm-adding-200"]["verdict"] == "inconclusive at this budget"
-    assert claims["guide-indrnn-relu-effective-length"]["verdict"] == "not reproduced"  # solves 2000
-    assert summary["complete"] and any("PTB-char claims skipped" in n for n in summary["claim_notes"])
+    assert (
+        claims["guide-indrnn-relu-effective-length"]["verdict"] == "not reproduced"
+    )  # solves 2000
+    assert summary["complete"] and any(
+        "PTB-char claims skipped" in n for n in summary["claim_notes"]
+    )
     report = (tmp_path / "report.md").read_text()
     assert "## Published claims" in report and "**reproduced**" in report
     again = render_report(tmp_path)  # re-rendered from the store alone

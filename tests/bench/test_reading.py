@@ -27,13 +27,17 @@ def test_reading_says_when_the_contrast_did_not_show() -> None:
 
 def test_reading_of_the_language_model_with_floor_and_memory() -> None:
     lm = {
-        "gru": {"metrics": {"valid_bpc": 0.62, "floor_bpc": 0.412, "memory_d2": 0.7, "memory_d32": 0.73}},
+        "gru": {
+            "metrics": {"valid_bpc": 0.62, "floor_bpc": 0.412, "memory_d2": 0.7, "memory_d32": 0.73}
+        },
         "vanilla": {"metrics": {"valid_bpc": 0.76, "floor_bpc": 0.412, "memory_d32": 0.0}},
         "broken": {"status": "error"},
     }
     text = reading(_summary({"vanilla": 0, "gru": 10}, lm))
     assert "`gru` reached the lowest BPC (0.620), 0.208 above the language's floor of 0.412" in text
-    assert "at distance 32, `gru` still held at least half of each key, `vanilla` next to none" in text
+    assert (
+        "at distance 32, `gru` still held at least half of each key, `vanilla` next to none" in text
+    )
 
 
 def test_nothing_to_read() -> None:

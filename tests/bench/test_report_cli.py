@@ -89,7 +89,9 @@ def test_every_column_filled_for_every_recipe(tiny_run: tuple[Path, dict]) -> No
             assert value and value not in ("n/a", "incomplete", "not run"), (recipe, header, value)
             assert "n/a" not in value and "failed" not in value, (recipe, header, value)
         float(row["bpc_valid"].split()[0]), float(row["bpc_test"])
-        runs, steps, seconds = re.fullmatch(r"(\d+) runs, (\d+) steps, ([\d.]+)", row["wall"]).groups()
+        runs, steps, seconds = re.fullmatch(
+            r"(\d+) runs, (\d+) steps, ([\d.]+)", row["wall"]
+        ).groups()
         assert int(runs) >= 3 and int(steps) >= int(runs) and float(seconds) > 0
     assert summary["complete"]
     # MNIST, run once per recipe, has its own table with a measured accuracy per recipe.

@@ -68,8 +68,13 @@ def test_decide_without_a_solved_threshold_compares_metrics() -> None:
     assert decide(_arm(2.0), _arm(1.5), solvable=False)[0] == "cure confirmed"
     assert decide(_arm(1.5), _arm(2.0), solvable=False)[0] == "original better"
     assert decide(_arm(2.0), _arm(1.98), solvable=False)[0] == "no difference"
-    assert decide(_arm(2.0, steps_run=10), _arm(1.0, steps_run=20), solvable=False)[0] == "inconclusive"
-    assert decide(_arm(0.5), _arm(0.9), solvable=False, higher_is_better=True)[0] == "cure confirmed"
+    assert (
+        decide(_arm(2.0, steps_run=10), _arm(1.0, steps_run=20), solvable=False)[0]
+        == "inconclusive"
+    )
+    assert (
+        decide(_arm(0.5), _arm(0.9), solvable=False, higher_is_better=True)[0] == "cure confirmed"
+    )
 
 
 def test_verify_length_goes_a_few_horizons_out() -> None:
