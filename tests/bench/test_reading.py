@@ -17,7 +17,10 @@ def test_reading_names_the_contrast_when_it_shows() -> None:
     text = reading(_summary({"vanilla": 0, "lstm": 0, "gru": 50, "indrnn-relu": 20}))
     assert "`gru` reached the longest length (T=50)" in text
     assert "`vanilla`, `lstm` solved no length" in text
-    assert "The tanh RNN (`vanilla`) reached T=0 where `gru`, `indrnn-relu` went further" in text
+    assert (
+        "The tanh RNN (`vanilla`) solved no length of the grid where `gru`, `indrnn-relu` went"
+        in text
+    )
 
 
 def test_reading_says_when_the_contrast_did_not_show() -> None:

@@ -48,14 +48,15 @@ def _contrast_sentence(eff: dict[str, int]) -> str | None:
         return None
     v, best = eff["vanilla"], max(cured.values())
     beaten = [r for r, n in cured.items() if n > v]
+    reached = f"reached T={v}" if v else "solved no length of the grid"
     if best > v:
         return (
-            f"The tanh RNN (`vanilla`) reached T={v} where {_names(beaten)} went further: the "
+            f"The tanh RNN (`vanilla`) {reached} where {_names(beaten)} went further: the "
             "vanishing gradient the guide describes, and its structural cures, as the literature "
             "reports them."
         )
     return (
-        f"The expected contrast did not show: the tanh RNN (`vanilla`) reached T={v}, no shorter "
+        f"The expected contrast did not show: the tanh RNN (`vanilla`) {reached}, no shorter "
         f"than the gated and IndRNN recipes (best T={best}) at this budget."
     )
 
