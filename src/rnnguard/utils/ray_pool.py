@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import math
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rnnguard.errors import ConfigError
+from rnnguard.utils.checks import integer, number
 
 __all__ = ["RayPool", "ray_available"]
 
@@ -34,14 +34,6 @@ def ray_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _positive_number(name: str, value: object, allow_zero: bool = False) -> float:
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    return number
 
 
 class RayPool:
@@ -67,11 +59,9 @@ class RayPool:
         if not isinstance(address, str) or not address:
             raise ConfigError(f"ray address must be 'local', 'auto' or HOST:PORT, got {address!r}")
         self.address = address
-        self.cpus_per_run = _positive_number("cpus_per_run", cpus_per_run)
-        self.gpus_per_run = _positive_number("gpus_per_run", gpus_per_run, allow_zero=True)
-        if local_cpus is not None and (not isinstance(local_cpus, int) or local_cpus < 1):
-            raise ConfigError(f"local_cpus must be a positive int or None, got {local_cpus!r}")
-        self.local_cpus = local_cpus
+        self.cpus_per_run = number("cpus_per_run", cpus_per_run, positive=True)
+        self.gpus_per_run = number("gpus_per_run", gpus_per_run, positive=True, zero_ok=True)
+        self.local_cpus = None if local_cpus is None else integer("local_cpus", local_cpus, 1)
         self._refs: list[Any] = []
         self._remote: dict[Any, Any] = {}  # fn -> its Ray task, exported once
         self._started_here = False
