@@ -250,3 +250,11 @@ def test_synthlang_cell_shows_floor_and_memory() -> None:
                "memory_d8": 0.79}  # fmt: skip
     assert _memory_text(metrics) == "; memory at d=2/8/32: 0.96/0.79/0.62"
     assert _memory_text({"valid_bpc": 1.0}) == ""
+
+
+def test_sub_second_training_time_is_not_printed_as_zero() -> None:
+    # A fast machine trains a tiny recipe in hundredths of a second: the table still shows it.
+    from rnnguard.bench.summary import _fmt_seconds
+
+    assert _fmt_seconds(0.0421) == "0.042" and _fmt_seconds(12.34) == "12.3"
+    assert float(_fmt_seconds(0.004)) > 0

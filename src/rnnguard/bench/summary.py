@@ -70,6 +70,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _fmt_seconds(seconds: float) -> str:
+    """Seconds to one decimal, or to the millisecond below one second.
+
+    Tiny runs on a fast machine finish in hundredths of a second; one decimal
+    would print a measured time as 0.0.
+    """
+    return _fmt(seconds, 1 if seconds >= 1.0 else 3)
+
+
 def _feed(job: Any, runs: dict[str, dict[str, Any]]) -> bool:
     """Feed stored results into a job; True when it completed."""
     while True:
@@ -198,7 +207,7 @@ def _run_rows(plan: Any, runs: dict[str, dict[str, Any]]) -> list[dict[str, str]
                 "seed": str(spec.seed), "outcome": outcome,
                 "metric": f"{name} {_fmt(r.get('metric'), 4)}" if "metric" in r else "n/a",
                 "steps": f"{r.get('steps', 'n/a')} ({spec.steps})",
-                "wall": _fmt(float(r["wall_time"]), 1) if "wall_time" in r else "n/a",
+                "wall": _fmt_seconds(float(r["wall_time"])) if "wall_time" in r else "n/a",
                 "key": f"runs/{spec.key()}.json" if r.get("status", "ok") == "ok" else "not stored",
             })  # fmt: skip
     return rows
@@ -218,7 +227,7 @@ def _single_rows(job: Any) -> list[dict[str, str]]:
         pub = MNIST_PUBLISHED.get(spec.recipe, {}).get(spec.task, "–")
         rows.append({
             "recipe": spec.recipe, "task": spec.task, "accuracy": value,
-            "steps": str(spec.steps), "wall": _fmt(float(r.get("wall_time", 0.0)), 1) if r else "n/a",
+            "steps": str(spec.steps), "wall": _fmt_seconds(float(r.get("wall_time", 0.0))) if r else "n/a",
             "published": pub,
         })  # fmt: skip
     return rows
@@ -339,7 +348,7 @@ def _row(
     row["params"] = f"{_fmt(add_params)} / {_fmt(lm_params) if plan.lm_task else 'no LM run'}"
     steps = sum(int(r.get("steps") or 0) for r in recipe_runs)
     seconds = sum(float(r.get("wall_time", 0.0)) for r in recipe_runs)
-    row["wall"] = f"{len(recipe_runs)} runs, {steps} steps, {seconds:.1f}"
+    row["wall"] = f"{len(recipe_runs)} runs, {steps} steps, {_fmt_seconds(seconds)}"
     claim = GUIDE_CLAIMS.get(recipe)
     row["guide"] = (
         f"{claim['effective_length']:g} / {claim['bpc']:g} / {claim['explosions_per_epoch']:g}"
