@@ -60,6 +60,7 @@ GROUPS: dict[str, Group] = {
         "src/rnnguard/nn/functional.py",
         (
             "tests/nn/test_mask_rates.py",
+            "tests/nn/test_mask_contract.py",
             "tests/nn/test_regularisers.py",
             "tests/nn/test_native.py::test_masks_are_bernoulli_with_the_rate_rounded_to_16_bits",
             "tests/nn/test_native.py::test_mask_extremes_and_odd_shapes",
