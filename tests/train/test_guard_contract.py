@@ -47,6 +47,7 @@ def test_defaults_are_the_documented_ones() -> None:
         ({"max_norm": 0.0}, ConfigError, "max_norm must be > 0, got 0.0"),
         ({"clip_value": 0.0}, ConfigError, "clip_value must be > 0, got 0.0"),
         ({"percentile": 0.0}, ConfigError, "percentile must be in (0, 100], got 0.0"),
+        ({"percentile": "10"}, TypeError, "percentile must be a number, got '10' (str)"),
         ({"percentile": 100.5}, ConfigError, "percentile must be in (0, 100], got 100.5"),
         ({"history_size": 0}, ConfigError, "history_size must be a positive int, got 0"),
         ({"min_history": 1.5}, ConfigError, "min_history must be a positive int, got 1.5"),
@@ -242,3 +243,39 @@ def test_agc_scales_a_row_between_the_limit_and_one() -> None:
     weight.grad = torch.tensor([[0.5, 0.0], [0.0, 0.001]])  # row norms 0.5 and 0.001; limit 0.01
     GradientGuard(mode="agc", agc_clip=0.01).clip([weight])
     torch.testing.assert_close(weight.grad, torch.tensor([[0.01, 0.0], [0.0, 0.001]]))
+
+
+def _grads(seed: int) -> list[nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    params = [nn.Parameter(torch.zeros(s)) for s in ((7, 5), (5,), (3, 2, 4))]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 4.0
+    return params
+
+
+@pytest.mark.parametrize("mode", ["norm", "auto"])
+def test_clipping_without_the_torch_2_6_helpers_is_bit_identical(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch 2.3-2.5 lack get_total_norm / clip_grads_with_norm_: the guard's own computation
+    # must give the same bits as clip_grad_norm_ there too.
+    reference = _grads(0)
+    guard = GradientGuard(mode=mode, max_norm=1.5, percentile=50.0)
+    expected_total = float(torch.nn.utils.clip_grad_norm_(reference, 1.5))
+    monkeypatch.delattr(torch.nn.utils, "get_total_norm")
+    monkeypatch.delattr(torch.nn.utils, "clip_grads_with_norm_")
+    if mode == "auto":  # a history whose median threshold is 1.5 at this step's norm
+        guard.history.extend([1.5, 1.5])
+    params = _grads(0)
+    report = guard.clip(params)
+    assert report.norm_before == expected_total
+    for ours, theirs in zip(params, reference):
+        assert torch.equal(ours.grad, theirs.grad)
+
+
+def test_half_precision_gradients_are_measured_in_float32() -> None:
+    # 1000 gradients of 6e4: the norm (about 1.9e6) overflows float16 but not its float32 measure.
+    p = nn.Parameter(torch.zeros(1000, dtype=torch.float16))
+    p.grad = torch.full((1000,), 6e4, dtype=torch.float16)
+    report = GradientGuard(mode="none").clip([p])
+    assert report.norm_before == pytest.approx(float(torch.tensor(6e4).float() * 1000**0.5))
