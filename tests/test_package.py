@@ -29,6 +29,20 @@ def test_every_area_registers_its_commands() -> None:
     } <= set(commands)
 
 
+def test_every_command_has_its_text_and_the_presets_are_all_named() -> None:
+    from rnnguard.bench.grid import PRESETS
+    from rnnguard.cli.args import COMMANDS
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == set(COMMANDS)  # no command without its summary, no stale summary
+    for name, sub in commands.items():
+        summary, description = COMMANDS[name]
+        assert summary and sub.description == (description or None)
+    preset = next(a for a in commands["bench"]._actions if a.dest == "preset")
+    assert all(name in preset.help for name in PRESETS), preset.help
+
+
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: rnnguard" in capsys.readouterr().out

@@ -9,6 +9,53 @@ from typing import Any
 from rnnguard.errors import ConfigError
 from rnnguard.utils.yamlio import parse_number
 
+#: Every top-level command: its one-line summary (listed by ``rnnguard --help``) and the paragraph
+#: its own ``--help`` opens with. One table, so the commands read alike and none goes undescribed.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "train a recipe on a task with guarded steps, checkpoints and resume",
+        "Train a recipe on a task. Under torchrun (--nproc_per_node=N) the same command runs "
+        "DistributedDataParallel; rank 0 logs and checkpoints.",
+    ),
+    "list": ("list recipes, tasks, layers and init schemes", ""),
+    "doctor": (
+        "diagnose vanishing/exploding gradients and prescribe recipes",
+        "Measure a model's gradient horizon, Jacobian spectrum, Lyapunov exponents and gate "
+        "saturation on a task batch; print the verdict with its evidence and ranked "
+        "prescriptions. --verify trains the original and the top prescription for the same "
+        "short budget and reports both.",
+    ),
+    "figure": ("draw reference figures", "Draw reference figures."),
+    "bench": (
+        "long-range benchmark: effective length, BPC, explosions, horizons, report",
+        "Run the benchmark grid of a preset, store every run in --out (resumable: rerunning "
+        "skips finished runs), print the table and write report.md / report.html.",
+    ),
+    "report": ("re-render a benchmark folder's report", ""),
+    "download": ("download a data set (checksums verified)", ""),
+    "tune": (
+        "search cells, init, clipping and optimiser settings for a task (Optuna)",
+        "Search recipes for a task with Optuna: exactly --trials trials of --budget-steps steps, "
+        "median pruning, diverging trials pruned at once. The study is stored in --storage "
+        "(default: OUT/study.journal): run the same command again to resume, or start more "
+        "workers on other machines with a shared --storage URL and the same --study. Writes "
+        "OUT/best.yaml (run it with `rnnguard train --recipe-file`), trials.csv, plots and "
+        "report.md. Needs `pip install 'rnnguard[tune]'`.",
+    ),
+    "speed": (
+        "speed and memory of the rnnguard layers against torch.nn",
+        "Time forward and forward+backward of the rnnguard layers (fused fast paths and the "
+        "reference loop) against torch.nn.LSTM/GRU in the same run, with GFLOP/s, peak memory "
+        "of a training step, T=100/1000 scaling and the speed targets.",
+    ),
+}
+
+
+def add_command(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    """The parser of command ``name``, with its summary and description from :data:`COMMANDS`."""
+    summary, description = COMMANDS[name]
+    return subparsers.add_parser(name, help=summary, description=description or None)  # type: ignore[no-any-return]
+
 
 def whole(text: str) -> int:
     """Argparse type for counts and seeds: ``1000``, ``1_000`` and ``1e3`` are all 1000."""

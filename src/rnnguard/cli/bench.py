@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from rnnguard.cli.args import add_progress_arg, add_ray_args, whole
+from rnnguard.cli.args import add_command, add_progress_arg, add_ray_args, whole
 
 
 def _names(text: str) -> list[str]:
@@ -16,15 +16,8 @@ def _names(text: str) -> list[str]:
 
 def register(subparsers: Any) -> None:
     """Add the benchmark's sub-commands to the ``rnnguard`` parser."""
-    p = subparsers.add_parser(
-        "bench",
-        help="long-range benchmark: effective length, BPC, explosions, horizons, report",
-        description=(
-            "Run the benchmark grid of a preset, store every run in --out (resumable: rerunning "
-            "skips finished runs), print the table and write report.md / report.html."
-        ),
-    )
-    p.add_argument("--preset", default="quick", help="quick | standard | paper (default: quick)")
+    p = add_command(subparsers, "bench")
+    p.add_argument("--preset", default="quick", help="quick | standard | reproduce | paper (default: quick)")
     p.add_argument("--recipes", nargs="+", type=_names, help="recipes to run (default: all)")
     p.add_argument(
         "--tasks",
@@ -41,11 +34,11 @@ def register(subparsers: Any) -> None:
     add_progress_arg(p)
     p.set_defaults(func=_bench)
 
-    r = subparsers.add_parser("report", help="re-render a benchmark folder's report")
+    r = add_command(subparsers, "report")
     r.add_argument("dir", help="folder written by `rnnguard bench`")
     r.set_defaults(func=_report)
 
-    d = subparsers.add_parser("download", help="download a data set (checksums verified)")
+    d = add_command(subparsers, "download")
     d.add_argument("dataset", help="ptb-char | mnist")
     d.add_argument("--data-dir", required=True, help="folder to put the data set in")
     d.set_defaults(func=_download)

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rnnguard.cli.args import add_progress_arg, check_out_file, check_out_folder, number, whole
+from rnnguard.cli.args import (
+    add_command,
+    add_progress_arg,
+    check_out_file,
+    check_out_folder,
+    number,
+    whole,
+)
 from rnnguard.errors import ConfigError
 
 __all__ = ["load_factory", "register"]
@@ -20,16 +27,7 @@ __all__ = ["load_factory", "register"]
 
 def register(subparsers: Any) -> None:
     """Add the ``doctor`` and ``figure`` sub-commands."""
-    p = subparsers.add_parser(
-        "doctor",
-        help="diagnose vanishing/exploding gradients and prescribe recipes",
-        description=(
-            "Measure a model's gradient horizon, Jacobian spectrum, Lyapunov exponents and gate "
-            "saturation on a task batch; print the verdict with its evidence and ranked "
-            "prescriptions. --verify trains the original and the top prescription for the same "
-            "short budget and reports both."
-        ),
-    )
+    p = add_command(subparsers, "doctor")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--recipe", help="registered recipe name (see `rnnguard list`)")
     src.add_argument("--recipe-file", help="recipe YAML file (e.g. written by `rnnguard tune`)")
@@ -98,9 +96,7 @@ def register(subparsers: Any) -> None:
     add_progress_arg(p)
     p.set_defaults(func=_doctor)
 
-    f = subparsers.add_parser(
-        "figure", help="draw reference figures", description="Draw reference figures."
-    )
+    f = add_command(subparsers, "figure")
     fsub = f.add_subparsers(dest="figure", metavar="FIGURE")
     g = fsub.add_parser(
         "grad-norm",

@@ -7,22 +7,14 @@ from dataclasses import asdict
 from typing import Any
 
 from rnnguard.bench.speed import format_report, run_speed
-from rnnguard.cli.args import add_progress_arg, check_out_file, whole
+from rnnguard.cli.args import add_command, add_progress_arg, check_out_file, whole
 
 __all__ = ["main", "register"]
 
 
 def register(subparsers: Any) -> None:
     """Add the ``speed`` sub-command to the ``rnnguard`` parser."""
-    p = subparsers.add_parser(
-        "speed",
-        help="speed and memory of the rnnguard layers against torch.nn",
-        description=(
-            "Time forward and forward+backward of the rnnguard layers (fused fast paths and the "
-            "reference loop) against torch.nn.LSTM/GRU in the same run, with GFLOP/s, peak memory "
-            "of a training step, T=100/1000 scaling and the speed targets."
-        ),
-    )
+    p = add_command(subparsers, "speed")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 repeats: a smoke test")
     p.add_argument(
         "--sizes", nargs="+", default=None, help="small | large | tiny | gpu (default: small large)"

@@ -7,20 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rnnguard.cli.args import add_task_arg, parse_pairs, task_args, whole
+from rnnguard.cli.args import add_command, add_task_arg, parse_pairs, task_args, whole
 from rnnguard.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
     """Add the ``train`` and ``list`` sub-commands."""
-    p = subparsers.add_parser(
-        "train",
-        help="train a recipe on a task with guarded steps, checkpoints and resume",
-        description=(
-            "Train a recipe on a task. Under torchrun (--nproc_per_node=N) the same command runs "
-            "DistributedDataParallel; rank 0 logs and checkpoints."
-        ),
-    )
+    p = add_command(subparsers, "train")
     src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--recipe",
@@ -95,7 +88,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run_train)
 
-    lp = subparsers.add_parser("list", help="list recipes, tasks, layers and init schemes")
+    lp = add_command(subparsers, "list")
     lp.add_argument(
         "what", nargs="?", default="all", choices=("all", "recipes", "tasks", "layers", "inits")
     )

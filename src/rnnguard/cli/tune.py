@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rnnguard.cli.args import (
+    add_command,
     add_progress_arg,
     add_ray_args,
     add_task_arg,
@@ -19,18 +20,7 @@ from rnnguard.errors import ConfigError
 
 def register(subparsers: Any) -> None:
     """Add the ``tune`` sub-command."""
-    p = subparsers.add_parser(
-        "tune",
-        help="search cells, init, clipping and optimiser settings for a task (Optuna)",
-        description=(
-            "Search recipes for a task with Optuna: exactly --trials trials of --budget-steps steps, "
-            "median pruning, diverging trials pruned at once. The study is stored in --storage "
-            "(default: OUT/study.journal): run the same command again to resume, or start more "
-            "workers on other machines with a shared --storage URL and the same --study. Writes "
-            "OUT/best.yaml (run it with `rnnguard train --recipe-file`), trials.csv, plots and "
-            "report.md. Needs `pip install 'rnnguard[tune]'`."
-        ),
-    )
+    p = add_command(subparsers, "tune")
     p.add_argument("--task", default="adding", help="task name (default: adding)")
     p.add_argument("--length", type=whole, default=200, help="sequence length T (default 200)")
     add_task_arg(p)
