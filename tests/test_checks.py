@@ -82,6 +82,34 @@ def test_guard_from_config_takes_every_config_field() -> None:
     assert guard.steps_per_epoch == 5
 
 
+def test_optimiser_and_schedule_configs_build_what_they_describe() -> None:
+    import torch
+    from torch import nn
+
+    from rnnguard.train.config import OptimConfig, ScheduleConfig
+
+    model = nn.Linear(3, 2)
+    opt = OptimConfig(name="adam", lr=0.02, weight_decay=0.1, amsgrad=True, betas=(0.8, 0.9)).build(
+        model
+    )
+    assert isinstance(opt, torch.optim.Adam)
+    group = opt.param_groups[0]
+    assert (group["lr"], group["weight_decay"], group["amsgrad"], group["betas"]) == (
+        0.02, 0.1, True, (0.8, 0.9),
+    )  # fmt: skip
+    sgd = OptimConfig(name="sgd", lr=0.5, momentum=0.3).build(model)
+    assert sgd.param_groups[0]["momentum"] == 0.3
+    schedule = ScheduleConfig(
+        name="warmup-cosine", warmup_fraction=0.1, min_lr_ratio=0.2, warmup_start_ratio=0.5
+    ).build(opt, 100)
+    assert (schedule.kind, schedule.total_steps, schedule.warmup_steps) == (
+        "warmup-cosine",
+        100,
+        10,
+    )
+    assert (schedule.min_lr_ratio, schedule.warmup_start_ratio) == (0.2, 0.5)
+
+
 def test_bounded_checks() -> None:
     assert checks.in_range("r", 0, 0, 1) == 0.0 and checks.in_range("r", 1, 0, 1) == 1.0
     with pytest.raises(ConfigError, match=r"^r must be a number in \[0, 1\], got 1\.5$"):

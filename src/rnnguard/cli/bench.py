@@ -17,7 +17,9 @@ def _names(text: str) -> list[str]:
 def register(subparsers: Any) -> None:
     """Add the benchmark's sub-commands to the ``rnnguard`` parser."""
     p = add_command(subparsers, "bench")
-    p.add_argument("--preset", default="quick", help="quick | standard | reproduce | paper (default: quick)")
+    p.add_argument(
+        "--preset", default="quick", help="quick | standard | reproduce | paper (default: quick)"
+    )
     p.add_argument("--recipes", nargs="+", type=_names, help="recipes to run (default: all)")
     p.add_argument(
         "--tasks",

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rnnguard.errors import ConfigError
 from rnnguard.train.guard import CLIP_MODES
-from rnnguard.train.optim import OPTIMIZERS
-from rnnguard.train.schedule import SCHEDULES
+from rnnguard.train.optim import OPTIMIZERS, build_optimizer
+from rnnguard.train.schedule import SCHEDULES, WarmupCosineLR, build_scheduler
 from rnnguard.utils.checks import choice, in_range, integer, number
 from rnnguard.utils.checks import seed as check_seed
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 C = TypeVar("C")
 
@@ -59,6 +63,10 @@ class OptimConfig:
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
 
+    def build(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The optimiser these settings describe, over ``model``'s parameter groups."""
+        return build_optimizer(model, **dataclasses.asdict(self))
+
 
 @dataclass
 class ScheduleConfig:
@@ -77,6 +85,11 @@ class ScheduleConfig:
         choice("schedule.name", self.name, SCHEDULES)
         for key in ("warmup_fraction", "min_lr_ratio", "warmup_start_ratio"):
             in_range(f"schedule.{key}", getattr(self, key), 0, 1)
+
+    def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> WarmupCosineLR:
+        """The schedule these settings describe, for a run of ``total_steps`` updates."""
+        settings = dataclasses.asdict(self)
+        return build_scheduler(optimizer, total_steps, kind=settings.pop("name"), **settings)
 
 
 @dataclass

@@ -46,11 +46,9 @@ from rnnguard.train.divergence import BLOWUP_KINDS, CAUSES, DivergenceMonitor, s
 from rnnguard.train.evaluation import evaluate, output_size
 from rnnguard.train.guard import GradientGuard
 from rnnguard.train.model_call import ModelCall, accepts_state
-from rnnguard.train.optim import build_optimizer
 from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.resume import find_checkpoint, restore
 from rnnguard.train.run_config import describe_run, write_run_file
-from rnnguard.train.schedule import build_scheduler
 from rnnguard.train.state import FitResult, Progress, TrainContext
 from rnnguard.utils.io import atomic_torch_save, atomic_write_json
 from rnnguard.utils.memory import check_batch_fits
@@ -166,25 +164,8 @@ class Trainer:
             write_run_file(out, run)
         model.to(device)
         self.amp = resolve_amp(config.amp or recipe.amp, device)
-        opt = recipe.optimizer
-        self.optimizer = build_optimizer(
-            model,
-            opt.name,
-            opt.lr,
-            opt.weight_decay,
-            amsgrad=opt.amsgrad,
-            betas=opt.betas,
-            momentum=opt.momentum,
-        )
-        sch = recipe.schedule
-        self.scheduler = build_scheduler(
-            self.optimizer,
-            max(1, config.steps),
-            kind=sch.name,
-            warmup_fraction=sch.warmup_fraction,
-            min_lr_ratio=sch.min_lr_ratio,
-            warmup_start_ratio=sch.warmup_start_ratio,
-        )
+        self.optimizer = recipe.optimizer.build(model)
+        self.scheduler = recipe.schedule.build(self.optimizer, max(1, config.steps))
         self.guard = GradientGuard.from_config(recipe.guard, steps_per_epoch=config.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(self.amp == "fp16"))
         self.train_gen = torch.Generator().manual_seed(
