@@ -130,3 +130,70 @@ def test_check_direction_masks_needs_nothing_at_rate_zero_or_without_a_cell() ->
         )
         == fn.DirectionMasks()
     )
+
+
+def test_dropout_defaults_to_none_and_zero_dropout_gives_no_mask() -> None:
+    for masks in (
+        _sample("lstm", RecurrentOptions()),
+        _sample("lstm", RecurrentOptions(), dropout=0.0),
+    ):
+        assert [m.dropout for m in masks] == [None, None]
+
+
+def test_dropout_of_one_keeps_the_dtype() -> None:
+    first = _sample("rnn", RecurrentOptions(), dropout=1.0)[0].dropout
+    assert first is not None and first.dtype == torch.float64
+
+
+def test_every_mask_follows_the_device_of_like() -> None:
+    options = RecurrentOptions(dropconnect=0.2, zoneout=0.1, zoneout_cell=0.3)
+    meta = torch.zeros(1, device="meta", dtype=torch.float64)
+    for dropout in (0.5, 1.0):
+        masks = _sample("lstm", options, like=meta, dropout=dropout)
+        tensors = [masks[0].dropout, *masks[0].directions[0], *masks[1].directions[0]]
+        assert all(t.device.type == "meta" and t.dtype == torch.float64 for t in tensors)
+
+
+def test_bernoulli_is_the_documented_16_bit_law() -> None:
+    # Four elements per 64-bit draw, each kept when its 16 bits (as int16) fall below
+    # round(keep * 2**16) - 2**15; then the generator is exactly one draw per four elements on.
+    like = torch.zeros(1, dtype=torch.float64)
+    for size in (4, 5, 9):
+        torch.manual_seed(5)
+        mask = fn._bernoulli((size,), 0.3, like)
+        after = torch.empty(1, dtype=torch.int64).random_(-(1 << 63), None)
+        torch.manual_seed(5)
+        words = torch.empty(4, dtype=torch.int64).random_(-(1 << 63), None)
+        bits = words.view(torch.int16)[:size]
+        expected = (bits < round(0.3 * 2**16) - 2**15).to(torch.float64)
+        assert mask.dtype == torch.float64 and torch.equal(mask, expected), size
+        assert after.item() == words[(size + 3) // 4].item(), size
+
+
+def test_bernoulli_under_graph_capture_keeps_the_law(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.compile / export trace the randint form; it must draw the same distribution.
+    monkeypatch.setattr(fn, "graph_capture", lambda: True)
+    torch.manual_seed(6)
+    mask = fn._bernoulli((200, 100), 0.3, torch.zeros(1, dtype=torch.float64))
+    assert mask.shape == (200, 100) and mask.dtype == torch.float64
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert abs(mask.mean().item() - 0.3) < 5 * (0.3 * 0.7 / mask.numel()) ** 0.5
+    assert fn._bernoulli((3,), 1.0, torch.zeros(1)).tolist() == [1.0, 1.0, 1.0]
+    rare = fn._bernoulli((400_000,), 2**-15, torch.zeros(1))  # 2 of 2**16 values: about 12
+    assert 2 < rare.sum().item() < 30
+
+
+def test_lstm_cell_zoneout_alone_is_applied() -> None:
+    prev = fn.LSTMState(torch.zeros(2, 3), torch.zeros(2, 3))
+    new = fn.LSTMState(torch.ones(2, 3), torch.ones(2, 3))
+    mask_c = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    out = fn._zoneout_state(prev, new, RecurrentOptions(zoneout_cell=0.5), True, None, mask_c)
+    assert torch.equal(out.h, new.h) and torch.equal(out.c, 1.0 - mask_c)
+
+
+def test_drop_connect_trains_by_default() -> None:
+    torch.manual_seed(7)
+    w = torch.ones(100, 100, dtype=torch.float64)
+    dropped = fn.drop_connect(w, 0.25)  # no training argument: a sampled mask
+    assert set(dropped.unique().tolist()) == {0.0, 1 / 0.75}
+    assert torch.equal(fn.drop_connect(w, 0.25, training=False), w)
