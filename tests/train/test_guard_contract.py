@@ -245,32 +245,51 @@ def test_agc_scales_a_row_between_the_limit_and_one() -> None:
     torch.testing.assert_close(weight.grad, torch.tensor([[0.01, 0.0], [0.0, 0.001]]))
 
 
-def _grads(seed: int) -> list[nn.Parameter]:
+def _grads(seed: int, dtype: torch.dtype) -> list[nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
-    params = [nn.Parameter(torch.zeros(s)) for s in ((7, 5), (5,), (3, 2, 4))]
+    params = [nn.Parameter(torch.zeros(s, dtype=dtype)) for s in ((7, 5), (5,), (3, 2, 4))]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=gen) * 4.0
+        p.grad = (torch.randn(p.shape, generator=gen, dtype=torch.float64) * 4.0).to(dtype)
     return params
 
 
-@pytest.mark.parametrize("mode", ["norm", "auto"])
+@pytest.mark.parametrize(
+    ("mode", "max_norm", "norm_type", "dtype"),
+    [
+        ("norm", 1.5, 2.0, torch.float64),  # float64 shows a coefficient off in the 8th digit
+        ("norm", 1000.0, 2.0, torch.float64),  # below the threshold nothing changes
+        ("norm", 1.5, 1.0, torch.float32),
+        ("norm", 1.5, math.inf, torch.float32),
+        ("auto", 1.5, 2.0, torch.float32),
+    ],
+)
 def test_clipping_without_the_torch_2_6_helpers_is_bit_identical(
-    mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    mode: str, max_norm: float, norm_type: float, dtype: torch.dtype,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     # torch 2.3-2.5 lack get_total_norm / clip_grads_with_norm_: the guard's own computation
     # must give the same bits as clip_grad_norm_ there too.
-    reference = _grads(0)
-    guard = GradientGuard(mode=mode, max_norm=1.5, percentile=50.0)
-    expected_total = float(torch.nn.utils.clip_grad_norm_(reference, 1.5))
+    reference = _grads(0, dtype)
+    guard = GradientGuard(mode=mode, max_norm=max_norm, percentile=50.0, norm_type=norm_type)
+    expected_total = float(torch.nn.utils.clip_grad_norm_(reference, max_norm, norm_type))
     monkeypatch.delattr(torch.nn.utils, "get_total_norm")
     monkeypatch.delattr(torch.nn.utils, "clip_grads_with_norm_")
     if mode == "auto":  # a history whose median threshold is 1.5 at this step's norm
         guard.history.extend([1.5, 1.5])
-    params = _grads(0)
+    params = _grads(0, dtype)
     report = guard.clip(params)
     assert report.norm_before == expected_total
     for ours, theirs in zip(params, reference):
         assert torch.equal(ours.grad, theirs.grad)
+
+
+def test_float64_gradients_are_measured_in_float64() -> None:
+    params = _grads(1, torch.float64)
+    expected = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params]))
+    report = GradientGuard(mode="none").clip(params)
+    assert report.norm_before == pytest.approx(expected.item(), rel=1e-15, abs=0.0)
+    as_float32 = torch.linalg.vector_norm(torch.cat([p.grad.float().flatten() for p in params]))
+    assert report.norm_before != float(as_float32)
 
 
 def test_half_precision_gradients_are_measured_in_float32() -> None:
