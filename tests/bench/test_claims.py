@@ -150,3 +150,23 @@ def test_reproduce_preset_end_to_end_on_a_fake_trainer(tmp_path, monkeypatch) ->
     again = render_report(tmp_path)  # re-rendered from the store alone
     assert again["claims"] == summary["claims"]
     assert "Published claims" in (tmp_path / "report.html").read_text()
+
+
+def test_reproduce_with_a_data_folder_gives_it_only_to_the_text_tasks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The data folder reaches PTB-char's runs only: the adding and copy tasks take no data_dir.
+    from rnnguard.bench.grid import get_preset
+    from rnnguard.bench.plan import plan_preset
+    from rnnguard.tasks import create_task
+
+    folder = tmp_path / "ptb-char"
+    folder.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (folder / name).write_text(" a b _ c a \n b _ < u n k > \n" * 40, encoding="utf-8")
+    plan = plan_preset(get_preset("reproduce"), data_dir=tmp_path)
+    specs = [s for job in plan.claim_jobs for s in job.specs]
+    assert {s.task for s in specs} == {"adding", "copy", "ptb-char"}
+    for spec in specs:
+        kwargs = dict(spec.task_kwargs)
+        assert ("data_dir" in kwargs) == (spec.task == "ptb-char"), spec.label()
+        if spec.task != "ptb-char":
+            create_task(spec.task, spec.length, **kwargs)  # what a worker does first

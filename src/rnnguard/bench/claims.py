@@ -11,6 +11,7 @@ the task's trivial baseline, refuted when it solves, and inconclusive in between
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -391,6 +392,8 @@ class ClaimJob(Job):
                 dataclasses.replace(
                     s, task_kwargs=tuple(sorted({**dict(s.task_kwargs), **task_kwargs}.items()))
                 )
+                if _takes(s.task, task_kwargs)
+                else s
                 for s in self.specs
             ]
         self.results: dict[str, dict[str, Any]] = {}
@@ -406,6 +409,14 @@ class ClaimJob(Job):
         if self.pending():
             return None
         return self.claim.judge([self.results[s.key()] for s in self.specs])
+
+
+def _takes(task: str, kwargs: Mapping[str, Any]) -> bool:
+    """Whether task ``task`` takes every argument in ``kwargs`` (a data folder: only text tasks)."""
+    from rnnguard.tasks.registry import TASKS
+
+    params = inspect.signature(TASKS.get(task)).parameters
+    return all(name in params for name in kwargs)
 
 
 def claims_table(jobs: Sequence[ClaimJob]) -> str:
