@@ -133,7 +133,11 @@ def test_reproduce_preset_end_to_end_on_a_fake_trainer(tmp_path, monkeypatch) ->
         return {"solved": solved, "solved_step": 900 if solved else None,
                 "metric": 0.001 if solved else 0.17, "steps": spec.steps}  # fmt: skip
 
-    summary = run_benchmark("reproduce", out=tmp_path, train_fn=fake, workers=1, log=None)
+    lines: list[str] = []
+    summary = run_benchmark("reproduce", out=tmp_path, train_fn=fake, workers=1, log=lines.append)
+    assert re.search(r"preset reproduce, \d+ claims \(\d+ runs\), 1 worker\(s\)", lines[0]), lines[
+        0
+    ]
     claims = {c["key"]: c for c in summary["claims"]}
     assert not any(k.endswith(("-bpc", "-explosions")) or "ptb" in k for k in claims)
     assert claims["indrnn-adding-1000"]["verdict"] == "reproduced"

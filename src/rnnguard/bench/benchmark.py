@@ -104,11 +104,18 @@ def run_benchmark(
         started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     store.write_manifest(manifest)
-    n_lm = len(plan.lm_specs)
+    if plan.claim_jobs:
+        runs = len({s.key() for job in plan.claim_jobs for s in job.specs})
+        contents = f"{len(plan.claim_jobs)} claims ({runs} runs)"
+    else:
+        lm = f"{len(plan.lm_specs)} {plan.lm_task or 'language-model'} runs"
+        contents = (
+            f"{len(plan.recipes)} recipes, {len(plan.searches)} effective-length searches, {lm}"
+        )
+    where = f" on Ray at {ray}" if ray else ""
     emit(
-        f"rnnguard bench: preset {chosen.name}, {len(plan.recipes)} recipes, "
-        f"{len(plan.searches)} effective-length searches, {n_lm} {plan.lm_task or 'language-model'} "
-        f"runs, {n_workers} worker(s){' on Ray at ' + ray if ray else ''}; results in {folder}"
+        f"rnnguard bench: preset {chosen.name}, {contents}, {n_workers} worker(s){where}; "
+        f"results in {folder}"
     )
     if plan.lm_note:
         emit(f"  note: {plan.lm_note}")
