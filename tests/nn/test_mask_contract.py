@@ -181,6 +181,8 @@ def test_bernoulli_under_graph_capture_keeps_the_law(monkeypatch: pytest.MonkeyP
     assert fn._bernoulli((3,), 1.0, torch.zeros(1)).tolist() == [1.0, 1.0, 1.0]
     rare = fn._bernoulli((400_000,), 2**-15, torch.zeros(1))  # 2 of 2**16 values: about 12
     assert 2 < rare.sum().item() < 30
+    on_meta = fn._bernoulli((2, 3), 0.3, torch.zeros(1, device="meta"))
+    assert on_meta.device.type == "meta" and on_meta.shape == (2, 3)
 
 
 def test_lstm_cell_zoneout_alone_is_applied() -> None:
