@@ -18,7 +18,6 @@ On CUDA the element-wise work of each step runs in Triton kernels where triton i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torch import Tensor
@@ -32,7 +31,7 @@ from rnnguard.nn.functional import (
     drop_connect,
 )
 from rnnguard.nn.fused import amp
-from rnnguard.nn.fused._common import TimeFrame, ZoneoutWeight
+from rnnguard.nn.fused._common import Direction, FusedFn, TimeFrame, ZoneoutWeight
 from rnnguard.nn.fused.gru import gru_direction, gru_recurrence
 from rnnguard.nn.fused.indrnn import indrnn_direction, indrnn_recurrence
 from rnnguard.nn.fused.lstm import lstm_direction, lstm_recurrence
@@ -43,6 +42,7 @@ if TYPE_CHECKING:  # the specs are built from this package's functions
     from rnnguard.nn.kinds import KindSpec
 
 __all__ = [
+    "Direction",
     "FusedFn",
     "gru_direction",
     "gru_recurrence",
@@ -53,13 +53,6 @@ __all__ = [
     "rnn_direction",
     "rnn_recurrence",
     "run_direction",
-]
-
-#: A family's fused direction: (frame, x, state0, params, w_hh after DropConnect, options,
-#: zoneout weight of h, of c) -> (h_t for every step in loop order, final state).
-FusedFn = Callable[
-    [TimeFrame, Tensor, State, LayerParams, Tensor, RecurrentOptions, ZoneoutWeight, ZoneoutWeight],
-    tuple[Tensor, State],
 ]
 
 
@@ -112,7 +105,8 @@ def _run(
         if spec.has_cell
         else None
     )
-    hs, final = spec.fused(frame, x, state0, params, w_hh, options, zoneout, zoneout_cell)
+    direction = Direction(frame, x, state0, params, w_hh, options, zoneout, zoneout_cell)
+    hs, final = spec.fused(direction)
     return frame.zero_padding(frame.from_frame(hs)), final
 
 

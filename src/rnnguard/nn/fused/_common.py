@@ -1,5 +1,8 @@
 """Pieces shared by the fused recurrences: input projection, LayerNorm backward, time framing.
 
+A family's fused direction (:data:`FusedFn`) takes one :class:`Direction`, the layer direction's
+inputs, and returns its h_t in loop order and the final state.
+
 The fused loops take zoneout as a *zoneout weight* ``m``, the one rule
 ``h_t = m * h_{t-1} + (1 - m) * h~_t`` that covers a zoneout mask (train), the zoneout rate
 (eval) and variable lengths ("this step is padding": m = 1), so each loop handles all three with
@@ -13,6 +16,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnguard.errors import ConfigError, ShapeError
-from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS, NONLINEARITIES, LayerParams
+from rnnguard.nn.functional import LEAKY_SLOPE, LN_EPS, NONLINEARITIES, LayerParams, State
 from rnnguard.nn.fused import amp
+from rnnguard.nn.options import RecurrentOptions
 
 #: A zoneout weight: a tensor broadcastable to (T, B, H), a constant rate, or nothing.
 ZoneoutWeight = Tensor | float | None
@@ -211,6 +216,35 @@ def fused_input(
     if defer_ln:
         return v, gain, bias
     return F.layer_norm(v, (v.shape[-1],), gain, bias, LN_EPS), None, None
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One layer direction as a family's fused loop receives it."""
+
+    frame: TimeFrame
+    x: Tensor  # (T, B, I) in the caller's time order
+    state0: State
+    params: LayerParams
+    w_hh: Tensor  # after DropConnect
+    options: RecurrentOptions
+    zoneout: ZoneoutWeight  # of h
+    zoneout_cell: ZoneoutWeight  # of c (families with a cell)
+
+    @contextlib.contextmanager
+    def input_side(
+        self, fold_bias_hh: bool, scale: Tensor | None = None, defer_ln: bool = False
+    ) -> Iterator[tuple[Tensor, Tensor | None, Tensor | None]]:
+        """:func:`fused_input` with its result in loop order; inside the block a recurrence can
+        recompute that result for double backward (:func:`rebuilding`)."""
+        pre, gain, bias = fused_input(self.x, self.params, fold_bias_hh, scale, defer_ln)
+        rebuild = input_rebuilder(self.frame, self.x, self.params, fold_bias_hh, scale, defer_ln)
+        with rebuilding(rebuild):
+            yield self.frame.to_frame(pre), gain, bias
+
+
+#: A family's fused direction: its h_t for every step in loop order, and the final state.
+FusedFn = Callable[[Direction], tuple[Tensor, State]]
 
 
 def input_rebuilder(

@@ -13,26 +13,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnguard.nn.functional import HiddenState, LayerParams, State
+from rnnguard.nn.functional import HiddenState, State
 from rnnguard.nn.fused import amp, dispatch
 from rnnguard.nn.fused._common import (
+    Direction,
     RecurrentProduct,
-    TimeFrame,
     ZoneoutWeight,
     add_scaled_,
-    fused_input,
-    input_rebuilder,
     keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
-    rebuilding,
     recurrent_weight_grad,
     steps_of,
     times_keep,
     twice_differentiable,
 )
 from rnnguard.nn.fused.reference import gru_reference
-from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["gru_direction", "gru_recurrence"]
 
@@ -199,18 +195,9 @@ def gru_recurrence(
     return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)  # type: ignore[no-any-return]
 
 
-def gru_direction(
-    frame: TimeFrame,
-    x: Tensor,
-    state0: State,
-    params: LayerParams,
-    w_hh: Tensor,
-    options: RecurrentOptions,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-) -> tuple[Tensor, State]:
+def gru_direction(d: Direction) -> tuple[Tensor, State]:
     """One direction of a GRU layer (``b_hh`` stays in the loop); h_t in loop order."""
-    pre = frame.to_frame(fused_input(x, params, False)[0])
-    with rebuilding(input_rebuilder(frame, x, params, False)):
-        hs = gru_recurrence(pre, state0[0], w_hh, params.bias_hh, params.ln_hh, zoneout)
+    p = d.params
+    with d.input_side(fold_bias_hh=False) as (pre, _, _):
+        hs = gru_recurrence(pre, d.state0[0], d.w_hh, p.bias_hh, p.ln_hh, d.zoneout)
     return hs, HiddenState(hs[-1])

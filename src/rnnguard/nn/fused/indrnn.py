@@ -12,18 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnguard.nn.functional import HiddenState, LayerParams, State
+from rnnguard.nn.functional import HiddenState, State
 from rnnguard.nn.fused import dispatch, native
 from rnnguard.nn.fused._common import (
-    TimeFrame,
+    Direction,
     ZoneoutWeight,
     act_,
     act_backward_into,
     add_scaled_,
-    fused_input,
-    input_rebuilder,
     keep_for_double_backward,
-    rebuilding,
     steps_of,
     times_keep,
     twice_differentiable,
@@ -114,18 +111,8 @@ def indrnn_recurrence(
     return _IndRNNRecurrence.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]
 
 
-def indrnn_direction(
-    frame: TimeFrame,
-    x: Tensor,
-    state0: State,
-    params: LayerParams,
-    w_hh: Tensor,
-    options: RecurrentOptions,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-) -> tuple[Tensor, State]:
+def indrnn_direction(d: Direction) -> tuple[Tensor, State]:
     """One direction of an IndRNN layer (``w_hh`` is the per-unit vector ``u``); h_t in loop order."""
-    pre = frame.to_frame(fused_input(x, params, False)[0])
-    with rebuilding(input_rebuilder(frame, x, params, False)):
-        hs = indrnn_recurrence(pre, state0[0], w_hh, options, zoneout)
+    with d.input_side(fold_bias_hh=False) as (pre, _, _):
+        hs = indrnn_recurrence(pre, d.state0[0], d.w_hh, d.options, d.zoneout)
     return hs, HiddenState(hs[-1])

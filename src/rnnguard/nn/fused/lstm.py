@@ -19,16 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnguard.nn.functional import LayerParams, LSTMState, State
+from rnnguard.nn.functional import LSTMState, State
 from rnnguard.nn.fused import amp, dispatch, native
 from rnnguard.nn.fused._common import (
+    Direction,
     RecurrentProduct,
-    TimeFrame,
     ZoneoutWeight,
     add_scaled_,
     current_rebuild,
-    fused_input,
-    input_rebuilder,
     keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
@@ -41,7 +39,6 @@ from rnnguard.nn.fused._common import (
 )
 from rnnguard.nn.fused.lstm_native import lstm_recurrence_native
 from rnnguard.nn.fused.reference import lstm_reference
-from rnnguard.nn.options import RecurrentOptions
 
 __all__ = [
     "fold_gate_scale",
@@ -379,30 +376,21 @@ def lstm_recurrence(
     )  # fmt: skip
 
 
-def lstm_direction(
-    frame: TimeFrame,
-    x: Tensor,
-    state0: State,
-    params: LayerParams,
-    w_hh: Tensor,
-    options: RecurrentOptions,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-) -> tuple[Tensor, State]:
+def lstm_direction(d: Direction) -> tuple[Tensor, State]:
     """One direction of an LSTM layer; h_t in loop order and the final (h, c).
 
     Both biases join the input side; the input LayerNorm goes into the recurrence (the native
     kernels fuse it into each step), and the g-gate doubling is folded into the parameters.
     """
+    params = d.params
     scale = gate_scale(params.weight_ih.shape[0], params.weight_ih)
-    proj, ln_in, in_bias = fused_input(x, params, True, scale, defer_ln=True)
     w_rec, ln_hh, ln_cw, ln_cb = fold_gate_scale(
-        scale, w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias
+        scale, d.w_hh, params.ln_hh, params.ln_c_weight, params.ln_c_bias
     )
-    h0, c0 = state0  # type: ignore[misc]
-    with rebuilding(input_rebuilder(frame, x, params, True, scale, defer_ln=True)):
+    h0, c0 = d.state0  # type: ignore[misc]
+    with d.input_side(True, scale, defer_ln=True) as (pre, ln_in, in_bias):
         hs, c_last = lstm_recurrence_prescaled(
-            frame.to_frame(proj), h0, c0, w_rec, ln_hh, ln_cw, ln_cb, zoneout, zoneout_cell,
+            pre, h0, c0, w_rec, ln_hh, ln_cw, ln_cb, d.zoneout, d.zoneout_cell,
             ln_in, in_bias, params.weight_hr,
         )  # fmt: skip
     return hs, LSTMState(hs[-1], c_last)

@@ -7,21 +7,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnguard.nn.functional import HiddenState, LayerParams, State
+from rnnguard.nn.functional import HiddenState, State
 from rnnguard.nn.fused import amp, dispatch
 from rnnguard.nn.fused._common import (
+    Direction,
     RecurrentProduct,
-    TimeFrame,
     ZoneoutWeight,
     act_,
     act_backward_into,
     add_scaled_,
-    fused_input,
-    input_rebuilder,
     keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
-    rebuilding,
     recurrent_weight_grad,
     stack_stats,
     steps_of,
@@ -158,18 +155,8 @@ def rnn_recurrence(
     return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, options, zoneout)  # type: ignore[no-any-return]
 
 
-def rnn_direction(
-    frame: TimeFrame,
-    x: Tensor,
-    state0: State,
-    params: LayerParams,
-    w_hh: Tensor,
-    options: RecurrentOptions,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-) -> tuple[Tensor, State]:
+def rnn_direction(d: Direction) -> tuple[Tensor, State]:
     """One direction of an RNN layer (both biases join the input side); h_t in loop order."""
-    pre = frame.to_frame(fused_input(x, params, True)[0])
-    with rebuilding(input_rebuilder(frame, x, params, True)):
-        hs = rnn_recurrence(pre, state0[0], w_hh, params.ln_hh, options, zoneout)
+    with d.input_side(fold_bias_hh=True) as (pre, _, _):
+        hs = rnn_recurrence(pre, d.state0[0], d.w_hh, d.params.ln_hh, d.options, d.zoneout)
     return hs, HiddenState(hs[-1])
