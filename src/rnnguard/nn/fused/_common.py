@@ -303,6 +303,17 @@ def keep_for_double_backward(
     ctx.double_backward = (reference, rebuild, (None if rebuild else args[0], *args[1:]))
 
 
+def opaque(function: type[torch.autograd.Function]) -> Callable[..., Any]:
+    """``function.apply`` kept whole under ``torch.compile``, which runs it eagerly as one step:
+    ctypes calls and Triton launches cannot be traced."""
+
+    @torch.compiler.disable
+    def apply(*args: Any) -> Any:
+        return function.apply(*args)
+
+    return apply
+
+
 def twice_differentiable(fast: Callable[..., Any]) -> Callable[..., Any]:
     """Backward decorator: ``fast`` for plain gradients, :func:`double_backward` under a graph."""
 

@@ -17,12 +17,21 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "backend", "choose", "forced", "triton_available", "use_triton"]
+__all__ = [
+    "BACKENDS",
+    "backend",
+    "choose",
+    "forced",
+    "triton_available",
+    "triton_for",
+    "use_triton",
+]
 
 BACKENDS = ("triton", "native", "torch")
 
@@ -99,6 +108,18 @@ def use_triton(like: Tensor) -> bool:
     if like.device.type != "cuda" or like.dtype != torch.float32 or _env_off():
         return False
     return like.numel() < MAX_ELEMENTS and triton_available()
+
+
+def triton_for(pre: Tensor) -> ModuleType | None:
+    """:mod:`.triton_ops` when a fused recurrence over ``pre`` (T, B, G) runs the Triton kernels.
+
+    None for zero steps or where :func:`use_triton` says no; triton is imported only here.
+    """
+    if pre.shape[0] == 0 or not use_triton(pre):
+        return None
+    from rnnguard.nn.fused import triton_ops
+
+    return triton_ops
 
 
 def backend(kind: str, like: Tensor, *others: Any) -> str:

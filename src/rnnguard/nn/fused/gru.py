@@ -188,11 +188,10 @@ def gru_recurrence(
     switches on the LayerNorm of the recurrent projection; ``zoneout`` is a zoneout weight.
     """
     w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
-    if pre.shape[0] > 0 and dispatch.use_triton(pre):
-        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
-
-        return triton_ops.gru_recurrence(pre, h0, w_hh, b_hh, ln_hh, zoneout)
-    return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)  # type: ignore[no-any-return]
+    triton = dispatch.triton_for(pre)
+    if triton is not None:
+        return triton.gru_recurrence(pre, h0, w_hh, b_hh, ln_hh, zoneout)
+    return _GRURecurrence.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)
 
 
 def gru_direction(d: Direction) -> tuple[Tensor, State]:

@@ -98,17 +98,16 @@ def indrnn_recurrence(
     ``options`` gives the nonlinearity; ``zoneout`` is a zoneout weight. On CPU (float32,
     float64) the native kernels run the loop when available (:mod:`rnnguard.nn.fused.native`).
     """
-    if pre.shape[0] > 0 and dispatch.use_triton(pre):
-        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
-
-        return triton_ops.indrnn_recurrence(pre, h0, u, options, zoneout)
+    triton = dispatch.triton_for(pre)
+    if triton is not None:
+        return triton.indrnn_recurrence(pre, h0, u, options, zoneout)
     if (
         pre.shape[0] > 0
         and options.nonlinearity in NATIVE_ACTS
         and native.usable(pre, h0, u, zoneout)
     ):
         return indrnn_recurrence_native(pre, h0, u, options, zoneout)
-    return _IndRNNRecurrence.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]
+    return _IndRNNRecurrence.apply(pre, h0, u, options, zoneout)
 
 
 def indrnn_direction(d: Direction) -> tuple[Tensor, State]:

@@ -17,6 +17,7 @@ from rnnguard.nn.fused import native
 from rnnguard.nn.fused._common import (
     ZoneoutWeight,
     keep_for_double_backward,
+    opaque,
     twice_differentiable,
 )
 from rnnguard.nn.fused.reference import indrnn_reference
@@ -77,10 +78,5 @@ class _NativeIndRNNRecurrence(torch.autograd.Function):
         return d_a, d_h0, (d_u.sum(0) if ctx.needs_input_grad[2] else None), None, None
 
 
-# ctypes calls cannot be traced: under torch.compile this runs eagerly, as one opaque step.
-@torch.compiler.disable
-def indrnn_recurrence_native(
-    pre: Tensor, h0: Tensor, u: Tensor, options: RecurrentOptions, zoneout: ZoneoutWeight
-) -> Tensor:
-    """:func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` on the native kernels."""
-    return _NativeIndRNNRecurrence.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]
+#: :func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` on the native kernels.
+indrnn_recurrence_native = opaque(_NativeIndRNNRecurrence)

@@ -324,13 +324,12 @@ def lstm_recurrence_prescaled(
         raise ValueError("ln_c_weight and ln_c_bias must be given together")
     w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
     rest = (h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell)
-    if pre.shape[0] > 0 and w_hr is None and dispatch.use_triton(pre):
-        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
-
+    triton = dispatch.triton_for(pre) if w_hr is None else None
+    if triton is not None:
         if ln_in is None:
-            return triton_ops.lstm_recurrence_prescaled(pre, *rest)
+            return triton.lstm_recurrence_prescaled(pre, *rest)
         with _normalised_input(ln_in, in_bias):
-            return triton_ops.lstm_recurrence_prescaled(ln_forward(pre, ln_in, in_bias)[0], *rest)
+            return triton.lstm_recurrence_prescaled(ln_forward(pre, ln_in, in_bias)[0], *rest)
     # w_hh only meets the product, which casts (mixed precision): the kernels need its device.
     if (
         pre.shape[0] > 0
@@ -339,9 +338,9 @@ def lstm_recurrence_prescaled(
     ):
         return lstm_recurrence_native(pre, *rest, ln_in, in_bias, w_hr)
     if ln_in is None:
-        return _LSTMRecurrence.apply(pre, *rest, w_hr)  # type: ignore[no-any-return]
+        return _LSTMRecurrence.apply(pre, *rest, w_hr)
     with _normalised_input(ln_in, in_bias):
-        return _LSTMRecurrence.apply(ln_forward(pre, ln_in, in_bias)[0], *rest, w_hr)  # type: ignore[no-any-return]
+        return _LSTMRecurrence.apply(ln_forward(pre, ln_in, in_bias)[0], *rest, w_hr)
 
 
 def lstm_recurrence(

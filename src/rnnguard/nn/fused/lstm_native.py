@@ -22,6 +22,7 @@ from rnnguard.nn.fused._common import (
     ZoneoutWeight,
     add_scaled_,
     keep_for_double_backward,
+    opaque,
     recurrent_weight_grad,
     steps_of,
     times_keep,
@@ -263,24 +264,6 @@ def _backward_projected(
     return g, d_w_hr
 
 
-# ctypes calls cannot be traced: under torch.compile this runs eagerly, as one opaque step.
-@torch.compiler.disable
-def lstm_recurrence_native(
-    pre: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_hh: Tensor,
-    ln_hh: Tensor | None,
-    ln_c_weight: Tensor | None,
-    ln_c_bias: Tensor | None,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-    ln_in: Tensor | None = None,
-    in_bias: Tensor | None = None,
-    w_hr: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """:func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels."""
-    return _NativeLSTMRecurrence.apply(  # type: ignore[no-any-return]
-        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell, ln_in, in_bias,
-        w_hr,
-    )  # fmt: skip
+#: :func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels (all twelve
+#: arguments, positional).
+lstm_recurrence_native = opaque(_NativeLSTMRecurrence)

@@ -148,11 +148,10 @@ def rnn_recurrence(
     """
     w_hh = amp.half_weight(w_hh)  # in a mixed-precision run: the products' dtype
     # The Triton kernel knows only the plain residual: a convex one takes this loop, even forced.
-    if pre.shape[0] > 0 and options.residual_scale is None and dispatch.use_triton(pre):
-        from rnnguard.nn.fused import triton_ops  # imports triton: only on this path
-
-        return triton_ops.rnn_recurrence(pre, h0, w_hh, ln_hh, options, zoneout)
-    return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, options, zoneout)  # type: ignore[no-any-return]
+    triton = dispatch.triton_for(pre) if options.residual_scale is None else None
+    if triton is not None:
+        return triton.rnn_recurrence(pre, h0, w_hh, ln_hh, options, zoneout)
+    return _RNNRecurrence.apply(pre, h0, w_hh, ln_hh, options, zoneout)
 
 
 def rnn_direction(d: Direction) -> tuple[Tensor, State]:

@@ -21,6 +21,7 @@ from rnnguard.nn.fused._common import (
     RecurrentProduct,
     ZoneoutWeight,
     keep_for_double_backward,
+    opaque,
     recurrent_weight_grad,
     twice_differentiable,
 )
@@ -325,54 +326,13 @@ class _TritonIndRNN(torch.autograd.Function):
         return d_a, d_h0, d_u, None, None
 
 
-# Triton launches are opaque to torch.compile's tracer: it runs them eagerly, as one step.
-@torch.compiler.disable
-def lstm_recurrence_prescaled(
-    pre: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_hh: Tensor,
-    ln_hh: Tensor | None,
-    ln_c_weight: Tensor | None,
-    ln_c_bias: Tensor | None,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-) -> tuple[Tensor, Tensor]:
-    """:func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` (input LayerNorm applied) on Triton."""
-    return _TritonLSTM.apply(  # type: ignore[no-any-return]
-        pre, h0, c0, w_hh, ln_hh, ln_c_weight, ln_c_bias, zoneout, zoneout_cell
-    )
+# The PyTorch loops' contracts (positional arguments) on the Triton kernels.
 
-
-@torch.compiler.disable
-def gru_recurrence(
-    pre: Tensor,
-    h0: Tensor,
-    w_hh: Tensor,
-    b_hh: Tensor | None,
-    ln_hh: Tensor | None,
-    zoneout: ZoneoutWeight,
-) -> Tensor:
-    """:func:`rnnguard.nn.fused.gru.gru_recurrence` on Triton."""
-    return _TritonGRU.apply(pre, h0, w_hh, b_hh, ln_hh, zoneout)  # type: ignore[no-any-return]
-
-
-@torch.compiler.disable
-def rnn_recurrence(
-    pre: Tensor,
-    h0: Tensor,
-    w_hh: Tensor,
-    ln_hh: Tensor | None,
-    options: RecurrentOptions,
-    zoneout: ZoneoutWeight,
-) -> Tensor:
-    """:func:`rnnguard.nn.fused.rnn.rnn_recurrence` on Triton."""
-    return _TritonRNN.apply(pre, h0, w_hh, ln_hh, options, zoneout)  # type: ignore[no-any-return]
-
-
-@torch.compiler.disable
-def indrnn_recurrence(
-    pre: Tensor, h0: Tensor, u: Tensor, options: RecurrentOptions, zoneout: ZoneoutWeight
-) -> Tensor:
-    """:func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` on Triton (one launch each way)."""
-    return _TritonIndRNN.apply(pre, h0, u, options, zoneout)  # type: ignore[no-any-return]
+#: :func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled`, input LayerNorm applied, no projection.
+lstm_recurrence_prescaled = opaque(_TritonLSTM)
+#: :func:`rnnguard.nn.fused.gru.gru_recurrence`.
+gru_recurrence = opaque(_TritonGRU)
+#: :func:`rnnguard.nn.fused.rnn.rnn_recurrence` (plain residual only).
+rnn_recurrence = opaque(_TritonRNN)
+#: :func:`rnnguard.nn.fused.indrnn.indrnn_recurrence` (one launch each way).
+indrnn_recurrence = opaque(_TritonIndRNN)
