@@ -70,7 +70,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         w_hr: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         keep_for_double_backward(
-            ctx, _loop_reference,
+            ctx, lstm_reference,
             (pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, w_hr),
         )  # fmt: skip
         steps, batch, g4 = pre.shape
@@ -239,24 +239,6 @@ class _LSTMRecurrence(torch.autograd.Function):
         return d_z, dh, d_c, d_w, d_ln_hh, d_ln_c_w, d_ln_c_b, None, None, d_w_hr
 
 
-def _loop_reference(
-    pre: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    w_hh: Tensor,
-    ln_hh: Tensor | None,
-    ln_c_w: Tensor | None,
-    ln_c_b: Tensor | None,
-    zoneout: ZoneoutWeight,
-    zoneout_cell: ZoneoutWeight,
-    w_hr: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """``lstm_reference`` in ``_LSTMRecurrence``'s argument order (no input LayerNorm)."""
-    return lstm_reference(
-        pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, None, None, w_hr
-    )
-
-
 def _normalised_input(
     ln_in: Tensor, in_bias: Tensor | None
 ) -> contextlib.AbstractContextManager[None]:
@@ -336,7 +318,7 @@ def lstm_recurrence_prescaled(
         and w_hh.device == pre.device
         and native.usable(pre, *rest[:2], *rest[3:], ln_in, in_bias, w_hr)
     ):
-        return lstm_recurrence_native(pre, *rest, ln_in, in_bias, w_hr)
+        return lstm_recurrence_native(pre, *rest, w_hr, ln_in, in_bias)
     if ln_in is None:
         return _LSTMRecurrence.apply(pre, *rest, w_hr)
     with _normalised_input(ln_in, in_bias):

@@ -70,9 +70,9 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         ln_c_b: Tensor | None,
         zoneout: ZoneoutWeight,
         zoneout_cell: ZoneoutWeight,
+        w_hr: Tensor | None,
         ln_in: Tensor | None,
         b_in: Tensor | None,
-        w_hr: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         lib = native.library()
         assert lib is not None
@@ -80,7 +80,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
         hid = g4 // 4
         keep_for_double_backward(
             ctx, lstm_reference,
-            (pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, ln_in, b_in, w_hr),
+            (pre, h0, c0, w_hh, ln_hh, ln_c_w, ln_c_b, zoneout, zoneout_cell, w_hr, ln_in, b_in),
         )  # fmt: skip
         pre, h0, c0 = pre.contiguous(), h0.contiguous(), c0.contiguous()
         ln_hh, ln_c_w, ln_c_b = _contig(ln_hh), _contig(ln_c_w), _contig(ln_c_b)
@@ -212,7 +212,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
                 mm = d_rec.data_ptr()
             d_h0 = d_rec + keep if args.zoneout.on else d_rec
         else:
-            d_h0, d_w_hr = _backward_projected(ctx, step, ref, back, d_out, d_hs, draw_l, need[11])
+            d_h0, d_w_hr = _backward_projected(ctx, step, ref, back, d_out, d_hs, draw_l, need[9])
         d_w = recurrent_weight_grad(d_raw, h0, out) if need[3] else None
 
         def total(v: Tensor | None) -> Tensor | None:
@@ -220,7 +220,7 @@ class _NativeLSTMRecurrence(torch.autograd.Function):
 
         return (
             d_pre, d_h0, dc, d_w, total(d_ln_hh), total(d_ln_cw), total(d_ln_cb), None, None,
-            total(d_ln_in), total(d_b_in), d_w_hr,
+            d_w_hr, total(d_ln_in), total(d_b_in),
         )  # fmt: skip
 
 
@@ -264,6 +264,6 @@ def _backward_projected(
     return g, d_w_hr
 
 
-#: :func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels (all twelve
-#: arguments, positional).
+#: :func:`rnnguard.nn.fused.lstm.lstm_recurrence_prescaled` on the native kernels: its twelve
+#: arguments, positional, with ``w_hr`` before ``ln_in`` and ``in_bias`` (as ``lstm_reference``).
 lstm_recurrence_native = opaque(_NativeLSTMRecurrence)

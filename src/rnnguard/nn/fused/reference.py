@@ -92,11 +92,15 @@ def lstm_reference(
     ln_c_bias: Tensor | None,
     zoneout: ZoneoutWeight,
     zoneout_cell: ZoneoutWeight,
+    w_hr: Tensor | None = None,
     ln_in: Tensor | None = None,
     in_bias: Tensor | None = None,
-    w_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The prescaled LSTM (g-gate inputs and cell LayerNorm affine doubled); every h_t and c_T."""
+    """The prescaled LSTM (g-gate inputs and cell LayerNorm affine doubled); every h_t and c_T.
+
+    The arguments are those of the LSTM Functions, in their order: the PyTorch loop's and the
+    Triton one's are a prefix (they get ``pre`` after the input LayerNorm).
+    """
     if ln_in is not None:
         pre = _ln(pre, ln_in, in_bias)
     h, c, hs = h0, c0, []
