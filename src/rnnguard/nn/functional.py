@@ -31,6 +31,7 @@ __all__ = [
     "LayerMasks",
     "LayerParams",
     "StepFn",
+    "activation",
     "cell_forward",
     "drop_connect",
     "gru_step",
@@ -96,7 +97,8 @@ class LayerMasks(NamedTuple):
 # --------------------------------------------------------------------------- activations, norms
 
 
-def _act(v: Tensor, name: str) -> Tensor:
+def activation(v: Tensor, name: str) -> Tensor:
+    """The named nonlinearity (one of :data:`NONLINEARITIES`) of ``v``, out of place."""
     if name == "tanh":
         return torch.tanh(v)
     if name == "relu":
@@ -300,7 +302,7 @@ def rnn_step(
     """One Elman RNN step (optionally residual: h_{t-1} + act(...), or the convex
     (1 - s) h_{t-1} + s act(...) with ``residual_scale``); returns the candidate h~."""
     h = state[0]
-    a = _act(xp + _recurrent(h, w_hh, p), options.nonlinearity)
+    a = activation(xp + _recurrent(h, w_hh, p), options.nonlinearity)
     if not options.residual:
         return HiddenState(a)
     scale = options.residual_scale
@@ -312,7 +314,7 @@ def indrnn_step(
 ) -> HiddenState:
     """One IndRNN step: act(xp + u * h_{t-1}) with the per-unit recurrent vector ``u``."""
     h = state[0]
-    return HiddenState(_act(xp + w_hh * h, options.nonlinearity))
+    return HiddenState(activation(xp + w_hh * h, options.nonlinearity))
 
 
 #: A reference step: (projected input, state, recurrent weight, params, options) -> candidate state.

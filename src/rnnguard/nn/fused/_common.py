@@ -351,17 +351,6 @@ def double_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
     return tuple(out)
 
 
-def act(v: Tensor, name: str) -> Tensor:
-    """The named activation, out of place (for the reference recurrences)."""
-    if name == "tanh":
-        return torch.tanh(v)
-    if name == "relu":
-        return torch.relu(v)
-    if name == "leaky_relu":
-        return F.leaky_relu(v, LEAKY_SLOPE)
-    raise ConfigError(f"nonlinearity must be one of {NONLINEARITIES}, got {name!r}")
-
-
 def zoneout_at(zoneout: ZoneoutWeight, t: int) -> Tensor | float | None:
     """Step ``t`` of a zoneout weight."""
     return zoneout[t] if isinstance(zoneout, Tensor) else zoneout

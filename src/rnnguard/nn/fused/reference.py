@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rnnguard.nn.functional import LN_EPS
-from rnnguard.nn.fused._common import ZoneoutWeight, act, keep_zoned, recurrent_matmul, stack_steps
+from rnnguard.nn.functional import LN_EPS, activation
+from rnnguard.nn.fused._common import ZoneoutWeight, keep_zoned, recurrent_matmul, stack_steps
 from rnnguard.nn.options import RecurrentOptions
 
 __all__ = ["gru_reference", "indrnn_reference", "lstm_reference", "rnn_reference"]
@@ -39,7 +39,7 @@ def rnn_reference(
         r = recurrent_matmul(h, w_hh)
         if ln_hh is not None:
             r = _ln(r, ln_hh)
-        new = act(pre[t] + r, options.nonlinearity)
+        new = activation(pre[t] + r, options.nonlinearity)
         if options.residual:
             new = new + h if scale is None else torch.lerp(h, new, scale)
         h = keep_zoned(new, h, zoneout, t)
@@ -77,7 +77,7 @@ def indrnn_reference(
     """``h~_t = act(pre_t + u * h_{t-1})`` then zoneout; every h_t."""
     h, hs = h0, []
     for t in range(pre.shape[0]):
-        h = keep_zoned(act(pre[t] + u * h, options.nonlinearity), h, zoneout, t)
+        h = keep_zoned(activation(pre[t] + u * h, options.nonlinearity), h, zoneout, t)
         hs.append(h)
     return stack_steps(hs, pre, h0)
 
