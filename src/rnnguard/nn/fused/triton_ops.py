@@ -9,6 +9,7 @@ product and runs its whole recurrence in one launch each way. All buffers are fl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -68,6 +69,48 @@ def _weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor, w: Tensor) -> Tensor:
     return recurrent_weight_grad(d_raw.to(dt), h0.to(dt), hs.to(dt)).to(d_raw.dtype)
 
 
+class _Products:
+    """The products with ``W_hh`` around a recurrence's per-step kernels, forward and back.
+
+    Forward, step t's kernel gets ``h_{t-1} @ W_hh^T``, kept for backward when a recurrent
+    LayerNorm needs it (the kernel recomputes its normalised values from it); backward, step t's
+    kernel gets the gradient that reached h_t through step t + 1's product.
+    """
+
+    def __init__(self, w_hh: Tensor, hs: Tensor) -> None:
+        self.w_hh, self.hs = w_hh, hs
+        self.d_h0 = hs
+
+    def forward(self, h0: Tensor, raw: list[Tensor] | None) -> Iterator[tuple[int, Tensor]]:
+        """(t, h_{t-1} @ W_hh^T) for every step, appended to ``raw`` unless None; the caller's
+        kernel writes hs[t] in between."""
+        prod = RecurrentProduct(self.w_hh, h0.shape[0])
+        h = h0
+        for t in range(self.hs.shape[0]):
+            r = prod(h).contiguous()
+            if raw is not None:
+                raw.append(r)
+            yield t, r
+            h = self.hs[t]
+
+    def backward(
+        self, d_raw: Tensor, raw: list[Tensor] | None
+    ) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """(t, gradient through step t + 1's product, step t's kept product), last step first.
+
+        The kernel of step t writes d_raw[t]. At the last step there is no such gradient (the
+        kernels' HAS_REC is off) and without ``raw`` no product: ``hs`` fills those arguments.
+        Afterwards :attr:`d_h0` is h0's gradient through the first product.
+        """
+        hs = self.hs
+        back = RecurrentProduct(self.w_hh.t(), hs.shape[1])
+        d_rec = hs
+        for t in range(hs.shape[0] - 1, -1, -1):
+            yield t, d_rec, (raw[t] if raw is not None else hs)
+            d_rec = back(d_raw[t]).contiguous()
+        self.d_h0 = d_rec
+
+
 class _TritonLSTM(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -94,13 +137,9 @@ class _TritonLSTM(torch.autograd.Function):
         stats = new(4, steps, batch)  # mean and rstd of the recurrent and the cell LayerNorm
         shape = (steps, batch, hid)
         ch, cc = _carry_args(carry_h, shape, pre), _carry_args(carry_c, shape, pre)
-        raw: list[Tensor] = []
-        prod = RecurrentProduct(w_hh, batch)
-        h = h0
-        for t in range(steps):
-            r = prod(h).contiguous()
-            if ln_hh is not None:
-                raw.append(r)
+        raw: list[Tensor] | None = [] if ln_hh is not None else None
+        products = _Products(w_hh, hs)
+        for t, r in products.forward(h0, raw):
             K.lstm_forward_step[(batch,)](
                 pre, r, _or(ln_hh, pre), h0, c0, _or(ln_c_w, pre), _or(ln_c_b, pre),
                 ch[0], cc[0], gates, stats[0], stats[1], ct, stats[2], stats[3], tc, hs, cs,
@@ -108,7 +147,6 @@ class _TritonLSTM(torch.autograd.Function):
                 LN_HH=ln_hh is not None, LN_C=ln_c_w is not None, CH=ch[5], CC=cc[5],
                 BLOCK_H=_block(hid), BLOCK_G=_block(g4),
             )  # fmt: skip
-            h = hs[t]
         ctx.raw, ctx.carries = raw, (ch, cc)
         ctx.save_for_backward(h0, c0, w_hh, ln_hh, ln_c_w, gates, ct, tc, hs, cs, stats)
         return hs, cs[-1].clone()
@@ -128,10 +166,8 @@ class _TritonLSTM(torch.autograd.Function):
         d_ln_hh = hs.new_zeros(batch, g4) if ln_hh is not None else hs
         d_ln_cw = hs.new_zeros(batch, hid) if ln_c_w is not None else hs
         d_ln_cb = hs.new_zeros(batch, hid) if ln_c_w is not None else hs
-        back = RecurrentProduct(w_hh.t(), batch)
-        d_rec = hs
-        for t in range(steps - 1, -1, -1):
-            r = ctx.raw[t] if ln_hh is not None else hs
+        products = _Products(w_hh, hs)
+        for t, d_rec, r in products.backward(d_raw, ctx.raw):
             K.lstm_backward_step[(batch,)](
                 d_hs, d_rec, keep, dc, gates, c0, cs, ct, stats[2], stats[3], tc,
                 _or(ln_c_w, hs), ch[0], cc[0], r, stats[0], stats[1], _or(ln_hh, hs),
@@ -140,8 +176,7 @@ class _TritonLSTM(torch.autograd.Function):
                 HAS_REC=t < steps - 1, LN_HH=ln_hh is not None, LN_C=ln_c_w is not None,
                 CH=ch[5], CC=cc[5], BLOCK_H=_block(hid),
             )  # fmt: skip
-            d_rec = back(d_raw[t]).contiguous()
-        d_h0 = d_rec + keep if ch[5] else d_rec
+        d_h0 = products.d_h0 + keep if ch[5] else products.d_h0
         need = ctx.needs_input_grad
         d_w = _weight_grad(d_raw, h0, hs, w_hh) if need[3] else None
         d_gain = d_ln_hh.sum(0) if ln_hh is not None else None
@@ -169,20 +204,15 @@ class _TritonGRU(torch.autograd.Function):
         n, u_n, hs = (pre.new_empty(steps, batch, hid) for _ in range(3))
         stats = pre.new_empty(2, steps, batch)
         m = _carry_args(carry, (steps, batch, hid), pre)
-        raw: list[Tensor] = []
-        prod = RecurrentProduct(w_hh, batch)
-        h = h0
-        for t in range(steps):
-            r = prod(h).contiguous()
-            if ln_hh is not None:
-                raw.append(r)
+        raw: list[Tensor] | None = [] if ln_hh is not None else None
+        products = _Products(w_hh, hs)
+        for t, r in products.forward(h0, raw):
             K.gru_forward_step[(batch,)](
                 pre, r, _or(ln_hh, pre), _or(b_hh, pre), h0, m[0], rz, n, u_n,
                 stats[0], stats[1], hs, t, batch, hid, LN_EPS, *m[1:5],
                 LN=ln_hh is not None, BIAS=b_hh is not None, CARRY=m[5],
                 BLOCK_H=_block(hid), BLOCK_G=_block(g3),
             )  # fmt: skip
-            h = hs[t]
         ctx.raw, ctx.m = raw, m
         ctx.save_for_backward(h0, w_hh, b_hh, ln_hh, rz, n, u_n, hs, stats)
         return hs
@@ -200,18 +230,15 @@ class _TritonGRU(torch.autograd.Function):
         want_b = b_hh is not None and ctx.needs_input_grad[3]
         d_b_rows = hs.new_zeros(batch, g3) if want_b else hs
         d_ln_rows = hs.new_zeros(batch, g3) if ln_hh is not None else hs
-        back = RecurrentProduct(w_hh.t(), batch)
-        d_rec = hs
-        for t in range(steps - 1, -1, -1):
-            r = ctx.raw[t] if ln_hh is not None else hs
+        products = _Products(w_hh, hs)
+        for t, d_rec, r in products.backward(d_raw, ctx.raw):
             K.gru_backward_step[(batch,)](
                 d_hs, d_rec, direct, h0, hs, rz, n, u_n, m[0], r, stats[0], stats[1],
                 _or(ln_hh, hs), d_pre, d_raw, d_b_rows, d_ln_rows, t, batch, hid, *m[1:5],
                 HAS_REC=t < steps - 1, LN=ln_hh is not None, CARRY=m[5], WANT_B=want_b,
                 BLOCK_H=_block(hid),
             )  # fmt: skip
-            d_rec = back(d_raw[t]).contiguous()
-        d_h0 = d_rec + direct
+        d_h0 = products.d_h0 + direct
         need = ctx.needs_input_grad
         d_w = _weight_grad(d_raw, h0, hs, w_hh) if need[2] else None
         d_b = d_b_rows.sum(0) if want_b else None
@@ -237,20 +264,15 @@ class _TritonRNN(torch.autograd.Function):
         a, hs = pre.new_empty(steps, batch, hid), pre.new_empty(steps, batch, hid)
         stats = pre.new_empty(2, steps, batch)
         m = _carry_args(carry, (steps, batch, hid), pre)
-        raw: list[Tensor] = []
-        prod = RecurrentProduct(w_hh, batch)
-        h = h0
-        for t in range(steps):
-            r = prod(h).contiguous()
-            if ln_hh is not None:
-                raw.append(r)
+        raw: list[Tensor] | None = [] if ln_hh is not None else None
+        products = _Products(w_hh, hs)
+        for t, r in products.forward(h0, raw):
             K.rnn_forward_step[(batch,)](
                 pre, r, _or(ln_hh, pre), h0, m[0], a, stats[0], stats[1], hs,
                 t, batch, hid, LN_EPS, *m[1:5],
                 LN=ln_hh is not None, ACT=ACTS[act], SLOPE=LEAKY_SLOPE, RESIDUAL=residual,
                 CARRY=m[5], BLOCK_H=_block(hid),
             )  # fmt: skip
-            h = hs[t]
         ctx.raw, ctx.m, ctx.act, ctx.residual = raw, m, act, residual
         ctx.save_for_backward(h0, w_hh, ln_hh, a, hs, stats)
         return hs
@@ -266,18 +288,15 @@ class _TritonRNN(torch.autograd.Function):
         d_raw = torch.empty_like(hs) if ln_hh is not None else d_a
         direct = hs.new_zeros(batch, hid)
         d_ln_rows = hs.new_zeros(batch, hid) if ln_hh is not None else hs
-        back = RecurrentProduct(w_hh.t(), batch)
-        d_rec = hs
-        for t in range(steps - 1, -1, -1):
-            r = ctx.raw[t] if ln_hh is not None else hs
+        products = _Products(w_hh, hs)
+        for t, d_rec, r in products.backward(d_raw, ctx.raw):
             K.rnn_backward_step[(batch,)](
                 d_hs, d_rec, direct, a, m[0], r, stats[0], stats[1], _or(ln_hh, hs),
                 d_a, d_raw, d_ln_rows, t, batch, hid, *m[1:5],
                 HAS_REC=t < steps - 1, LN=ln_hh is not None, ACT=ACTS[ctx.act],
                 SLOPE=LEAKY_SLOPE, RESIDUAL=ctx.residual, CARRY=m[5], BLOCK_H=_block(hid),
             )  # fmt: skip
-            d_rec = back(d_raw[t]).contiguous()
-        d_h0 = d_rec + direct
+        d_h0 = products.d_h0 + direct
         need = ctx.needs_input_grad
         d_w = _weight_grad(d_raw, h0, hs, w_hh) if need[2] else None
         d_ln = d_ln_rows.sum(0) if ln_hh is not None and need[3] else None
