@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,51 @@ def stack_stats(stats: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor] | N
     if not stats:
         return None
     return torch.stack([m for m, _ in stats]), torch.stack([r for _, r in stats])
+
+
+def normed_product(
+    prod: RecurrentProduct,
+    h: Tensor,
+    raw_t: Tensor,
+    gain: Tensor | None,
+    shift: Tensor | None,
+    stats: list[tuple[Tensor, Tensor]],
+) -> Tensor:
+    """``LN(h @ W_hh^T)`` for one step: the product goes into ``raw_t`` and the LayerNorm's
+    ``(mean, rstd)`` onto ``stats``, both for :func:`normed_product_backward`."""
+    prod.into(h, raw_t)
+    y, mu, rs = ln_forward(raw_t, gain, shift)
+    stats.append((mu, rs))
+    return y
+
+
+def normed_product_backward(
+    dy: Tensor,
+    raw_t: Tensor,
+    mean_t: Tensor,
+    rstd_t: Tensor,
+    gain: Tensor,
+    d_raw_t: Tensor,
+    d_gains: list[Tensor],
+) -> Tensor:
+    """Backward of one step's :func:`normed_product`: the product's gradient, also written into
+    ``d_raw_t`` (for the weight gradient); the gain's gradient goes onto ``d_gains``."""
+    dr, dg, _ = ln_backward_affine(dy, raw_t, mean_t, rstd_t, gain, False)
+    d_raw_t.copy_(dr)
+    d_gains.append(dg)
+    return dr
+
+
+def grad_into_previous(
+    back: RecurrentProduct, dr: Tensor, dh_l: Sequence[Tensor], t: int
+) -> Tensor:
+    """dL/dh_{t-1} with the share through step t's product ``dr @ W_hh`` (``back``) added.
+
+    For t > 0 that is ``dh_l[t - 1]``, updated in place; for t = 0 a new tensor, dL/dh0.
+    """
+    if t > 0:
+        return back.accumulate(dh_l[t - 1], dr)
+    return back(dr)
 
 
 def recurrent_weight_grad(d_raw: Tensor, h0: Tensor, hs: Tensor) -> Tensor:

@@ -20,10 +20,12 @@ from rnnguard.nn.fused._common import (
     RecurrentProduct,
     ZoneoutWeight,
     add_scaled_,
+    grad_into_previous,
     keep_for_double_backward,
-    ln_backward_affine,
-    ln_forward,
+    normed_product,
+    normed_product_backward,
     recurrent_weight_grad,
+    stack_stats,
     steps_of,
     times_keep,
     twice_differentiable,
@@ -67,9 +69,7 @@ class _GRURecurrence(torch.autograd.Function):
         h = h0
         for t in range(steps):
             if raw is not None:
-                prod.into(h, raw_l[t])
-                u, mu, rs = ln_forward(raw_l[t], ln_hh, b_hh)
-                stats.append((mu, rs))
+                u = normed_product(prod, h, raw_l[t], ln_hh, b_hh, stats)
             elif b_hh is not None:
                 u = prod(h).add_(b_hh)
             else:
@@ -86,9 +86,7 @@ class _GRURecurrence(torch.autograd.Function):
 
         keep_for_double_backward(ctx, gru_reference, (pre, h0, w_hh, b_hh, ln_hh, zoneout))
         ctx.rz, ctx.n, ctx.raw, ctx.u_n, ctx.zoneout = rz, n, raw, u_n, zoneout
-        ctx.stats = (
-            (torch.stack([a for a, _ in stats]), torch.stack([b for _, b in stats])) if ln else None
-        )
+        ctx.stats = stack_stats(stats)
         ctx.save_for_backward(h0, w_hh, ln_hh, hs)
         return hs
 
@@ -146,18 +144,14 @@ class _GRURecurrence(torch.autograd.Function):
             du[:, : 2 * hid].copy_(dp_l[t][:, : 2 * hid])
             torch.mul(dn, r, out=dun_l[t])
             if raw is not None:
-                dr, dg, _ = ln_backward_affine(du, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
-                draw_l[t].copy_(dr)
                 if d_b_rows is not None:
                     d_b_rows.add_(du)
-                d_gains.append(dg)
+                dr = normed_product_backward(
+                    du, raw_l[t], mu_l[t], rs_l[t], ln_hh, draw_l[t], d_gains
+                )
             else:
                 dr = du
-            if t > 0:
-                target = dh_l[t - 1]
-                back.accumulate(target, dr)
-            else:
-                target = d_h0 = back(dr)
+            target = d_h0 = grad_into_previous(back, dr, dh_l, t)
             target.add_(dz_h)
             if zoneout is not None:
                 add_scaled_(target, zoneout_l[t], dh)  # type: ignore[arg-type]

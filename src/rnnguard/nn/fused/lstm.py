@@ -30,6 +30,7 @@ from rnnguard.nn.fused._common import (
     keep_for_double_backward,
     ln_backward_affine,
     ln_forward,
+    normed_product_backward,
     rebuilding,
     recurrent_weight_grad,
     stack_stats,
@@ -214,9 +215,9 @@ class _LSTMRecurrence(torch.autograd.Function):
             _sigmoid_bwd(dcn * cprev_l[t], f, grad_input=dzf_l[t])
             _tanh_bwd_into(dcn * i, g, grad_input=dzg_l[t]).mul_(0.5)  # z_g came doubled
             if raw is not None:
-                dr, dg, _ = ln_backward_affine(dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
-                draw_l[t].copy_(dr)
-                d_gains.append(dg)
+                dr = normed_product_backward(
+                    dz_l[t], raw_l[t], mu_l[t], rs_l[t], ln_hh, draw_l[t], d_gains
+                )
             else:
                 dr = dz_l[t]
             target = back(dr)

@@ -16,9 +16,10 @@ from rnnguard.nn.fused._common import (
     act_,
     act_backward_into,
     add_scaled_,
+    grad_into_previous,
     keep_for_double_backward,
-    ln_backward_affine,
-    ln_forward,
+    normed_product,
+    normed_product_backward,
     recurrent_weight_grad,
     stack_stats,
     steps_of,
@@ -58,9 +59,7 @@ class _RNNRecurrence(torch.autograd.Function):
         h = h0
         for t in range(steps):
             if raw is not None:
-                prod.into(h, raw_l[t])
-                y, mu, rs = ln_forward(raw_l[t], ln_hh, None)
-                stats.append((mu, rs))
+                y = normed_product(prod, h, raw_l[t], ln_hh, None, stats)
                 torch.add(y, pre_l[t], out=a_l[t])
             else:
                 prod.add_into(pre_l[t], h, a_l[t])
@@ -110,14 +109,10 @@ class _RNNRecurrence(torch.autograd.Function):
                 dht = dht * scale  # the convex residual weighs the activation by s
             dr = act_backward_into(dht, a_l[t], options.nonlinearity, da_l[t])
             if raw is not None:
-                dr, dg, _ = ln_backward_affine(dr, raw_l[t], mu_l[t], rs_l[t], ln_hh, False)
-                draw_l[t].copy_(dr)
-                d_gains.append(dg)
-            if t > 0:
-                target = dh_l[t - 1]
-                back.accumulate(target, dr)
-            else:
-                target = d_h0 = back(dr)
+                dr = normed_product_backward(
+                    dr, raw_l[t], mu_l[t], rs_l[t], ln_hh, draw_l[t], d_gains
+                )
+            target = d_h0 = grad_into_previous(back, dr, dh_l, t)
             # Direct path to h_{t-1}: m + (1 - m) through the residual, i.e. 1; else m. The
             # convex residual takes off what went to the activation: m + (1 - m)(1 - s).
             if options.residual:
