@@ -65,6 +65,60 @@ def _row_stats(x, mask, N, eps):
     return mean, 1.0 / tl.sqrt(var + eps)
 
 
+@triton.jit
+def _lanes(H, BLOCK_H: tl.constexpr):
+    """This program's batch row, its lane offsets, and which lanes hold one of the H features."""
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK_H)
+    return row, offs, offs < H
+
+
+@triton.jit
+def _ln_stats(r, mu, rs, t, B, row, G, eps, BLOCK_G: tl.constexpr):
+    """LayerNorm (mean, rstd) of this row of the product ``r`` (B, G), also stored at step t of
+    ``mu`` and ``rs`` (T, B) for backward."""
+    og = tl.arange(0, BLOCK_G)
+    mg = og < G
+    mean, rstd = _row_stats(tl.load(r + row * G + og, mask=mg, other=0.0), mg, G, eps)
+    tl.store(mu + t * B + row, mean)
+    tl.store(rs + t * B + row, rstd)
+    return mean, rstd
+
+
+@triton.jit
+def _before(first, states, t, B, H, row, offs, mask):
+    """This row of the state before step t: ``first`` (B, H) at t = 0, else ``states[t - 1]``."""
+    if t == 0:
+        v = tl.load(first + row * H + offs, mask=mask, other=0.0)
+    else:
+        v = tl.load(states + (t - 1) * B * H + row * H + offs, mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
+def _step_grad(
+    d_hs, d_rec, direct, m_ptr, t, B, H, row, offs, mask, m_st, m_sb, m_sh, k,
+    HAS_REC: tl.constexpr, CARRY: tl.constexpr,
+):  # fmt: skip
+    """This row's (dh, dh~, m) at step t: dL/dh_t, the candidate's share (1 - m) dL/dh_t, and the
+    carry weight m (zeros without a carry).
+
+    dL/dh_t is d_hs[t] plus, below the last step, what came back from step t + 1 through its
+    product (``d_rec``) and outside it (``direct``), both (B, H).
+    """
+    rb = row * H + offs
+    dh = tl.load(d_hs + t * B * H + rb, mask=mask, other=0.0)
+    if HAS_REC:
+        dh += tl.load(d_rec + rb, mask=mask, other=0.0) + tl.load(direct + rb, mask=mask, other=0.0)
+    if CARRY != 0:
+        m = _carry(m_ptr, t, row, offs, mask, m_st, m_sb, m_sh, k, CARRY)
+        dht = dh * (1.0 - m)
+    else:
+        m = tl.zeros_like(dh)
+        dht = dh
+    return dh, dht, m
+
+
 # --------------------------------------------------------------------------------------- LSTM
 
 
@@ -93,19 +147,12 @@ def lstm_forward_step(
 
     ``pre`` (B, 4H) and ``r`` (B, 4H) are this step's input side and recurrent product.
     """
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_H)
-    mask = offs < H
+    row, offs, mask = _lanes(H, BLOCK_H)
     G = 4 * H
     mean = 0.0
     rstd = 0.0
     if LN_HH:
-        og = tl.arange(0, BLOCK_G)
-        mg = og < G
-        x = tl.load(r + row * G + og, mask=mg, other=0.0)
-        mean, rstd = _row_stats(x, mg, G, eps)
-        tl.store(mu + t * B + row, mean)
-        tl.store(rs + t * B + row, rstd)
+        mean, rstd = _ln_stats(r, mu, rs, t, B, row, G, eps, BLOCK_G)
     pre = pre + t * B * G  # this step's (B, 4H) input side
     i = tl.sigmoid(_lstm_gate(pre, r, ln_hh, row, offs, mask, 0, H, mean, rstd, LN_HH))
     f = tl.sigmoid(_lstm_gate(pre, r, ln_hh, row, offs, mask, 1, H, mean, rstd, LN_HH))
@@ -116,12 +163,8 @@ def lstm_forward_step(
     tl.store(gbase + H + offs, f, mask=mask)
     tl.store(gbase + 2 * H + offs, g, mask=mask)
     tl.store(gbase + 3 * H + offs, o, mask=mask)
-    if t == 0:
-        c_prev = tl.load(c0 + row * H + offs, mask=mask, other=0.0)
-        h_prev = tl.load(h0 + row * H + offs, mask=mask, other=0.0)
-    else:
-        c_prev = tl.load(cs + (t - 1) * B * H + row * H + offs, mask=mask, other=0.0)
-        h_prev = tl.load(hs + (t - 1) * B * H + row * H + offs, mask=mask, other=0.0)
+    c_prev = _before(c0, cs, t, B, H, row, offs, mask)
+    h_prev = _before(h0, hs, t, B, H, row, offs, mask)
     cn = f * c_prev + i * g
     base = t * B * H + row * H
     tl.store(ct + base + offs, cn, mask=mask)
@@ -176,9 +219,7 @@ def lstm_backward_step(
     (``r`` this step's product) d_raw[t] gets its input gradient; the LayerNorm gains'
     gradients accumulate in per-row buffers (B, .), summed by the caller.
     """
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_H)
-    mask = offs < H
+    row, offs, mask = _lanes(H, BLOCK_H)
     G = 4 * H
     rb = row * H + offs
     base = t * B * H + rb
@@ -285,18 +326,12 @@ def gru_forward_step(
     BLOCK_H: tl.constexpr, BLOCK_G: tl.constexpr,
 ):  # fmt: skip
     """One GRU step as ``_GRURecurrence``: ``pre`` (B, 3H) = LN(W_ih x) + b_ih, ``r`` = h W_hh^T."""
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_H)
-    mask = offs < H
+    row, offs, mask = _lanes(H, BLOCK_H)
     G = 3 * H
     mean = 0.0
     rstd = 0.0
     if LN:
-        og = tl.arange(0, BLOCK_G)
-        mg = og < G
-        mean, rstd = _row_stats(tl.load(r + row * G + og, mask=mg, other=0.0), mg, G, eps)
-        tl.store(mu + t * B + row, mean)
-        tl.store(rs + t * B + row, rstd)
+        mean, rstd = _ln_stats(r, mu, rs, t, B, row, G, eps, BLOCK_G)
     pb = pre + t * B * G + row * G
     ur = _gru_u(r, ln_hh, b_hh, row, offs, mask, 0, H, mean, rstd, LN, BIAS)
     uz = _gru_u(r, ln_hh, b_hh, row, offs, mask, 1, H, mean, rstd, LN, BIAS)
@@ -305,10 +340,7 @@ def gru_forward_step(
     zg = tl.sigmoid(tl.load(pb + H + offs, mask=mask, other=0.0) + uz)
     nv = _tanh(tl.load(pb + 2 * H + offs, mask=mask, other=0.0) + rg * un)
     base = t * B * H + row * H + offs
-    if t == 0:
-        h_prev = tl.load(h0 + row * H + offs, mask=mask, other=0.0)
-    else:
-        h_prev = tl.load(hs + base - B * H, mask=mask, other=0.0)
+    h_prev = _before(h0, hs, t, B, H, row, offs, mask)
     h = nv + zg * (h_prev - nv)
     if CARRY != 0:
         m = _carry(m_ptr, t, row, offs, mask, m_st, m_sb, m_sh, k, CARRY)
@@ -335,28 +367,18 @@ def gru_backward_step(
     the gradient of u = LN(r) + b_hh accumulates per row into ``d_b_rows`` (B, 3H), and with
     LayerNorm its backward gives d_raw[t] and per-row gain gradients ``d_ln_rows``.
     """
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_H)
-    mask = offs < H
+    row, offs, mask = _lanes(H, BLOCK_H)
     rb = row * H + offs
     base = t * B * H + rb
-    dh = tl.load(d_hs + base, mask=mask, other=0.0)
-    if HAS_REC:
-        dh += tl.load(d_rec + rb, mask=mask, other=0.0) + tl.load(direct + rb, mask=mask, other=0.0)
-    if CARRY != 0:
-        m = _carry(m_ptr, t, row, offs, mask, m_st, m_sb, m_sh, k, CARRY)
-        dht = dh * (1.0 - m)
-    else:
-        dht = dh
+    dh, dht, m = _step_grad(
+        d_hs, d_rec, direct, m_ptr, t, B, H, row, offs, mask, m_st, m_sb, m_sh, k, HAS_REC, CARRY
+    )
     rzb = rz + t * B * 2 * H + row * 2 * H
     rg = tl.load(rzb + offs, mask=mask, other=0.0)
     zg = tl.load(rzb + H + offs, mask=mask, other=0.0)
     nv = tl.load(n + base, mask=mask, other=0.0)
     un = tl.load(u_n + base, mask=mask, other=0.0)
-    if t == 0:
-        h_prev = tl.load(h0 + rb, mask=mask, other=0.0)
-    else:
-        h_prev = tl.load(hs + base - B * H, mask=mask, other=0.0)
+    h_prev = _before(h0, hs, t, B, H, row, offs, mask)
     dz_h = dht * zg
     dn = tl.where(mask, (dht - dz_h) * (1.0 - nv * nv), 0.0)
     daz = tl.where(mask, dht * (h_prev - nv) * zg * (1.0 - zg), 0.0)
@@ -412,9 +434,7 @@ def rnn_forward_step(
     CARRY: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """One Elman step as ``_RNNRecurrence``: h~ = [h_{t-1} +] act(pre + LN(r))."""
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_H)
-    mask = offs < H
+    row, offs, mask = _lanes(H, BLOCK_H)
     rv = tl.load(r + row * H + offs, mask=mask, other=0.0)
     if LN:
         mean, rstd = _row_stats(rv, mask, H, eps)
@@ -424,10 +444,7 @@ def rnn_forward_step(
     base = t * B * H + row * H + offs
     av = _act(tl.load(pre + base, mask=mask, other=0.0) + rv, ACT, SLOPE)
     tl.store(a + base, av, mask=mask)
-    if t == 0:
-        h_prev = tl.load(h0 + row * H + offs, mask=mask, other=0.0)
-    else:
-        h_prev = tl.load(hs + base - B * H, mask=mask, other=0.0)
+    h_prev = _before(h0, hs, t, B, H, row, offs, mask)
     h = av
     if RESIDUAL:
         h += h_prev
@@ -445,19 +462,12 @@ def rnn_backward_step(
     RESIDUAL: tl.constexpr, CARRY: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """One Elman step backward: ``dh = d_hs[t] + d_rec + direct`` -> d_a[t] (d_raw[t]), direct."""
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_H)
-    mask = offs < H
+    row, offs, mask = _lanes(H, BLOCK_H)
     rb = row * H + offs
     base = t * B * H + rb
-    dh = tl.load(d_hs + base, mask=mask, other=0.0)
-    if HAS_REC:
-        dh += tl.load(d_rec + rb, mask=mask, other=0.0) + tl.load(direct + rb, mask=mask, other=0.0)
-    if CARRY != 0:
-        m = _carry(m_ptr, t, row, offs, mask, m_st, m_sb, m_sh, k, CARRY)
-        dht = dh * (1.0 - m)
-    else:
-        dht = dh
+    dh, dht, m = _step_grad(
+        d_hs, d_rec, direct, m_ptr, t, B, H, row, offs, mask, m_st, m_sb, m_sh, k, HAS_REC, CARRY
+    )
     av = tl.load(a + base, mask=mask, other=0.0)
     da = tl.where(mask, dht * _act_grad(av, ACT, SLOPE), 0.0)
     tl.store(d_a + base, da, mask=mask)
@@ -499,10 +509,7 @@ def indrnn_forward(
     while t < T:  # a while loop: Triton's interpreter cannot index range() by an argument
         av = _act(tl.load(pre + t * B * H + idx, mask=mask, other=0.0) + uv * h, ACT, SLOPE)
         if CARRY != 0:
-            if CARRY == 1:
-                m = tl.zeros_like(av) + k
-            else:
-                m = tl.load(m_ptr + t * m_st + row * m_sb + col * m_sh, mask=mask, other=0.0)
+            m = _carry(m_ptr, t, row, col, mask, m_st, m_sb, m_sh, k, CARRY)
             tl.store(a + t * B * H + idx, av, mask=mask)
             h = av + m * (h - av)
         else:
@@ -533,10 +540,7 @@ def indrnn_backward(
         else:
             h_prev = tl.load(h0 + idx, mask=mask, other=0.0)
         if CARRY != 0:
-            if CARRY == 1:
-                m = tl.zeros_like(av) + k
-            else:
-                m = tl.load(m_ptr + t * m_st + row * m_sb + col * m_sh, mask=mask, other=0.0)
+            m = _carry(m_ptr, t, row, col, mask, m_st, m_sb, m_sh, k, CARRY)
             da = dh * (1.0 - m) * _act_grad(av, ACT, SLOPE)
             carried = da * uv + m * dh
         else:
