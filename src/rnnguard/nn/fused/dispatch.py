@@ -25,6 +25,7 @@ from torch import Tensor
 
 __all__ = [
     "BACKENDS",
+    "Switch",
     "backend",
     "choose",
     "forced",
@@ -35,7 +36,26 @@ __all__ = [
 
 BACKENDS = ("triton", "native", "torch")
 
-_forced = 0  # depth of ``forced()`` blocks
+
+class Switch:
+    """On inside any ``with switch.on():`` block (blocks nest): the backends' test switches."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+
+    def __bool__(self) -> bool:
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def on(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+
+_forced = Switch()  # on inside ``forced()`` blocks
 _importable: bool | None = None
 _import_error: str | None = None
 
@@ -66,15 +86,9 @@ def choose(device_type: str, dtype: torch.dtype, triton_ok: bool, native_ok: boo
     return "torch"
 
 
-@contextlib.contextmanager
-def forced() -> Iterator[None]:
+def forced() -> contextlib.AbstractContextManager[None]:
     """Run the Triton kernels inside the block whatever the device (tests; see module doc)."""
-    global _forced
-    _forced += 1
-    try:
-        yield
-    finally:
-        _forced -= 1
+    return _forced.on()
 
 
 def _check_forced(like: Tensor) -> None:

@@ -21,12 +21,13 @@ import subprocess
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from rnnguard.nn.fused.dispatch import Switch
 
 __all__ = [
     "SUFFIXES",
@@ -59,7 +60,7 @@ _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None
 _tried = False
-_forced_off = 0  # depth of ``disabled()`` blocks
+_off = Switch()  # on inside ``disabled()`` blocks
 
 
 class NativeZoneout(ctypes.Structure):
@@ -194,7 +195,7 @@ def _env_off() -> bool:
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, building them on the first call; None when unavailable or switched off."""
     global _lib, _error, _tried
-    if _forced_off or _env_off():
+    if _off or _env_off():
         return None
     if _tried:
         return _lib
@@ -229,15 +230,9 @@ def build_error() -> str | None:
     return _error
 
 
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
+def disabled() -> contextlib.AbstractContextManager[None]:
     """Run the pure-PyTorch fused loops inside the block (as ``RNNGUARD_NATIVE=0`` does)."""
-    global _forced_off
-    _forced_off += 1
-    try:
-        yield
-    finally:
-        _forced_off -= 1
+    return _off.on()
 
 
 def usable(*tensors: Any) -> bool:
