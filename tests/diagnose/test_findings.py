@@ -136,6 +136,19 @@ def test_exploding_by_training_log() -> None:
     assert ev.note == "2 explosions, 1 skipped of 100"
 
 
+@pytest.mark.parametrize("diverged", [False, True])
+def test_exploding_by_forward_blowups_in_the_training_log(diverged: bool) -> None:
+    # A loss or state blow-up is reported however few steps it hit (no rate threshold).
+    history = _history(0)
+    history.blowup_steps, history.rollbacks, history.diverged = [40, 41, 90], 2, diverged
+    (ev,) = _only(_problems(history=history), "exploding")
+    assert (ev.metric, ev.value, ev.threshold, ev.relation, ev.source) == (
+        "loss/state blow-up steps", 3.0, 0.0, ">", "training log",
+    )  # fmt: skip
+    gave_up = "; the run gave up (diverged)" if diverged else ""
+    assert ev.note == f"first at step 40; 2 rollbacks{gave_up}"
+
+
 @pytest.mark.parametrize(
     ("field", "metric"),
     [
