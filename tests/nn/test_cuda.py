@@ -107,3 +107,16 @@ def test_grad_scaler_fp16_step() -> None:
     scaler.update()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.3, 0.8])
+def test_masks_on_the_device_keep_at_the_rate(keep: float) -> None:
+    # Off the CPU the sampler takes its plain form; its law must be the CPU's.
+    from rnnguard.nn.functional import _bernoulli
+
+    torch.manual_seed(4)
+    mask = _bernoulli((500, 400), keep, torch.zeros(1, device=DEV, dtype=torch.float16))
+    assert mask.device.type == "cuda" and mask.dtype == torch.float16
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    sd = (keep * (1 - keep) / mask.numel()) ** 0.5
+    assert abs(mask.float().mean().item() - keep) < 5 * sd
