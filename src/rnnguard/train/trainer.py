@@ -50,6 +50,7 @@ from rnnguard.train.recipes import Recipe, get_recipe
 from rnnguard.train.resume import find_checkpoint, restore
 from rnnguard.train.run_config import describe_run, write_run_file
 from rnnguard.train.state import FitResult, Progress, TrainContext
+from rnnguard.utils.cpu import flush_denormals
 from rnnguard.utils.io import atomic_torch_save, atomic_write_json
 from rnnguard.utils.memory import check_batch_fits
 
@@ -289,13 +290,17 @@ class Trainer:
         x, y = self.task.batch(config.batch_size, self.train_gen)
         x, y = to_device(x, self.device), to_device(y, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.amp):
-            output, new_state = self.forward(x, self.carry)
-            loss = self.task.loss(output, y)
-        if self.stateful:
-            self.carry = detach_state(new_state)  # truncated BPTT: keep the state, cut the graph
-        self.scaler.scale(loss).backward()
-        report = self.guard.step(self.optimizer, scaler=self.scaler, scheduler=self.scheduler)
+        flush = config.flush_denormals and self.device.type == "cpu"
+        with flush_denormals(flush):
+            with autocast(self.device, self.amp):
+                output, new_state = self.forward(x, self.carry)
+                loss = self.task.loss(output, y)
+            if self.stateful:
+                self.carry = detach_state(
+                    new_state
+                )  # truncated BPTT: keep the state, cut the graph
+            self.scaler.scale(loss).backward()
+            report = self.guard.step(self.optimizer, scaler=self.scaler, scheduler=self.scheduler)
         ctx.step += 1
         loss_value = float(loss.detach())
         # fp16 loss-scale overflows are the scaler calibrating, not divergence; a clipped, finite
