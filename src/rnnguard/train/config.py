@@ -137,6 +137,10 @@ class TrainConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda`` / ``cuda:N``."""
     amp: str | None = None
     """``auto`` (fp16 on CUDA, off on CPU), ``off``, ``fp16``, ``bf16``; None: the recipe's."""
+    flush_denormals: bool = True
+    """CPU: training steps treat denormal floats as zero (:func:`rnnguard.utils.cpu.flush_denormals`);
+    vanishing gradients of long sequences otherwise make backward several times slower. Evaluation
+    and callbacks always see normal arithmetic."""
     out: str | None = None
     """Output folder for metrics and checkpoints (None: keep everything in memory)."""
     checkpoint_every: int = 100
@@ -161,10 +165,6 @@ class TrainConfig:
     """Rollbacks allowed before the run is declared diverged and stopped."""
     num_threads: int | None = None
     """CPU threads for torch (None: leave torch's setting); 1 is often fastest for small models."""
-    flush_denormals: bool = True
-    """CPU: training steps treat denormal floats as zero (:func:`rnnguard.utils.cpu.flush_denormals`);
-    vanishing gradients of long sequences otherwise make backward several times slower. Evaluation
-    and callbacks always see normal arithmetic."""
     tensorboard: bool | None = None
     """Write TensorBoard events to ``out`` (None: when tensorboard is installed)."""
     extra: dict[str, Any] = field(default_factory=dict)
