@@ -151,6 +151,8 @@ def test_reproduce_preset_end_to_end_on_a_fake_trainer(tmp_path, monkeypatch) ->
     )
     report = (tmp_path / "report.md").read_text()
     assert "## Published claims" in report and "**reproduced**" in report
+    brief = "| IndRNN solves the adding problem at T=1000 | MSE near 0 at T=1000 (and T=5000) | "
+    assert brief in report and "| claim | published | ours | verdict |" in report
     again = render_report(tmp_path)  # re-rendered from the store alone
     assert again["claims"] == summary["claims"]
     assert "Published claims" in (tmp_path / "report.html").read_text()

@@ -92,11 +92,23 @@ source's (each row states both). The guide's numbers have no stated setup: its B
 be reproduced or left undecided at our size."""
 
 
+def claims_brief(claims: list[dict[str, Any]]) -> str:
+    """The claims in four columns: what is claimed, the published value, ours, the verdict."""
+    rows = ["| claim | published | ours | verdict |", "|---|---|---|---|"]
+    rows += [
+        f"| {c['statement']} | {c['published']} | {c['ours']} | **{c['verdict']}** |"
+        for c in claims
+    ]
+    return "\n".join(rows)
+
+
 def render_markdown(summary: dict[str, Any], plots: dict[str, str]) -> str:
     lines = ["# rnnguard long-range benchmark", "", *context_lines(summary), ""]
     if summary.get("claims_table"):
         lines += ["## Published claims", "", *[f"- note: {n}" for n in summary["claim_notes"]],
-                  "", summary["claims_table"], "", CLAIM_DEFINITIONS, ""]  # fmt: skip
+                  "", claims_brief(summary["claims"]), "", CLAIM_DEFINITIONS, "",
+                  "### Each claim with its source, settings and budgets", "",
+                  summary["claims_table"], ""]  # fmt: skip
     if summary["rows"]:
         lines += [markdown_table(summary["rows"]), ""]
         if text := reading(summary):
