@@ -13,6 +13,7 @@ from rnnguard.bench.claims import (
     ClaimRun,
     claims_table,
     fails,
+    fails_where_other_solves,
     lower_bpc,
     solves,
 )
@@ -176,3 +177,20 @@ def test_reproduce_with_a_data_folder_gives_it_only_to_the_text_tasks(tmp_path) 
         assert ("data_dir" in kwargs) == (spec.task == "ptb-char"), spec.label()
         if spec.task != "ptb-char":
             create_task(spec.task, spec.length, **kwargs)  # what a worker does first
+
+
+def test_failing_where_another_recipe_solves_needs_at_least_its_steps() -> None:
+    lstm = ClaimRun("lstm", "adding", 1000, steps=4000)
+    indrnn = ClaimRun("indrnn-relu", "adding", 1000, steps=4000)
+    judge = fails_where_other_solves(lstm, indrnn)
+    stuck = {"solved": False, "metric": 0.168, "baseline": 1 / 6, "steps": 4000}
+    solved = {"solved": True, "solved_step": 3100, "metric": 0.007}
+    ok = judge([stuck, solved])
+    assert ok.outcome == "reproduced" and "solved it at step 3100" in ok.measured
+    assert judge([{**stuck, "steps": 2000}, solved]).outcome == "inconclusive at this budget"
+    assert judge([stuck, {"solved": False, "metric": 0.16}]).outcome == (
+        "inconclusive at this budget"
+    )
+    assert judge([{"solved": True, "metric": 0.01, "steps": 900}, solved]).outcome == (
+        "not reproduced"
+    )
