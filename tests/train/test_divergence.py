@@ -124,7 +124,9 @@ def test_monitor_verdicts() -> None:
     assert mon.judge(1.0, nonfinite_grad=True) == "nonfinite"
     assert mon.judge(40.0) is None  # an awful start is no blow-up: there is no trend yet
     assert mon.judge(30.0) is None and mon.judge(20.0) is None  # coming down: learning
-    assert mon.judge(41.0) == "loss"  # above 5 x trivial and twice the lowest recent loss
+    assert mon.loss_limit() == 60.0  # twice the median of the healthy losses so far
+    assert mon.judge(61.0) == "loss"  # above 5 x trivial and twice the run's level
+    assert mon.judge(41.0) is None  # back up, but within the run's own level: noise
     for _ in range(50):
         assert mon.judge(3.0) is None  # the old highs leave the window
     assert mon.loss_limit() == 6.0  # 5 x trivial, 2 x 3.0
@@ -143,6 +145,65 @@ def test_monitor_verdicts() -> None:
     assert again.loss_limit() == mon.loss_limit()
     assert state_rms((torch.full((2, 3), 2.0), [torch.zeros(2, 3)])) == math.sqrt(2.0)
     assert state_rms(None) is None
+
+
+#: The first 30 training losses of ``indrnn-relu`` on the adding problem at T=50 (width 128, batch
+#: 50, seed 1), rounded: from 290 down to 1.1 in nine steps, back up to 27, then down again; the
+#: run went on to solve the task (MSE 0.0076 at step 600) when nothing stopped it.
+EARLY_SWING = [
+    290.5, 262.9, 246.9, 195.9, 150.8, 94.4, 50.5, 13.2, 1.08, 8.93, 20.2, 27.3, 25.2, 16.3, 3.95,
+    1.48, 4.37, 5.7, 3.76, 0.93, 4.36, 7.23, 7.36, 2.45, 0.75, 2.65, 1.56, 0.59, 0.48, 0.55,
+]  # fmt: skip
+
+
+def test_an_early_swing_on_the_way_down_is_not_a_blow_up() -> None:
+    from rnnguard.train.divergence import DivergenceMonitor
+
+    mon = DivergenceMonitor(trivial_loss=AddingTask(50).trivial_loss)
+    streak = longest = 0
+    for loss in EARLY_SWING:
+        streak = streak + 1 if mon.judge(loss) else 0
+        longest = max(longest, streak)
+    assert longest < TrainConfig().divergence_patience  # no rollback
+    for loss in EARLY_SWING[:10]:  # the same swing after a real learned level is one
+        mon.judge(loss)
+    assert mon.judge(EARLY_SWING[11]) == "loss"
+
+
+class LateBlowUp(nn.Module):
+    """Starts far above the trivial loss (a large output offset that training removes), then
+    blows up on the training calls in ``burst``."""
+
+    def __init__(self, inner: nn.Module, burst: range) -> None:
+        super().__init__()
+        self.inner, self.burst, self.calls = inner, burst, 0
+        self.offset = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> Any:
+        out, new_state = self.inner(x, state)
+        out = out + self.offset
+        if self.training:
+            self.calls += 1
+            if self.calls in self.burst:
+                out = out * 1e3
+        return out, new_state
+
+
+def test_after_a_rollback_the_restored_weights_are_judged_by_their_own_losses() -> None:
+    """Rolled back to the initial weights, whose losses are far above the abandoned run's: those
+    losses are the restored run's start, not a second blow-up."""
+    task = AddingTask(6)
+    recipe = get_recipe("gru").replace(hidden_size=8, **{"optimizer.lr": 0.3})
+    model = LateBlowUp(_model(recipe, task), burst=range(40, 46))
+    cfg = TrainConfig(
+        steps=80, batch_size=8, eval_every=0, divergence_patience=5, log_every=1, **SMALL
+    )
+    result = fit(model, task, cfg, recipe=recipe)
+    events = [r for r in result.history if r["kind"] == "event"]
+    assert [(e["event"], e["cause"]) for e in events] == [("rollback", "loss")]
+    losses = [r["loss"] for r in result.history if r["kind"] == "train"]
+    assert losses[0] > 20 * task.trivial_loss  # the initial weights' loss, met again after
+    assert not result.diverged and result.rollbacks == 1
 
 
 def test_a_nan_run_writes_strict_json_metrics(tmp_path: Any) -> None:

@@ -363,6 +363,11 @@ class Trainer:
             assert progress.good is not None
             self.model.load_state_dict(progress.good["model"])
             self.optimizer.load_state_dict(progress.good["optimizer"])
+            # What the monitor knew then: the restored weights are judged against their own
+            # losses, not those of the abandoned trajectory (from the initial weights, those
+            # were lower, and every step after the rollback would look like a blow-up).
+            if "monitor" in progress.good:  # absent in checkpoints of older versions
+                self.monitor.load_state_dict(progress.good["monitor"])
             progress.lr_scale *= config.lr_backoff
             self.scheduler.scale_base_lr(config.lr_backoff)
             self.carry = None
@@ -424,6 +429,7 @@ class Trainer:
             "step": self.ctx.step,
             "model": host_copy(self.model.state_dict()),
             "optimizer": host_copy(self.optimizer.state_dict()),
+            "monitor": self.monitor.state_dict(),
         }
 
     def _save_checkpoint(self) -> None:
