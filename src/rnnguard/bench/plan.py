@@ -177,9 +177,9 @@ def plan_preset(
                     horizon_length=max(_s.lengths),
                 )  # fmt: skip
 
-            searches.append(
-                LengthSearch(recipe, settings.task, settings.lengths, make, preset.seeds)
-            )
+            lengths = settings.lengths_for(recipe)
+            if lengths:
+                searches.append(LengthSearch(recipe, settings.task, lengths, make, preset.seeds))
     lm_runs, lm_task, note = None, None, ""
     lm = preset.lm
     lm_wanted = [t for t in wanted if t in lm_names]
