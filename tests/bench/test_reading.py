@@ -23,6 +23,18 @@ def test_reading_names_the_contrast_when_it_shows() -> None:
     )
 
 
+def test_reading_names_recipes_whose_grid_the_preset_cut_short() -> None:
+    summary = _summary({"vanilla": 0, "lstm-ln-clip": 1000})
+    summary["searches"][1]["grid"] = [10, 100, 1000]
+    summary["searches"].append(
+        {"recipe": "lru", "task": "adding", "effective_length": 50, "complete": True,
+         "grid": [10, 50]}
+    )  # fmt: skip
+    text = reading(summary)
+    assert "`lstm-ln-clip` reached the longest length (T=1000)" in text
+    assert "solved up to the longest length this preset tries them at: `lru` T=50" in text
+
+
 def test_reading_says_when_the_contrast_did_not_show() -> None:
     text = reading(_summary({"vanilla": 50, "gru": 20}))
     assert "The expected contrast did not show" in text

@@ -28,13 +28,28 @@ def _lengths(summary: dict[str, Any], task: str) -> dict[str, int]:
     }
 
 
-def _length_sentence(task: str, eff: dict[str, int]) -> str:
+def _capped(summary: dict[str, Any], task: str) -> dict[str, int]:
+    """Recipes that solved every length of a grid the preset cut short for them: recipe -> cap."""
+    searches = [s for s in summary.get("searches", []) if s.get("task") == task and s.get("grid")]
+    longest = max((s["grid"][-1] for s in searches), default=0)
+    return {
+        s["recipe"]: s["grid"][-1]
+        for s in searches
+        if s.get("complete") and s["grid"][-1] < longest
+        and s.get("effective_length") == s["grid"][-1]
+    }  # fmt: skip
+
+
+def _length_sentence(task: str, eff: dict[str, int], capped: dict[str, int]) -> str:
     best = max(eff.values())
     if best == 0:
         return f"On {task}, no recipe solved even the shortest length of the grid in this budget."
     top = [r for r, n in eff.items() if n == best]
     none = [r for r, n in eff.items() if n == 0]
     text = f"On {task}, {_names(top)} reached the longest length (T={best})"
+    if capped:
+        caps = ", ".join(f"`{r}` T={t}" for r, t in capped.items())
+        text += f"; solved up to the longest length this preset tries them at: {caps}"
     if none:
         text += f"; {_names(none)} solved no length of the grid"
     return text + "."
@@ -99,7 +114,7 @@ def reading(summary: dict[str, Any]) -> str:
     for task in ("adding", "copy"):
         eff = _lengths(summary, task)
         if eff:
-            sentences.append(_length_sentence(task, eff))
+            sentences.append(_length_sentence(task, eff, _capped(summary, task)))
             if task == "adding" and (contrast := _contrast_sentence(eff)):
                 sentences.append(contrast)
     if lm := _lm_sentence(summary):
