@@ -33,6 +33,10 @@ def test_reading_names_recipes_whose_grid_the_preset_cut_short() -> None:
     text = reading(summary)
     assert "`lstm-ln-clip` reached the longest length (T=1000)" in text
     assert "solved up to the longest length this preset tries them at: `lru` T=50" in text
+    summary["searches"][1]["effective_length"] = 10  # now the capped recipe leads
+    text = reading(summary)
+    assert "`lru` reached the longest length (T=50, the longest this preset tries it at)" in text
+    assert "tries them at" not in text
 
 
 def test_reading_says_when_the_contrast_did_not_show() -> None:

@@ -47,8 +47,11 @@ def _length_sentence(task: str, eff: dict[str, int], capped: dict[str, int]) -> 
     top = [r for r, n in eff.items() if n == best]
     none = [r for r, n in eff.items() if n == 0]
     text = f"On {task}, {_names(top)} reached the longest length (T={best})"
-    if capped:
-        caps = ", ".join(f"`{r}` T={t}" for r, t in capped.items())
+    if any(r in capped for r in top):
+        text = text[:-1] + ", the longest this preset tries it at)"
+    others = {r: t for r, t in capped.items() if r not in top}
+    if others:
+        caps = ", ".join(f"`{r}` T={t}" for r, t in others.items())
         text += f"; solved up to the longest length this preset tries them at: {caps}"
     if none:
         text += f"; {_names(none)} solved no length of the grid"
