@@ -32,3 +32,16 @@ def test_every_preset_caps_only_registered_recipes_and_keeps_a_recipe_solving_t_
             assert {recipe for recipe, _ in settings.longest} <= known, (name, settings.task)
     adding = next(s for s in get_preset("standard").length_tasks if s.task == "adding")
     assert 1000 in adding.lengths_for("indrnn-relu") and 1000 in adding.lengths_for("lstm-ln-clip")
+
+
+def test_the_report_states_the_whole_grid_and_each_cap() -> None:
+    from rnnguard.bench.report_markdown import context_lines
+
+    template = {"steps": 30, "batch_size": 5, "hidden_size": 8, "eval_every": 10, "eval_batches": 1}
+    searches = [
+        {"recipe": r, "task": "adding", "lengths": g, "template": template}
+        for r, g in (("gru", [10, 20, 50]), ("lru", [10, 20]))
+    ]
+    summary = {"manifest": {"searches": searches}, "lm_task": None, "lm_note": "", "complete": True}
+    (line,) = [x for x in context_lines(summary) if x.startswith("- adding")]
+    assert line.startswith("- adding: lengths [10, 20, 50] (lru to T=20), 30 steps × batch 5")

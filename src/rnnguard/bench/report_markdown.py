@@ -36,14 +36,22 @@ def context_lines(summary: dict[str, Any]) -> list[str]:
     if m.get("wall_time") is not None:
         lines.append(f"- total wall time of the last invocation: {m['wall_time']:.1f} s "
                      f"with {m.get('workers', '?')} worker(s)")  # fmt: skip
-    grids = {s["task"]: s["lengths"] for s in m.get("searches", [])}
+    grids: dict[str, list[int]] = {}  # a task's whole grid: the union of its recipes' grids
+    caps: dict[str, list[str]] = {}
     budgets = {s["task"]: s["template"] for s in m.get("searches", [])}
+    for s in m.get("searches", []):
+        grids[s["task"]] = sorted({*grids.get(s["task"], []), *s["lengths"]})
+    for s in m.get("searches", []):
+        if s["lengths"] and s["lengths"][-1] < grids[s["task"]][-1]:
+            caps.setdefault(s["task"], []).append(f"{s['recipe']} to T={s['lengths'][-1]}")
     for task, lengths in grids.items():
         t = budgets[task]
+        capped = f" ({', '.join(caps[task])})" if task in caps else ""
         lines.append(
-            f"- {task}: lengths {lengths}, {t['steps']} steps × batch {t['batch_size']} per length, "
-            f"width {t.get('hidden_size') or 'recipe'}, held-out eval every {t['eval_every']} steps "
-            f"({t['eval_batches']} batches); baseline: {TRIVIAL.get(task, 'n/a')}"
+            f"- {task}: lengths {lengths}{capped}, {t['steps']} steps × batch {t['batch_size']} per "
+            f"length, width {t.get('hidden_size') or 'recipe'}, held-out eval every "
+            f"{t['eval_every']} steps ({t['eval_batches']} batches); baseline: "
+            f"{TRIVIAL.get(task, 'n/a')}"
         )
     if summary["lm_task"]:
         spec = (m.get("lm") or {}).get("specs", [{}])[0]
