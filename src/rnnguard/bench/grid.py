@@ -214,10 +214,13 @@ _STANDARD = Preset(
             steps=3000,
             batch_size=50,
             eval_every=100,
-            # Measured per training step at width 128, batch 50, one thread of a 2-core machine
-            # with the other core busy: gru 1.1 s and safe-lstm 2.0 s at T=1000, transformer 1.0 s
-            # and lru 1.8 s at T=200. A run that does not solve spends all 3000 steps, so one
-            # such run (and its confirmation seed) alone would take most of the preset's 2.5 h.
+            # Per training step at width 128, batch 50, one thread of an idle 2-core machine
+            # (`rnnguard train --recipe R --task adding --length T --batch-size 50 --set
+            # hidden_size=128 --steps 8 --threads 1 --log-every 1`, metrics.jsonl's `time`): gru
+            # 0.55 s and safe-lstm 1.6 s at T=1000, transformer 0.7 s and lru 1.0 s at T=200;
+            # about twice that inside the benchmark, both cores busy. A run that does not solve
+            # spends all 3000 steps, so one such run and its confirmation seed would take most of
+            # the preset's 2.5 h.
             longest=(("gru", 500), ("safe-lstm", 500), ("transformer", 100), ("lru", 50)),
         ),
         LengthSettings(
